@@ -1,0 +1,469 @@
+//! The primary lease (CONTRACT §2): acquisition with a fencing epoch, renewal with the
+//! heartbeat in one round trip, self-demotion on the monotonic clock, the standby watcher
+//! (poll + pub/sub release notices), release, and the promoted / demoted callbacks.
+//!
+//! Safety rests on one inequality: the lease key expires on the server no earlier than
+//! `lock_ttl` after the *start* of our last successful renewal, while we stop calling
+//! ourselves primary `renew_deadline < lock_ttl` after that same start. Another instance
+//! can only take the key after it expired, so the two periods never overlap.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use redis::Connection;
+
+use crate::clock::{millis, monotonic_nanos, now_nanos, utc_now_iso};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+use crate::store::{describe, Store, SCRIPTS};
+
+pub type PromotedCallback = Arc<dyn Fn(u64) + Send + Sync>;
+pub type DemotedCallback = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A change of role, delivered to callbacks on the lease's event thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    Promoted { epoch: u64 },
+    Demoted { reason: String },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub lock_ttl: Duration,
+    pub renew_deadline: Duration,
+    pub renew_interval: Duration,
+    pub poll_interval: Duration,
+    pub heartbeat_ttl: Duration,
+    /// Bound on one renewal or acquisition: a renewal slower than the slack between the
+    /// renewal period and the deadline could not keep us primary anyway.
+    pub lease_command_timeout: Duration,
+}
+
+impl Timing {
+    pub fn from_config(config: &Config) -> Self {
+        let renew_deadline = config.effective_renew_deadline();
+        let renew_interval = config.renew_interval();
+        Timing {
+            lock_ttl: config.lock_ttl,
+            renew_deadline,
+            renew_interval,
+            poll_interval: config.effective_poll_interval(),
+            heartbeat_ttl: config.heartbeat_ttl,
+            lease_command_timeout: config
+                .command_timeout
+                .min(renew_deadline - renew_interval)
+                .max(Duration::from_millis(1)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Held {
+    token: Option<String>,
+    epoch: Option<u64>,
+}
+
+pub(crate) struct Lease {
+    store: Arc<Store>,
+    keys: Keys,
+    timing: Timing,
+    instance_id: String,
+    /// Monotonic nanoseconds until which we are primary; 0 when standby. Read without a
+    /// lock so `is_primary()` never blocks.
+    deadline: AtomicU64,
+    held: Mutex<Held>,
+    role_changed: Condvar,
+    stopping: AtomicBool,
+    wake_lock: Mutex<()>,
+    wake: Condvar,
+    events: Mutex<Option<mpsc::Sender<LeaseEvent>>>,
+    promoted_callbacks: RwLock<Vec<PromotedCallback>>,
+    demoted_callbacks: RwLock<Vec<DemotedCallback>>,
+}
+
+impl Lease {
+    pub fn new(store: Arc<Store>, keys: Keys, timing: Timing, instance_id: String) -> Self {
+        Lease {
+            store,
+            keys,
+            timing,
+            instance_id,
+            deadline: AtomicU64::new(0),
+            held: Mutex::new(Held::default()),
+            role_changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            events: Mutex::new(None),
+            promoted_callbacks: RwLock::new(Vec::new()),
+            demoted_callbacks: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Local state only: the lease is held and the monotonic deadline has not passed.
+    pub fn is_primary(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        deadline != 0 && now_nanos() < deadline
+    }
+
+    /// The epoch of the lease we hold, while we are primary.
+    pub fn epoch(&self) -> Option<u64> {
+        if !self.is_primary() {
+            return None;
+        }
+        self.held.lock().epoch
+    }
+
+    /// The token to fence a write with, or `NotPrimary` without touching the network.
+    pub fn fencing_token(&self) -> Result<String> {
+        let held = self.held.lock();
+        match &held.token {
+            Some(token) if self.is_primary() => Ok(token.clone()),
+            _ => Err(Error::not_primary(format!(
+                "{} is not the primary of bot {:?}; the write was refused and nothing changed",
+                self.instance_id,
+                self.keys
+                    .lock
+                    .trim_start_matches("bot:")
+                    .trim_end_matches(":primary_lock")
+            ))),
+        }
+    }
+
+    /// Blocks until this instance is primary, or `timeout` passes; returns whether it is.
+    pub fn wait_until_primary(&self, timeout: Option<Duration>) -> bool {
+        let give_up = timeout.map(|t| Instant::now() + t);
+        let mut held = self.held.lock();
+        while !self.is_primary() {
+            if self.stopping.load(Ordering::Acquire) {
+                return false;
+            }
+            // Wake at least every poll interval: a stop does not always notify.
+            let mut until =
+                Instant::now() + self.timing.poll_interval.max(Duration::from_millis(50));
+            if let Some(give_up) = give_up {
+                if Instant::now() >= give_up {
+                    return false;
+                }
+                until = until.min(give_up);
+            }
+            self.role_changed.wait_until(&mut held, until);
+        }
+        true
+    }
+
+    pub fn on_promoted(&self, callback: PromotedCallback) {
+        self.promoted_callbacks.write().push(callback);
+    }
+
+    pub fn on_demoted(&self, callback: DemotedCallback) {
+        self.demoted_callbacks.write().push(callback);
+    }
+
+    fn new_token(&self) -> String {
+        let mut nonce = [0u8; 8];
+        // A failing OS random source still leaves tokens distinct per process and time.
+        if getrandom::fill(&mut nonce).is_err() {
+            nonce = (now_nanos() ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:{hex}", self.instance_id)
+    }
+
+    /// One acquisition attempt; on success this instance is primary when it returns.
+    pub fn try_acquire(&self, conn: &mut Connection) -> redis::RedisResult<bool> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let token = self.new_token();
+        let started = Instant::now();
+        let epoch: Option<u64> = SCRIPTS
+            .lease_acquire
+            .key(&self.keys.lock)
+            .key(&self.keys.epoch)
+            .key(&self.keys.heartbeat)
+            .arg(&token)
+            .arg(millis(self.timing.lock_ttl))
+            .arg(utc_now_iso())
+            .arg(millis(self.timing.heartbeat_ttl))
+            .invoke(conn)?;
+        let Some(epoch) = epoch else {
+            return Ok(false);
+        };
+        {
+            let mut held = self.held.lock();
+            held.token = Some(token);
+            held.epoch = Some(epoch);
+            self.deadline.store(
+                monotonic_nanos(started + self.timing.renew_deadline),
+                Ordering::Release,
+            );
+        }
+        self.role_changed.notify_all();
+        log::info!("{} is now primary (epoch {epoch})", self.instance_id);
+        self.emit(LeaseEvent::Promoted { epoch });
+        Ok(true)
+    }
+
+    /// One renewal attempt. `Ok(false)` means the lease is no longer ours, and we have
+    /// demoted ourselves.
+    pub fn renew(&self, conn: &mut Connection) -> redis::RedisResult<bool> {
+        let Some(token) = self.held.lock().token.clone() else {
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let renewed: i64 = SCRIPTS
+            .lease_renew
+            .key(&self.keys.lock)
+            .key(&self.keys.heartbeat)
+            .arg(&token)
+            .arg(millis(self.timing.lock_ttl))
+            .arg(utc_now_iso())
+            .arg(millis(self.timing.heartbeat_ttl))
+            .invoke(conn)?;
+        if renewed == 1 {
+            let held = self.held.lock();
+            // Only the renewal of the lease still held may move its deadline, and only forward.
+            if held.token.as_deref() == Some(token.as_str())
+                && self.deadline.load(Ordering::Acquire) != 0
+            {
+                self.deadline.fetch_max(
+                    monotonic_nanos(started + self.timing.renew_deadline),
+                    Ordering::AcqRel,
+                );
+            }
+            Ok(true)
+        } else {
+            self.demote_if_holding(&token, "the lease was taken by another instance");
+            Ok(false)
+        }
+    }
+
+    /// Gives up the lease (if held): standby from this instant, then a compare-token delete
+    /// and a release notice so a standby takes over at once.
+    pub fn release(&self, conn: &mut Connection, reason: &str) -> redis::RedisResult<bool> {
+        let token = self.held.lock().token.clone();
+        let Some(token) = token else {
+            return Ok(false);
+        };
+        self.demote_if_holding(&token, reason);
+        self.release_token(conn, &token)
+    }
+
+    fn release_token(&self, conn: &mut Connection, token: &str) -> redis::RedisResult<bool> {
+        let released: i64 = SCRIPTS
+            .lease_release
+            .key(&self.keys.lock)
+            .arg(token)
+            .arg(&self.keys.lease_channel)
+            .arg(&self.instance_id)
+            .invoke(conn)?;
+        Ok(released == 1)
+    }
+
+    fn demote_if_holding(&self, token: &str, reason: &str) -> bool {
+        {
+            let mut held = self.held.lock();
+            if held.token.as_deref() != Some(token) {
+                return false;
+            }
+            self.deadline.store(0, Ordering::Release);
+            held.token = None;
+            held.epoch = None;
+        }
+        self.role_changed.notify_all();
+        log::warn!("{} is now standby: {reason}", self.instance_id);
+        self.emit(LeaseEvent::Demoted {
+            reason: reason.to_owned(),
+        });
+        true
+    }
+
+    fn emit(&self, event: LeaseEvent) {
+        if let Some(sender) = self.events.lock().as_ref() {
+            let _ = sender.send(event);
+        }
+    }
+
+    /// Starts the event thread (callbacks) and the lease thread (renewal / watching).
+    pub fn start(self: &Arc<Self>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let (sender, receiver) = mpsc::channel();
+        *self.events.lock() = Some(sender);
+        let for_events = Arc::clone(self);
+        let events = std::thread::Builder::new()
+            .name("quantshift-events".into())
+            .spawn(move || for_events.dispatch_events(receiver))?;
+        let for_lease = Arc::clone(self);
+        let lease = std::thread::Builder::new()
+            .name("quantshift-lease".into())
+            .spawn(move || for_lease.run())?;
+        Ok(vec![lease, events])
+    }
+
+    /// Stops the background threads; they exit within one poll interval or command timeout.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        {
+            let _guard = self.wake_lock.lock();
+            self.wake.notify_all();
+        }
+        self.role_changed.notify_all();
+        // Closing the channel ends the event thread once queued callbacks ran.
+        self.events.lock().take();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Callbacks run here, never on the lease thread, so a slow callback cannot delay a
+    /// renewal; no lock of ours is held while they run.
+    fn dispatch_events(&self, receiver: mpsc::Receiver<LeaseEvent>) {
+        for event in receiver {
+            match &event {
+                LeaseEvent::Promoted { epoch } => {
+                    let callbacks = self.promoted_callbacks.read().clone();
+                    for callback in callbacks {
+                        run_isolated("on_promoted", || callback(*epoch));
+                    }
+                }
+                LeaseEvent::Demoted { reason } => {
+                    let callbacks = self.demoted_callbacks.read().clone();
+                    for callback in callbacks {
+                        run_isolated("on_demoted", || callback(reason));
+                    }
+                }
+            }
+        }
+    }
+
+    fn sleep(&self, duration: Duration) {
+        let mut guard = self.wake_lock.lock();
+        if !self.is_stopping() {
+            self.wake.wait_for(&mut guard, duration);
+        }
+    }
+
+    fn run(&self) {
+        let mut lease_conn: Option<Connection> = None;
+        let mut next_renewal = Instant::now();
+        let mut failing = false;
+        while !self.is_stopping() {
+            // The subscription lives in this frame; a broken one is rebuilt on the next pass.
+            let mut subscriber = self
+                .store
+                .connect_with_timeout(self.timing.poll_interval)
+                .ok();
+            let mut pubsub = subscriber.as_mut().and_then(|conn| {
+                let mut pubsub = conn.as_pubsub();
+                pubsub.subscribe(&self.keys.lease_channel).ok()?;
+                Some(pubsub)
+            });
+            while !self.is_stopping() {
+                let holding = self.held.lock().token.clone();
+                if let Some(token) = holding {
+                    let now = Instant::now();
+                    if !self.is_primary() {
+                        // Deadline passed without a renewal (Redis slow or unreachable, or this
+                        // process was frozen): standby now, and free the key if it is still ours.
+                        if self.demote_if_holding(
+                            &token,
+                            "no renewal succeeded before the renew deadline",
+                        ) {
+                            if let Some(conn) = lease_conn.as_mut() {
+                                let _ = self.release_token(conn, &token);
+                            }
+                        }
+                        continue;
+                    }
+                    if now >= next_renewal {
+                        match self.with_lease_conn(&mut lease_conn, |lease, conn| lease.renew(conn))
+                        {
+                            Ok(_) => {
+                                failing = false;
+                                next_renewal = now + self.timing.renew_interval;
+                            }
+                            Err(err) => {
+                                if !failing {
+                                    log::warn!(
+                                        "lease renewal failed, retrying until the deadline: {err}"
+                                    );
+                                }
+                                failing = true;
+                                next_renewal = Instant::now() + self.timing.poll_interval;
+                            }
+                        }
+                        continue;
+                    }
+                    let deadline_in = Duration::from_nanos(
+                        self.deadline
+                            .load(Ordering::Acquire)
+                            .saturating_sub(now_nanos()),
+                    );
+                    self.sleep((next_renewal - now).min(deadline_in));
+                    continue;
+                }
+
+                match self.with_lease_conn(&mut lease_conn, |lease, conn| lease.try_acquire(conn)) {
+                    Ok(true) => {
+                        failing = false;
+                        next_renewal = Instant::now() + self.timing.renew_interval;
+                        continue;
+                    }
+                    Ok(false) => failing = false,
+                    Err(err) => {
+                        if !failing {
+                            log::warn!("standby cannot reach Redis to watch the lease: {err}");
+                        }
+                        failing = true;
+                    }
+                }
+                match pubsub.as_mut() {
+                    Some(pubsub) => match pubsub.get_message() {
+                        Ok(_) => {}
+                        Err(err) if err.is_timeout() => {}
+                        Err(_) => break,
+                    },
+                    None => {
+                        self.sleep(self.timing.poll_interval);
+                        break;
+                    }
+                }
+            }
+        }
+        // Stopping: whoever stops us releases the lease; a frozen thread must not renew it.
+    }
+
+    fn with_lease_conn<T>(
+        &self,
+        slot: &mut Option<Connection>,
+        op: impl FnOnce(&Self, &mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let conn = match slot {
+            Some(conn) => conn,
+            None => slot.insert(
+                self.store
+                    .connect_with_timeout(self.timing.lease_command_timeout)?,
+            ),
+        };
+        op(self, conn).map_err(|err| {
+            *slot = None;
+            Error::unavailable(format!("lease round trip failed: {}", describe(&err)))
+        })
+    }
+}
+
+/// Runs user code so that a panic in it is logged, not spread to our threads.
+pub(crate) fn run_isolated(what: &str, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic".to_owned());
+        log::error!("{what} callback panicked: {message}");
+    }
+}

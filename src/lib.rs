@@ -1,0 +1,33 @@
+//! quantshift-core: a trading bot's state, positions and primary/standby role in Redis, so a
+//! hot-standby bot takes over when the primary dies — never two primaries, nothing
+//! acknowledged lost, a clear error for every bad input.
+//!
+//! ```no_run
+//! use quantshift_core::{Config, StateManager};
+//! use serde_json::json;
+//!
+//! let state = StateManager::new(Config::new("equity-bot")).unwrap();
+//! if state.wait_until_primary(Some(std::time::Duration::from_secs(60))) {
+//!     let mut s = json!({"strategy": "moving_average"}).as_object().unwrap().clone();
+//!     state.save_state(&mut s).unwrap();
+//!     state.apply_fill("AAPL", 10.0, 150.0, Some("fill-1")).unwrap();
+//! }
+//! state.close().unwrap();
+//! ```
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod keys;
+mod lease;
+mod manager;
+pub mod positions;
+mod shutdown;
+mod store;
+
+pub use config::{redact_url, Config};
+pub use error::{Error, ErrorKind, Result};
+pub use keys::Keys;
+pub use lease::LeaseEvent;
+pub use manager::StateManager;
+pub use positions::{Change, JsonObject, PositionDifference, SyncReport};

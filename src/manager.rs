@@ -1,0 +1,554 @@
+//! `StateManager`: the one facade every front end wraps.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::clock::{millis, utc_now_iso};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{validate_fill_id, validate_symbol, Keys};
+use crate::lease::{Lease, Timing};
+use crate::positions::{
+    apply_fill_to, decode_object, diff_positions, fill_member, Expected, JsonObject, PositionStore,
+    PositionWrite, SyncReport, WriteOutcome,
+};
+use crate::shutdown::{shut_down_on_signal, Shutdown, ShutdownHandler, ShutdownHandlers};
+use crate::store::{Store, SCRIPTS};
+
+/// State, positions and the primary/standby role of one bot instance, kept in Redis.
+///
+/// Construction connects, reads the server's eviction policy, finds positions written
+/// before the symbol index existed, and starts the background lease thread: the instance
+/// starts as standby and becomes primary as soon as nobody else holds the lease.
+pub struct StateManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    keys: Keys,
+    store: Arc<Store>,
+    lease: Arc<Lease>,
+    instance_id: String,
+    handlers: ShutdownHandlers,
+    /// What this instance last saved, re-saved with `shutdown_time` at shutdown.
+    last_state: Mutex<Option<JsonObject>>,
+    /// Serializes read-modify-write cycles of this instance (other instances are fenced out).
+    state_update: Mutex<()>,
+    position_update: Mutex<()>,
+    /// Position symbols found by the start-up scan and not yet in the index.
+    unindexed_symbols: Mutex<Vec<String>>,
+    warnings: Vec<String>,
+    closed: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+static MANAGERS_IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
+
+fn new_instance_id() -> String {
+    let host = gethostname::gethostname()
+        .to_string_lossy()
+        .replace(':', "_");
+    let pid = std::process::id();
+    match MANAGERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed) {
+        0 => format!("{host}:{pid}"),
+        n => format!("{host}:{pid}.{n}"),
+    }
+}
+
+impl StateManager {
+    pub fn new(config: Config) -> Result<Self> {
+        config.validate()?;
+        // Start the monotonic origin before any deadline is computed.
+        crate::clock::now_nanos();
+        let keys = Keys::new(&config.bot_name);
+        let store = Arc::new(Store::open(&config)?);
+        let warnings = startup_warnings(&store)?;
+        for warning in &warnings {
+            log::warn!("{warning}");
+        }
+        let instance_id = new_instance_id();
+        let lease = Arc::new(Lease::new(
+            Arc::clone(&store),
+            keys.clone(),
+            Timing::from_config(&config),
+            instance_id.clone(),
+        ));
+        let inner = Arc::new(Inner {
+            keys,
+            store,
+            lease,
+            instance_id,
+            handlers: ShutdownHandlers::default(),
+            last_state: Mutex::new(None),
+            state_update: Mutex::new(()),
+            position_update: Mutex::new(()),
+            unindexed_symbols: Mutex::new(Vec::new()),
+            warnings,
+            closed: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            config,
+        });
+        let legacy = inner.positions().scan_symbols()?;
+        *inner.unindexed_symbols.lock() = legacy;
+        let weak = Arc::downgrade(&inner);
+        inner.lease.on_promoted(Arc::new(move |_epoch| {
+            if let Some(inner) = weak.upgrade() {
+                inner.adopt_unindexed_positions();
+            }
+        }));
+        let threads = inner
+            .lease
+            .start()
+            .map_err(|err| Error::unavailable(format!("cannot start the lease thread: {err}")))?;
+        *inner.threads.lock() = threads;
+        if inner.config.install_signal_handlers {
+            let target: Weak<dyn Shutdown> = Arc::downgrade(&inner) as Weak<dyn Shutdown>;
+            shut_down_on_signal(target)?;
+        }
+        log::info!(
+            "state manager for bot {:?} started as {} on {}",
+            inner.config.bot_name,
+            inner.instance_id,
+            inner.store.redacted_url()
+        );
+        Ok(StateManager { inner })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn bot_name(&self) -> &str {
+        &self.inner.config.bot_name
+    }
+
+    /// `hostname:pid` (with `.n` for the n-th manager of a process); lease tokens are this
+    /// id followed by a fresh `:nonce` per acquisition.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// The fencing epoch of the lease held, while primary; tag orders and rows with it.
+    pub fn epoch(&self) -> Option<u64> {
+        self.inner.lease.epoch()
+    }
+
+    /// Problems found at start (eviction policy): also logged as warnings.
+    pub fn startup_warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// Local state only: no network, never blocks.
+    pub fn is_primary(&self) -> bool {
+        self.inner.lease.is_primary()
+    }
+
+    /// Blocks until this instance is primary or `timeout` passes; `None` waits for ever.
+    pub fn wait_until_primary(&self, timeout: Option<Duration>) -> bool {
+        self.inner.lease.wait_until_primary(timeout)
+    }
+
+    /// Called with the new epoch on the event thread each time this instance becomes primary.
+    pub fn on_promoted(&self, callback: impl Fn(u64) + Send + Sync + 'static) {
+        self.inner.lease.on_promoted(Arc::new(callback));
+    }
+
+    /// Called with the reason on the event thread each time this instance stops being primary.
+    pub fn on_demoted(&self, callback: impl Fn(&str) + Send + Sync + 'static) {
+        self.inner.lease.on_demoted(Arc::new(callback));
+    }
+
+    pub fn register_shutdown_handler(
+        &self,
+        handler: impl Fn() -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) {
+        let handler: ShutdownHandler = Arc::new(handler);
+        self.inner.handlers.register(handler);
+    }
+
+    /// Renews the lease now (primary), or tries to take it now (standby). The lease thread
+    /// does both on its own; this is for bots that call `heartbeat()` in their loop.
+    pub fn heartbeat(&self) -> Result<()> {
+        let lease = &self.inner.lease;
+        self.inner.ensure_open()?;
+        if lease.fencing_token().is_ok() {
+            self.inner.store.run(|conn| lease.renew(conn))?;
+        } else {
+            self.inner.store.run(|conn| lease.try_acquire(conn))?;
+        }
+        Ok(())
+    }
+
+    /// Saves the bot's state (fenced), adding `last_update` to `state` as the predecessor did.
+    pub fn save_state(&self, state: &mut JsonObject) -> Result<()> {
+        let _serial = self.inner.state_update.lock();
+        self.inner.save_state(state)
+    }
+
+    /// Merges `changes` into the stored state and saves the result, returned.
+    pub fn update_state(&self, changes: &JsonObject) -> Result<JsonObject> {
+        let _serial = self.inner.state_update.lock();
+        self.inner.lease.fencing_token()?;
+        let mut state = self.inner.load_state()?.unwrap_or_default();
+        state.extend(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.inner.save_state(&mut state)?;
+        Ok(state)
+    }
+
+    pub fn load_state(&self) -> Result<Option<JsonObject>> {
+        self.inner.load_state()
+    }
+
+    /// Saves one position (fenced), adding `last_update` to `data`.
+    pub fn save_position(&self, symbol: &str, data: &mut JsonObject) -> Result<()> {
+        validate_symbol(symbol)?;
+        let _serial = self.inner.position_update.lock();
+        let token = self.inner.lease.fencing_token()?;
+        data.insert("last_update".into(), Value::from(utc_now_iso()));
+        let value = self.inner.encode(&format!("position {symbol:?}"), data)?;
+        let write = PositionWrite {
+            symbol: symbol.to_owned(),
+            expected: Expected::Anything,
+            new_value: Some(value),
+        };
+        self.inner.positions().write(&token, &[write], None)?;
+        Ok(())
+    }
+
+    /// Every position of the bot, in a constant number of round trips.
+    pub fn load_positions(&self) -> Result<Vec<(String, JsonObject)>> {
+        let unindexed = self.inner.unindexed_symbols.lock().clone();
+        self.inner.positions().load(&unindexed)
+    }
+
+    /// Removes one position (fenced); whether it existed.
+    pub fn clear_position(&self, symbol: &str) -> Result<bool> {
+        validate_symbol(symbol)?;
+        let _serial = self.inner.position_update.lock();
+        let token = self.inner.lease.fencing_token()?;
+        let write = PositionWrite {
+            symbol: symbol.to_owned(),
+            expected: Expected::Anything,
+            new_value: None,
+        };
+        match self.inner.positions().write(&token, &[write], None)? {
+            WriteOutcome::Applied { changed } => Ok(changed > 0),
+            _ => Ok(false),
+        }
+    }
+
+    /// Applies a fill of signed `quantity` at `price` in one atomic step; a `fill_id` seen
+    /// before is ignored. Returns the position after it, `None` when flat.
+    pub fn apply_fill(
+        &self,
+        symbol: &str,
+        quantity: f64,
+        price: f64,
+        fill_id: Option<&str>,
+    ) -> Result<Option<JsonObject>> {
+        validate_symbol(symbol)?;
+        if let Some(fill_id) = fill_id {
+            validate_fill_id(fill_id)?;
+        }
+        // Refuse bad numbers before any round trip.
+        apply_fill_to(symbol, None, quantity, price)?;
+        let _serial = self.inner.position_update.lock();
+        let token = self.inner.lease.fencing_token()?;
+        let member = fill_id.map(|id| fill_member(symbol, id));
+        let key = self.inner.keys.position(symbol);
+        let positions = self.inner.positions();
+        PositionStore::retry_on_conflict(|| {
+            let (raw, seen) = positions.read_for_fill(symbol, member.as_deref())?;
+            let current = raw
+                .as_deref()
+                .map(|raw| decode_object(&key, raw))
+                .transpose()?;
+            if seen {
+                return Ok(Some(current));
+            }
+            let mut next = apply_fill_to(symbol, current.as_ref(), quantity, price)?;
+            let new_value = match next.as_mut() {
+                Some(position) => {
+                    position.insert("last_update".into(), Value::from(utc_now_iso()));
+                    Some(
+                        self.inner
+                            .encode(&format!("position {symbol:?}"), position)?,
+                    )
+                }
+                None => None,
+            };
+            let expected = match raw {
+                Some(raw) => Expected::Exactly(
+                    String::from_utf8(raw)
+                        .map_err(|_| Error::corrupt(format!("{key} is not UTF-8")))?,
+                ),
+                None => Expected::Absent,
+            };
+            let write = PositionWrite {
+                symbol: symbol.to_owned(),
+                expected,
+                new_value,
+            };
+            match positions.write(&token, &[write], member.as_deref())? {
+                WriteOutcome::Applied { .. } => Ok(Some(next)),
+                WriteOutcome::DuplicateFill | WriteOutcome::Conflict => Ok(None),
+            }
+        })
+    }
+
+    /// Makes the stored positions match the broker's, in one atomic step.
+    pub fn sync_positions(&self, broker: &[(String, JsonObject)]) -> Result<SyncReport> {
+        for (symbol, _) in broker {
+            validate_symbol(symbol)?;
+        }
+        let _serial = self.inner.position_update.lock();
+        let token = self.inner.lease.fencing_token()?;
+        let positions = self.inner.positions();
+        let unindexed = self.inner.unindexed_symbols.lock().clone();
+        PositionStore::retry_on_conflict(|| {
+            let raw = positions.load_raw(&unindexed)?;
+            let mut stored = Vec::with_capacity(raw.len());
+            for (symbol, value) in &raw {
+                stored.push((
+                    symbol.clone(),
+                    decode_object(&self.inner.keys.position(symbol), value)?,
+                ));
+            }
+            let report = diff_positions(&stored, broker, &utc_now_iso())?;
+            if report.differences.is_empty() {
+                return Ok(Some(report));
+            }
+            let mut writes = Vec::with_capacity(report.differences.len());
+            for diff in &report.differences {
+                let expected = match raw.iter().find(|(s, _)| *s == diff.symbol) {
+                    Some((_, value)) => {
+                        Expected::Exactly(String::from_utf8_lossy(value).into_owned())
+                    }
+                    None => Expected::Absent,
+                };
+                let new_value = match &diff.after {
+                    Some(after) => Some(
+                        self.inner
+                            .encode(&format!("position {:?}", diff.symbol), after)?,
+                    ),
+                    None => None,
+                };
+                writes.push(PositionWrite {
+                    symbol: diff.symbol.clone(),
+                    expected,
+                    new_value,
+                });
+            }
+            match positions.write(&token, &writes, None)? {
+                WriteOutcome::Applied { .. } => Ok(Some(report)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// Runs the shutdown handlers, saves the last state with `shutdown_time` (if primary),
+    /// releases the lease and announces it. Does not exit. Calling it again does nothing.
+    pub fn shutdown(&self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    /// The same as [`shutdown`](Self::shutdown).
+    pub fn close(&self) -> Result<()> {
+        self.inner.shutdown()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for StateManager {
+    fn drop(&mut self) {
+        if let Err(err) = self.inner.shutdown() {
+            log::warn!("closing the state manager on drop: {err}");
+        }
+    }
+}
+
+impl std::fmt::Debug for StateManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateManager")
+            .field("bot_name", &self.inner.config.bot_name)
+            .field("instance_id", &self.inner.instance_id)
+            .field("redis_url", &self.inner.store.redacted_url())
+            .field("primary", &self.is_primary())
+            .finish()
+    }
+}
+
+impl Shutdown for Inner {
+    fn shutdown_for_signal(&self) {
+        if let Err(err) = self.shutdown() {
+            log::error!("shutdown after a signal: {err}");
+        }
+    }
+}
+
+impl Inner {
+    fn positions(&self) -> PositionStore<'_> {
+        PositionStore {
+            store: &self.store,
+            keys: &self.keys,
+            position_ttl_ms: millis(self.config.position_ttl),
+        }
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::not_primary("the state manager is closed"));
+        }
+        Ok(())
+    }
+
+    /// Serializes a value to store, refusing it before sending when over the size limit.
+    fn encode(&self, what: &str, value: &JsonObject) -> Result<String> {
+        let text = serde_json::to_string(value)?;
+        if text.len() > self.config.max_payload_bytes {
+            return Err(Error::invalid(format!(
+                "{what} is {} bytes as JSON, over the limit of {} bytes",
+                text.len(),
+                self.config.max_payload_bytes
+            )));
+        }
+        Ok(text)
+    }
+
+    fn save_state(&self, state: &mut JsonObject) -> Result<()> {
+        let token = self.lease.fencing_token()?;
+        state.insert("last_update".into(), Value::from(utc_now_iso()));
+        let value = self.encode("state", state)?;
+        self.write_state(&token, &value)?;
+        *self.last_state.lock() = Some(state.clone());
+        Ok(())
+    }
+
+    fn write_state(&self, token: &str, value: &str) -> Result<()> {
+        self.store.run(|conn| {
+            SCRIPTS
+                .fenced_set
+                .key(&self.keys.lock)
+                .key(&self.keys.state)
+                .arg(token)
+                .arg(value)
+                .arg(millis(self.config.state_ttl))
+                .invoke::<i64>(conn)
+        })?;
+        Ok(())
+    }
+
+    fn load_state(&self) -> Result<Option<JsonObject>> {
+        let raw: Option<Vec<u8>> = self
+            .store
+            .read(|conn| redis::cmd("GET").arg(&self.keys.state).query(conn))?;
+        raw.map(|raw| decode_object(&self.keys.state, &raw))
+            .transpose()
+    }
+
+    fn adopt_unindexed_positions(&self) {
+        let symbols = self.unindexed_symbols.lock().clone();
+        if symbols.is_empty() {
+            return;
+        }
+        let Ok(token) = self.lease.fencing_token() else {
+            return;
+        };
+        match self.positions().adopt(&token, &symbols) {
+            Ok(added) => {
+                log::info!("adopted {added} positions written before the symbol index");
+                self.unindexed_symbols
+                    .lock()
+                    .retain(|s| !symbols.contains(s));
+            }
+            Err(err) => log::warn!("could not index positions found at start-up yet: {err}"),
+        }
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let unfinished = self.handlers.run_all(self.config.shutdown_timeout);
+        if unfinished > 0 {
+            log::error!("{unfinished} shutdown handlers were abandoned after shutdown_timeout");
+        }
+        let mut outcome = Ok(());
+        if let Ok(token) = self.lease.fencing_token() {
+            let last = self.last_state.lock().clone();
+            if let Some(mut state) = last {
+                state.insert("shutdown_time".into(), Value::from(utc_now_iso()));
+                let saved = self
+                    .encode("state", &state)
+                    .and_then(|value| self.write_state(&token, &value));
+                if let Err(err) = saved {
+                    log::error!("could not save the final state: {err}");
+                    outcome = Err(err);
+                }
+            }
+        }
+        // Stop and join the lease thread first, so it cannot take the lease again after
+        // we release it; it wakes within one poll interval.
+        self.lease.stop();
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        let current = std::thread::current().id();
+        for thread in threads {
+            if thread.thread().id() != current {
+                let _ = thread.join();
+            }
+        }
+        match self
+            .store
+            .run(|conn| self.lease.release(conn, "shutting down"))
+        {
+            Ok(true) => log::info!("{} released the primary lease", self.instance_id),
+            Ok(false) => {}
+            Err(err) => {
+                log::error!("could not release the lease (it expires by itself): {err}");
+                if outcome.is_ok() {
+                    outcome = Err(err);
+                }
+            }
+        }
+        outcome
+    }
+}
+
+fn startup_warnings(store: &Store) -> Result<Vec<String>> {
+    let policy: Result<Vec<String>> = store.read(|conn| {
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(conn)
+    });
+    let mut warnings = Vec::new();
+    match policy {
+        Ok(pair) => {
+            let policy = pair.get(1).cloned().unwrap_or_default();
+            if policy != "noeviction" {
+                warnings.push(format!(
+                    "Redis maxmemory-policy is {policy:?}: under memory pressure it may evict the lease, \
+                     state and positions (all carry TTLs); set maxmemory-policy noeviction"
+                ));
+            }
+        }
+        Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
+        Err(err) => warnings.push(format!(
+            "cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"
+        )),
+    }
+    Ok(warnings)
+}

@@ -1,0 +1,10 @@
+-- Gives the lease up only if it is still ours, then tells waiting standbys at once.
+-- KEYS[1] primary_lock
+-- ARGV[1] token, ARGV[2] release channel, ARGV[3] message
+-- Returns 1 when released, 0 when the lease was no longer ours.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0

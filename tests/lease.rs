@@ -1,0 +1,310 @@
+//! The primary lease against real redis-server processes (CONTRACT §2, §3).
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use quantshift_core::{Config, ErrorKind, StateManager};
+
+/// Not a test of its own: the body of the child bot processes (does nothing without
+/// `QS_CHILD_URL`).
+#[test]
+fn child_bot() {
+    child_bot_main();
+}
+
+#[test]
+fn one_primary_and_a_standby_with_an_increasing_epoch() {
+    let server = RedisServer::start();
+    let a = manager(&server, "pair", 1500);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    let b = manager(&server, "pair", 1500);
+    assert!(!b.wait_until_primary(Some(Duration::from_millis(600))));
+    assert!(a.is_primary() && !b.is_primary());
+    let first_epoch = a.epoch().unwrap();
+    assert_eq!(b.epoch(), None);
+    let token: String = redis::cmd("GET")
+        .arg("bot:pair:primary_lock")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(
+        token.starts_with(&format!("{}:", a.instance_id())),
+        "{token}"
+    );
+    assert_eq!(
+        token.split(':').count(),
+        3,
+        "hostname:pid:nonce, got {token}"
+    );
+    a.close().unwrap();
+    assert!(b.wait_until_primary(Some(Duration::from_secs(2))));
+    assert!(b.epoch().unwrap() > first_epoch);
+}
+
+#[test]
+fn a_standby_write_is_refused_and_changes_nothing() {
+    let server = RedisServer::start();
+    let a = manager(&server, "fence", 1500);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    a.save_position("AAPL", &mut obj(serde_json::json!({"quantity": 1})))
+        .unwrap();
+    let b = manager(&server, "fence", 1500);
+    let before: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg("none")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(before.is_empty());
+    let dump_before = dump(&server);
+    for err in [
+        b.save_state(&mut obj(serde_json::json!({"x": 1})))
+            .unwrap_err(),
+        b.save_position("AAPL", &mut obj(serde_json::json!({"quantity": 2})))
+            .unwrap_err(),
+        b.clear_position("AAPL").unwrap_err(),
+        b.apply_fill("AAPL", 1.0, 1.0, None).unwrap_err(),
+        b.sync_positions(&[]).unwrap_err(),
+        b.update_state(&obj(serde_json::json!({"y": 2})))
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::NotPrimary, "{err}");
+    }
+    assert_eq!(dump(&server), dump_before);
+    // Reads are allowed from any instance.
+    assert_eq!(b.load_positions().unwrap().len(), 1);
+}
+
+fn dump(server: &RedisServer) -> Vec<(String, Option<String>)> {
+    let mut conn = server.connection();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    keys.sort();
+    keys.into_iter()
+        .filter(|k| !k.ends_with(":heartbeat") && !k.ends_with(":primary_lock"))
+        .map(|k| {
+            let value: Option<String> = redis::cmd("DUMP")
+                .arg(&k)
+                .query::<Option<Vec<u8>>>(&mut conn)
+                .unwrap()
+                .map(|v| format!("{v:?}"));
+            (k, value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_crashed_primary_is_replaced_within_ttl_plus_poll() {
+    let server = RedisServer::start();
+    let ttl = 1500;
+    let mut child = ChildBot::spawn(&server, "crash", ttl, false);
+    assert!(
+        wait_for(Duration::from_secs(5), || child.has_line("primary")),
+        "child never became primary"
+    );
+    let standby = manager(&server, "crash", ttl);
+    assert!(!standby.is_primary());
+    signal(child.pid(), libc::SIGKILL);
+    let killed = Instant::now();
+    let _ = child.wait_exit(Duration::from_secs(2));
+    assert!(standby.wait_until_primary(Some(Duration::from_secs(5))));
+    let took = killed.elapsed();
+    let bound = Duration::from_millis(ttl)
+        + standby.config().effective_poll_interval()
+        + Duration::from_millis(300);
+    assert!(took <= bound, "takeover took {took:?}, over {bound:?}");
+    // The new primary can write.
+    standby
+        .save_position("TICK", &mut obj(serde_json::json!({"n": 0})))
+        .unwrap();
+}
+
+#[test]
+fn a_frozen_primary_knows_it_is_standby_when_it_wakes_and_cannot_write() {
+    let server = RedisServer::start();
+    let ttl = 1200;
+    let child = ChildBot::spawn(&server, "frozen", ttl, false);
+    assert!(wait_for(Duration::from_secs(5), || child.has_line("primary")));
+    assert!(wait_for(Duration::from_secs(2), || child
+        .lines()
+        .iter()
+        .any(|l| l.ends_with("true ok"))));
+    let standby = manager(&server, "frozen", ttl);
+    signal(child.pid(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(50));
+    let frozen_at = child.lines().len();
+    assert!(
+        standby.wait_until_primary(Some(Duration::from_secs(5))),
+        "standby never took over"
+    );
+    standby
+        .save_position("TICK", &mut obj(serde_json::json!({"n": -1})))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(ttl)); // well past the child's TTL
+    signal(child.pid(), libc::SIGCONT);
+    assert!(wait_for(Duration::from_secs(3), || child.lines().len()
+        > frozen_at + 20));
+    let after: Vec<String> = child.lines()[frozen_at..]
+        .iter()
+        .filter(|l| l.starts_with("tick"))
+        .cloned()
+        .collect();
+    // Only the iteration caught mid-way by SIGSTOP may have sampled "primary" before the freeze.
+    for (i, line) in after.iter().enumerate() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_ne!(
+            parts[3], "ok",
+            "a write of the frozen primary was accepted: {line}"
+        );
+        if i > 0 {
+            assert_eq!(
+                parts[2], "false",
+                "the frozen primary still claims primary: {line}"
+            );
+        }
+    }
+    let stored: String = redis::cmd("GET")
+        .arg("bot:frozen:position:TICK")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(
+        stored.contains("\"n\":-1"),
+        "the standby's write was overwritten: {stored}"
+    );
+}
+
+#[test]
+fn graceful_release_hands_over_within_100ms() {
+    let server = RedisServer::start();
+    let a = manager(&server, "handover", 3000);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    let b = manager(&server, "handover", 3000);
+    std::thread::sleep(Duration::from_millis(400)); // let b subscribe and settle
+    assert!(!b.is_primary());
+    let started = Instant::now();
+    a.close().unwrap();
+    assert!(b.wait_until_primary(Some(Duration::from_secs(3))));
+    let took = started.elapsed();
+    assert!(!a.is_primary());
+    assert!(took < Duration::from_millis(100), "handover took {took:?}");
+}
+
+#[test]
+fn a_stalled_redis_demotes_the_primary_before_its_ttl_and_nobody_claims() {
+    let server = RedisServer::start();
+    let ttl = 1500;
+    let a = manager(&server, "stall", ttl);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    let b = manager(&server, "stall", ttl);
+    let demoted_at = Arc::new(AtomicU64::new(0));
+    let origin = Instant::now();
+    let flag = Arc::clone(&demoted_at);
+    a.on_demoted(move |_| flag.store(origin.elapsed().as_millis() as u64 + 1, Ordering::SeqCst));
+    server.freeze();
+    let frozen = Instant::now();
+    // The primary must give up before its lock could expire on the server.
+    assert!(
+        wait_for(Duration::from_millis(ttl), || !a.is_primary()),
+        "still primary at TTL"
+    );
+    assert!(frozen.elapsed() < Duration::from_millis(ttl));
+    let give_up = Instant::now() + Duration::from_millis(ttl);
+    while Instant::now() < give_up {
+        assert!(
+            !b.is_primary(),
+            "the standby claimed the lease while Redis was stalled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        wait_for(Duration::from_secs(1), || demoted_at.load(Ordering::SeqCst)
+            > 0),
+        "on_demoted not called"
+    );
+    server.thaw();
+    // Afterwards exactly one becomes primary, and never both at once.
+    let give_up = Instant::now() + Duration::from_secs(4);
+    let mut someone = false;
+    while Instant::now() < give_up {
+        let (pa, pb) = (a.is_primary(), b.is_primary());
+        assert!(!(pa && pb), "two primaries");
+        someone |= pa || pb;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(someone, "nobody became primary after Redis came back");
+}
+
+#[test]
+fn a_restarted_redis_fails_calls_within_the_timeout_then_works_again() {
+    let mut server = RedisServer::start();
+    let a = manager(&server, "restart", 1500);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    server.kill();
+    let started = Instant::now();
+    let err = a.load_state().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RedisUnavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(wait_for(Duration::from_secs(3), || !a.is_primary()));
+    server.restart();
+    assert!(wait_for(Duration::from_secs(5), || a.load_state().is_ok()));
+    assert!(
+        a.wait_until_primary(Some(Duration::from_secs(5))),
+        "never primary again"
+    );
+    a.save_state(&mut obj(serde_json::json!({"back": true})))
+        .unwrap();
+}
+
+#[test]
+fn an_inverted_timing_configuration_is_a_clear_error() {
+    let server = RedisServer::start();
+    let err = StateManager::new(
+        fast_config(&server, "timing", 1000).renew_deadline(Duration::from_millis(1500)),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("lock_ttl > renew_deadline"), "{err}");
+    let err = StateManager::new(fast_config(&server, "timing", 0)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn callbacks_and_heartbeat() {
+    let server = RedisServer::start();
+    let a = StateManager::new(fast_config(&server, "calls", 3000)).unwrap();
+    let promoted = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&promoted);
+    a.on_promoted(move |epoch| seen.store(epoch, Ordering::SeqCst));
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    // Registered after the first promotion: fires on the next one.
+    let b = manager(&server, "calls", 3000);
+    let b_promoted = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&b_promoted);
+    b.on_promoted(move |epoch| seen.store(epoch, Ordering::SeqCst));
+    a.heartbeat().unwrap();
+    let heartbeat: String = redis::cmd("GET")
+        .arg("bot:calls:heartbeat")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(
+        heartbeat.len(),
+        "2025-12-24T22:00:00.123456".len(),
+        "{heartbeat}"
+    );
+    a.close().unwrap();
+    assert!(wait_for(Duration::from_secs(2), || b_promoted
+        .load(Ordering::SeqCst)
+        > 0));
+    assert_eq!(b.epoch(), Some(b_promoted.load(Ordering::SeqCst)));
+    let _ = promoted;
+    // A closed manager refuses writes and heartbeats.
+    assert_eq!(a.heartbeat().unwrap_err().kind(), ErrorKind::NotPrimary);
+    let config = Config::new("calls")
+        .redis_url(server.url())
+        .install_signal_handlers(false);
+    drop(config);
+}
