@@ -31,3 +31,8 @@ pub use keys::Keys;
 pub use lease::LeaseEvent;
 pub use manager::StateManager;
 pub use positions::{Change, JsonObject, PositionDifference, SyncReport};
+
+#[cfg(feature = "ffi")]
+pub mod ffi;
+#[cfg(feature = "python")]
+mod python;
