@@ -9,7 +9,8 @@
 //! | `bot:{bot}:epoch` | fencing counter, incremented on every acquisition (no TTL) |
 //! | `bot:{bot}:positions` | set of the bot's position symbols, so loading never scans |
 //! | `bot:{bot}:fills` | sorted set of applied `symbol\x1ffill_id`, scored by time applied |
-//! | `bot:{bot}:lease` | pub/sub channel where a releasing primary announces the release |
+//! | `bot:{bot}:instances` | sorted set of live instance ids, scored by when their presence lapses (ms) |
+//! | `bot:{bot}:lease` | pub/sub channel: `released <id>` from a releasing primary, `handover <who>` from an operator |
 
 use crate::error::{Error, Result};
 
@@ -28,6 +29,7 @@ pub struct Keys {
     pub epoch: String,
     pub positions_index: String,
     pub fills: String,
+    pub instances: String,
     pub lease_channel: String,
     position_prefix: String,
 }
@@ -43,6 +45,7 @@ impl Keys {
             epoch: format!("{base}epoch"),
             positions_index: format!("{base}positions"),
             fills: format!("{base}fills"),
+            instances: format!("{base}instances"),
             lease_channel: format!("{base}lease"),
             position_prefix: format!("{base}position:"),
         }

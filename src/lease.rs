@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use redis::Connection;
 
 use crate::clock::{millis, monotonic_nanos, now_nanos, utc_now_iso};
@@ -19,6 +19,10 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::store::{describe, Store, SCRIPTS};
+
+/// Message prefixes on the lease channel.
+pub const RELEASED_NOTICE: &str = "released";
+pub const HANDOVER_REQUEST: &str = "handover";
 
 pub type PromotedCallback = Arc<dyn Fn(u64) + Send + Sync>;
 pub type DemotedCallback = Arc<dyn Fn(&str) + Send + Sync>;
@@ -75,6 +79,9 @@ pub(crate) struct Lease {
     /// lock so `is_primary()` never blocks.
     deadline: AtomicU64,
     held: Mutex<Held>,
+    /// Writes hold it shared for their round trip; a graceful release takes it exclusively,
+    /// so the lease is given up only after the writes in flight have landed.
+    write_gate: RwLock<()>,
     role_changed: Condvar,
     stopping: AtomicBool,
     wake_lock: Mutex<()>,
@@ -93,6 +100,7 @@ impl Lease {
             instance_id,
             deadline: AtomicU64::new(0),
             held: Mutex::new(Held::default()),
+            write_gate: RwLock::new(()),
             role_changed: Condvar::new(),
             stopping: AtomicBool::new(false),
             wake_lock: Mutex::new(()),
@@ -117,11 +125,16 @@ impl Lease {
         self.held.lock().epoch
     }
 
-    /// The token to fence a write with, or `NotPrimary` without touching the network.
-    pub fn fencing_token(&self) -> Result<String> {
+    /// The token to fence a write with, or `NotPrimary` without touching the network. Keep
+    /// the returned value alive until the write's round trip is over.
+    pub fn fencing_token(&self) -> Result<Fence<'_>> {
+        let gate = self.write_gate.read();
         let held = self.held.lock();
         match &held.token {
-            Some(token) if self.is_primary() => Ok(token.clone()),
+            Some(token) if self.is_primary() => Ok(Fence {
+                token: token.clone(),
+                _gate: gate,
+            }),
             _ => Err(Error::not_primary(format!(
                 "{} is not the primary of bot {:?}; the write was refused and nothing changed",
                 self.instance_id,
@@ -185,16 +198,24 @@ impl Lease {
             .key(&self.keys.lock)
             .key(&self.keys.epoch)
             .key(&self.keys.heartbeat)
+            .key(&self.keys.instances)
             .arg(&token)
             .arg(millis(self.timing.lock_ttl))
             .arg(utc_now_iso())
             .arg(millis(self.timing.heartbeat_ttl))
+            .arg(&self.instance_id)
             .invoke(conn)?;
         let Some(epoch) = epoch else {
             return Ok(false);
         };
         {
             let mut held = self.held.lock();
+            if self.is_stopping() {
+                // Closed while the attempt was in flight: hand the lease straight back.
+                drop(held);
+                self.release_token(conn, &token)?;
+                return Ok(false);
+            }
             held.token = Some(token);
             held.epoch = Some(epoch);
             self.deadline.store(
@@ -219,10 +240,12 @@ impl Lease {
             .lease_renew
             .key(&self.keys.lock)
             .key(&self.keys.heartbeat)
+            .key(&self.keys.instances)
             .arg(&token)
             .arg(millis(self.timing.lock_ttl))
             .arg(utc_now_iso())
             .arg(millis(self.timing.heartbeat_ttl))
+            .arg(&self.instance_id)
             .invoke(conn)?;
         if renewed == 1 {
             let held = self.held.lock();
@@ -242,24 +265,25 @@ impl Lease {
         }
     }
 
-    /// Gives up the lease (if held): standby from this instant, then a compare-token delete
-    /// and a release notice so a standby takes over at once.
-    pub fn release(&self, conn: &mut Connection, reason: &str) -> redis::RedisResult<bool> {
-        let token = self.held.lock().token.clone();
-        let Some(token) = token else {
-            return Ok(false);
-        };
+    /// Gives up the lease (if held) once the writes in flight have landed: standby from
+    /// that instant. Returns the token to delete with [`release_token`](Self::release_token);
+    /// no connection is held while waiting for the writes, which may need it.
+    pub fn step_down(&self, reason: &str) -> Option<String> {
+        let _no_writes_in_flight = self.write_gate.write();
+        let token = self.held.lock().token.clone()?;
         self.demote_if_holding(&token, reason);
-        self.release_token(conn, &token)
+        Some(token)
     }
 
-    fn release_token(&self, conn: &mut Connection, token: &str) -> redis::RedisResult<bool> {
+    /// Deletes the lease key if it still carries `token`, and announces the release so a
+    /// standby takes over at once.
+    pub fn release_token(&self, conn: &mut Connection, token: &str) -> redis::RedisResult<bool> {
         let released: i64 = SCRIPTS
             .lease_release
             .key(&self.keys.lock)
             .arg(token)
             .arg(&self.keys.lease_channel)
-            .arg(&self.instance_id)
+            .arg(format!("{RELEASED_NOTICE} {}", self.instance_id))
             .invoke(conn)?;
         Ok(released == 1)
     }
@@ -305,7 +329,11 @@ impl Lease {
 
     /// Stops the background threads; they exit within one poll interval or command timeout.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
+        {
+            // Under the lock, so an acquisition in flight sees it before promoting us.
+            let _held = self.held.lock();
+            self.stopping.store(true, Ordering::Release);
+        }
         {
             let _guard = self.wake_lock.lock();
             self.wake.notify_all();
@@ -351,6 +379,8 @@ impl Lease {
         let mut lease_conn: Option<Connection> = None;
         let mut next_renewal = Instant::now();
         let mut failing = false;
+        // After handing the lease over on request, leave it to the standby for a while.
+        let mut hold_off_until: Option<Instant> = None;
         while !self.is_stopping() {
             // The subscription lives in this frame; a broken one is rebuilt on the next pass.
             let mut subscriber = self
@@ -363,9 +393,9 @@ impl Lease {
                 Some(pubsub)
             });
             while !self.is_stopping() {
+                let now = Instant::now();
                 let holding = self.held.lock().token.clone();
-                if let Some(token) = holding {
-                    let now = Instant::now();
+                let wait = if let Some(token) = holding {
                     if !self.is_primary() {
                         // Deadline passed without a renewal (Redis slow or unreachable, or this
                         // process was frozen): standby now, and free the key if it is still ours.
@@ -403,34 +433,63 @@ impl Lease {
                             .load(Ordering::Acquire)
                             .saturating_sub(now_nanos()),
                     );
-                    self.sleep((next_renewal - now).min(deadline_in));
-                    continue;
-                }
-
-                match self.with_lease_conn(&mut lease_conn, |lease, conn| lease.try_acquire(conn)) {
-                    Ok(true) => {
-                        failing = false;
-                        next_renewal = Instant::now() + self.timing.renew_interval;
-                        continue;
-                    }
-                    Ok(false) => failing = false,
-                    Err(err) => {
-                        if !failing {
-                            log::warn!("standby cannot reach Redis to watch the lease: {err}");
+                    (next_renewal - now).min(deadline_in)
+                } else {
+                    if hold_off_until.is_some_and(|until| now < until) {
+                        self.timing.poll_interval
+                    } else {
+                        hold_off_until = None;
+                        match self
+                            .with_lease_conn(&mut lease_conn, |lease, conn| lease.try_acquire(conn))
+                        {
+                            Ok(true) => {
+                                failing = false;
+                                next_renewal = Instant::now() + self.timing.renew_interval;
+                                continue;
+                            }
+                            Ok(false) => failing = false,
+                            Err(err) => {
+                                if !failing {
+                                    log::warn!(
+                                        "standby cannot reach Redis to watch the lease: {err}"
+                                    );
+                                }
+                                failing = true;
+                            }
                         }
-                        failing = true;
+                        self.timing.poll_interval
                     }
-                }
-                match pubsub.as_mut() {
-                    Some(pubsub) => match pubsub.get_message() {
-                        Ok(_) => {}
-                        Err(err) if err.is_timeout() => {}
-                        Err(_) => break,
-                    },
-                    None => {
-                        self.sleep(self.timing.poll_interval);
-                        break;
+                };
+                // Wait for a notice on the lease channel, at most one poll interval so that a
+                // stop is seen soon even when Redis is unreachable.
+                let wait = wait
+                    .min(self.timing.poll_interval)
+                    .max(Duration::from_millis(1));
+                let Some(pubsub) = pubsub.as_mut() else {
+                    self.sleep(wait);
+                    break;
+                };
+                let _ = pubsub.set_read_timeout(Some(wait));
+                match pubsub.get_message() {
+                    Ok(message) => {
+                        let payload: String = message.get_payload().unwrap_or_default();
+                        if payload.starts_with(HANDOVER_REQUEST) && self.is_primary() {
+                            log::info!("handover requested ({payload}): stepping down");
+                            let released =
+                                self.step_down("handover requested by an operator")
+                                    .map(|token| {
+                                        self.with_lease_conn(&mut lease_conn, |lease, conn| {
+                                            lease.release_token(conn, &token)
+                                        })
+                                    });
+                            if let Some(Err(err)) = released {
+                                log::warn!("could not release the lease for the handover: {err}");
+                            }
+                            hold_off_until = Some(Instant::now() + self.timing.lock_ttl);
+                        }
                     }
+                    Err(err) if err.is_timeout() => {}
+                    Err(_) => break,
                 }
             }
         }
@@ -454,6 +513,13 @@ impl Lease {
             Error::unavailable(format!("lease round trip failed: {}", describe(&err)))
         })
     }
+}
+
+/// Proof that this instance held the lease when a write started; the lease cannot be
+/// released gracefully while one is alive.
+pub(crate) struct Fence<'a> {
+    pub token: String,
+    _gate: RwLockReadGuard<'a, ()>,
 }
 
 /// Runs user code so that a panic in it is logged, not spread to our threads.

@@ -18,6 +18,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod inspect;
 pub mod keys;
 mod lease;
 mod manager;
@@ -27,6 +28,7 @@ mod store;
 
 pub use config::{redact_url, Config};
 pub use error::{Error, ErrorKind, Result};
+pub use inspect::{BotStatus, Inspector, ServerStatus};
 pub use keys::Keys;
 pub use lease::LeaseEvent;
 pub use manager::StateManager;

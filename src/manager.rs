@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::clock::{millis, utc_now_iso};
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::keys::{validate_fill_id, validate_symbol, Keys};
 use crate::lease::{Lease, Timing};
 use crate::positions::{
@@ -68,7 +68,7 @@ impl StateManager {
         crate::clock::now_nanos();
         let keys = Keys::new(&config.bot_name);
         let store = Arc::new(Store::open(&config)?);
-        let warnings = startup_warnings(&store)?;
+        let warnings = store.server_warnings()?;
         for warning in &warnings {
             log::warn!("{warning}");
         }
@@ -221,7 +221,7 @@ impl StateManager {
             expected: Expected::Anything,
             new_value: Some(value),
         };
-        self.inner.positions().write(&token, &[write], None)?;
+        self.inner.positions().write(&token.token, &[write], None)?;
         Ok(())
     }
 
@@ -241,7 +241,7 @@ impl StateManager {
             expected: Expected::Anything,
             new_value: None,
         };
-        match self.inner.positions().write(&token, &[write], None)? {
+        match self.inner.positions().write(&token.token, &[write], None)? {
             WriteOutcome::Applied { changed } => Ok(changed > 0),
             _ => Ok(false),
         }
@@ -299,7 +299,7 @@ impl StateManager {
                 expected,
                 new_value,
             };
-            match positions.write(&token, &[write], member.as_deref())? {
+            match positions.write(&token.token, &[write], member.as_deref())? {
                 WriteOutcome::Applied { .. } => Ok(Some(next)),
                 WriteOutcome::DuplicateFill | WriteOutcome::Conflict => Ok(None),
             }
@@ -349,7 +349,7 @@ impl StateManager {
                     new_value,
                 });
             }
-            match positions.write(&token, &writes, None)? {
+            match positions.write(&token.token, &writes, None)? {
                 WriteOutcome::Applied { .. } => Ok(Some(report)),
                 _ => Ok(None),
             }
@@ -432,7 +432,7 @@ impl Inner {
         let token = self.lease.fencing_token()?;
         state.insert("last_update".into(), Value::from(utc_now_iso()));
         let value = self.encode("state", state)?;
-        self.write_state(&token, &value)?;
+        self.write_state(&token.token, &value)?;
         *self.last_state.lock() = Some(state.clone());
         Ok(())
     }
@@ -467,7 +467,7 @@ impl Inner {
         let Ok(token) = self.lease.fencing_token() else {
             return;
         };
-        match self.positions().adopt(&token, &symbols) {
+        match self.positions().adopt(&token.token, &symbols) {
             Ok(added) => {
                 log::info!("adopted {added} positions written before the symbol index");
                 self.unindexed_symbols
@@ -493,27 +493,23 @@ impl Inner {
                 state.insert("shutdown_time".into(), Value::from(utc_now_iso()));
                 let saved = self
                     .encode("state", &state)
-                    .and_then(|value| self.write_state(&token, &value));
+                    .and_then(|value| self.write_state(&token.token, &value));
                 if let Err(err) = saved {
                     log::error!("could not save the final state: {err}");
                     outcome = Err(err);
                 }
             }
         }
-        // Stop and join the lease thread first, so it cannot take the lease again after
-        // we release it; it wakes within one poll interval.
+        // Stopped first, the lease thread cannot take the lease again once we give it up;
+        // the release notice we publish also wakes it from its wait on the lease channel.
         self.lease.stop();
-        let threads: Vec<_> = self.threads.lock().drain(..).collect();
-        let current = std::thread::current().id();
-        for thread in threads {
-            if thread.thread().id() != current {
-                let _ = thread.join();
-            }
-        }
-        match self
-            .store
-            .run(|conn| self.lease.release(conn, "shutting down"))
-        {
+        let released = match self.lease.step_down("shutting down") {
+            Some(token) => self
+                .store
+                .run(|conn| self.lease.release_token(conn, &token)),
+            None => Ok(false),
+        };
+        match released {
             Ok(true) => log::info!("{} released the primary lease", self.instance_id),
             Ok(false) => {}
             Err(err) => {
@@ -523,32 +519,14 @@ impl Inner {
                 }
             }
         }
-        outcome
-    }
-}
-
-fn startup_warnings(store: &Store) -> Result<Vec<String>> {
-    let policy: Result<Vec<String>> = store.read(|conn| {
-        redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query(conn)
-    });
-    let mut warnings = Vec::new();
-    match policy {
-        Ok(pair) => {
-            let policy = pair.get(1).cloned().unwrap_or_default();
-            if policy != "noeviction" {
-                warnings.push(format!(
-                    "Redis maxmemory-policy is {policy:?}: under memory pressure it may evict the lease, \
-                     state and positions (all carry TTLs); set maxmemory-policy noeviction"
-                ));
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        let current = std::thread::current().id();
+        for thread in threads {
+            // A callback that closes its own manager runs on the event thread.
+            if thread.thread().id() != current {
+                let _ = thread.join();
             }
         }
-        Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
-        Err(err) => warnings.push(format!(
-            "cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"
-        )),
+        outcome
     }
-    Ok(warnings)
 }

@@ -111,6 +111,34 @@ impl Store {
         }
     }
 
+    /// What is unsafe in the server's configuration for us (CONTRACT §6): an eviction
+    /// policy other than `noeviction` may evict the lease, state and positions.
+    pub fn server_warnings(&self) -> Result<Vec<String>> {
+        let policy: Result<Vec<String>> = self.read(|conn| {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query(conn)
+        });
+        let mut warnings = Vec::new();
+        match policy {
+            Ok(pair) => {
+                let policy = pair.get(1).cloned().unwrap_or_default();
+                if policy != "noeviction" {
+                    warnings.push(format!(
+                        "Redis maxmemory-policy is {policy:?}: under memory pressure it may evict the \
+                         lease, state and positions (all carry TTLs); set maxmemory-policy noeviction"
+                    ));
+                }
+            }
+            Err(err) if err.kind() == crate::ErrorKind::RedisUnavailable => return Err(err),
+            Err(err) => warnings.push(format!(
+                "cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"
+            )),
+        }
+        Ok(warnings)
+    }
+
     fn unavailable(&self, err: redis::RedisError) -> Error {
         Error::unavailable(format!(
             "cannot reach Redis at {}: {}",

@@ -308,3 +308,68 @@ fn callbacks_and_heartbeat() {
         .install_signal_handlers(false);
     drop(config);
 }
+
+#[test]
+fn a_requested_handover_waits_for_writes_and_the_standby_takes_over() {
+    let server = RedisServer::start();
+    let a = manager(&server, "planned", 3000);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    let b = manager(&server, "planned", 3000);
+    let inspector =
+        quantshift_core::Inspector::connect(Some(&server.url()), Duration::from_secs(1)).unwrap();
+    // Both instances are visible; b is the standby.
+    assert!(wait_for(Duration::from_secs(2), || {
+        inspector.status("planned").unwrap().standbys() == vec![b.instance_id()]
+    }));
+    let status = inspector.status("planned").unwrap();
+    assert_eq!(status.holder.as_deref(), Some(a.instance_id()));
+    assert_eq!(status.epoch, a.epoch());
+    let started = Instant::now();
+    assert!(inspector.request_handover("planned").unwrap() >= 2);
+    assert!(
+        b.wait_until_primary(Some(Duration::from_secs(2))),
+        "standby did not take over"
+    );
+    assert!(!a.is_primary());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The old primary leaves the lease to the new one instead of racing for it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(b.is_primary() && !a.is_primary());
+    assert_eq!(
+        inspector.status("planned").unwrap().holder.as_deref(),
+        Some(b.instance_id())
+    );
+}
+
+#[test]
+fn the_inspector_lists_bots_and_reports_state_and_positions() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let a = manager(&server, "seen", 3000);
+    assert_eq!(a.startup_warnings().len(), 1, "{:?}", a.startup_warnings());
+    assert!(a.startup_warnings()[0].contains("allkeys-lru"));
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    a.save_state(&mut obj(serde_json::json!({"k": 1}))).unwrap();
+    a.save_position("ES:FUT", &mut obj(serde_json::json!({"quantity": 2})))
+        .unwrap();
+    let other = manager(&server, "other-bot", 3000);
+    assert!(other.wait_until_primary(Some(Duration::from_secs(3))));
+    let inspector =
+        quantshift_core::Inspector::connect(Some(&server.url()), Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        inspector.bots().unwrap(),
+        vec!["other-bot".to_owned(), "seen".to_owned()]
+    );
+    let status = inspector.status("seen").unwrap();
+    assert_eq!(status.positions, 1);
+    assert!(status.heartbeat_age.unwrap() < Duration::from_secs(5));
+    assert!(status.state_age.unwrap() < Duration::from_secs(5));
+    assert!(status.lease_ttl.unwrap() <= Duration::from_secs(3));
+    assert_eq!(inspector.positions("seen").unwrap()[0].0, "ES:FUT");
+    let node = inspector.server().unwrap();
+    assert_eq!(node.role, "master");
+    assert_eq!(node.warnings.len(), 1);
+}
