@@ -1,0 +1,227 @@
+//! State and positions against a real redis-server (CONTRACT §1, §3, §4).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use quantshift_core::{ErrorKind, StateManager};
+use serde_json::json;
+
+fn primary(server: &RedisServer, bot: &str) -> StateManager {
+    let m = manager(server, bot, 3000);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    m
+}
+
+fn get(server: &RedisServer, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(&mut server.connection()).unwrap()
+}
+
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(&mut server.connection()).unwrap()
+}
+
+#[test]
+fn state_round_trips_with_last_update_on_the_callers_map_and_its_ttl() {
+    let server = RedisServer::start();
+    let m = StateManager::new(fast_config(&server, "st", 3000).state_ttl(Duration::from_secs(100))).unwrap();
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    assert_eq!(m.load_state().unwrap(), None);
+    let mut state = obj(json!({"strategy": "moving_average", "daily_pnl": 150.5, "big": 12345678901234567u64, "tiny": 0.1}));
+    m.save_state(&mut state).unwrap();
+    let stamp = state["last_update"].as_str().unwrap().to_owned();
+    assert!(chrono::NaiveDateTime::parse_from_str(&stamp, "%Y-%m-%dT%H:%M:%S%.6f").is_ok(), "{stamp}");
+    assert_eq!(stamp.len(), 26, "{stamp}");
+    let loaded = m.load_state().unwrap().unwrap();
+    assert_eq!(loaded, state);
+    let ttl = pttl(&server, "bot:st:state");
+    assert!(ttl > 90_000 && ttl <= 100_000, "{ttl}");
+    let merged = m.update_state(&obj(json!({"daily_pnl": 10, "new": [1, 2]}))).unwrap();
+    assert_eq!(merged["strategy"], json!("moving_average"));
+    assert_eq!(merged["daily_pnl"], json!(10));
+    assert_eq!(m.load_state().unwrap().unwrap()["new"], json!([1, 2]));
+}
+
+#[test]
+fn corrupt_stored_values_are_a_clear_error() {
+    let server = RedisServer::start();
+    let m = primary(&server, "bad");
+    let mut conn = server.connection();
+    for (raw, what) in [("not json", "not valid JSON"), ("[1,2]", "array"), ("42", "number")] {
+        redis::cmd("SET").arg("bot:bad:state").arg(raw).query::<()>(&mut conn).unwrap();
+        let err = m.load_state().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CorruptData);
+        assert!(err.message().contains(what), "{err}");
+    }
+    m.save_position("OK", &mut obj(json!({"quantity": 1}))).unwrap();
+    redis::cmd("SET").arg("bot:bad:position:OK").arg("{broken").query::<()>(&mut conn).unwrap();
+    let err = m.load_positions().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptData);
+    assert!(err.message().contains("bot:bad:position:OK"), "{err}");
+}
+
+#[test]
+fn positions_round_trip_every_accepted_symbol_and_stay_within_the_bot() {
+    let server = RedisServer::start();
+    let m = StateManager::new(fast_config(&server, "pos", 3000).position_ttl(Duration::from_secs(500))).unwrap();
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    let symbols = ["AAPL", "BTC/USD", "ES:FUT", "日本株", "a*b?[c]", "x\\y", "with space"];
+    for (i, symbol) in symbols.iter().enumerate() {
+        let mut data = obj(json!({"quantity": i + 1, "entry_price": 150.0}));
+        m.save_position(symbol, &mut data).unwrap();
+        assert!(data.contains_key("last_update"));
+    }
+    let loaded = m.load_positions().unwrap();
+    let mut names: Vec<&str> = loaded.iter().map(|(s, _)| s.as_str()).collect();
+    names.sort();
+    let mut expected = symbols.to_vec();
+    expected.sort();
+    assert_eq!(names, expected);
+    let ttl = pttl(&server, "bot:pos:position:ES:FUT");
+    assert!(ttl > 400_000 && ttl <= 500_000, "{ttl}");
+    // A bot whose name is a glob never sees another bot's positions.
+    let other = primary(&server, "po*");
+    assert!(other.load_positions().unwrap().is_empty());
+    assert!(m.clear_position("ES:FUT").unwrap());
+    assert!(!m.clear_position("ES:FUT").unwrap());
+    assert_eq!(get(&server, "bot:pos:position:ES:FUT"), None);
+    assert_eq!(m.load_positions().unwrap().len(), symbols.len() - 1);
+    for bad in ["", "a\nb", &"x".repeat(257)] {
+        assert_eq!(
+            m.save_position(bad, &mut obj(json!({}))).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+}
+
+#[test]
+fn fills_are_atomic_weighted_and_idempotent_by_fill_id() {
+    let server = RedisServer::start();
+    let m = primary(&server, "fills");
+    let p = m.apply_fill("AAPL", 10.0, 100.0, Some("f1")).unwrap().unwrap();
+    assert_eq!(p["quantity"], json!(10));
+    // The same fill delivered again changes nothing.
+    let again = m.apply_fill("AAPL", 10.0, 100.0, Some("f1")).unwrap().unwrap();
+    assert_eq!(again["quantity"], json!(10));
+    let p = m.apply_fill("AAPL", 10.0, 110.0, Some("f2")).unwrap().unwrap();
+    assert_eq!(p["entry_price"], json!(105));
+    let p = m.apply_fill("AAPL", -25.0, 100.0, Some("f3")).unwrap().unwrap();
+    assert_eq!(p["quantity"], json!(-5));
+    assert_eq!(p["entry_price"], json!(100));
+    assert_eq!(p["realized_pnl"], json!(-100));
+    assert_eq!(m.apply_fill("AAPL", 5.0, 100.0, Some("f4")).unwrap(), None);
+    assert_eq!(get(&server, "bot:fills:position:AAPL"), None);
+    assert!(m.load_positions().unwrap().is_empty());
+    assert_eq!(m.apply_fill("AAPL", f64::INFINITY, 1.0, None).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(m.apply_fill("AAPL", 1.0, 1.0, Some("")).unwrap_err().kind(), ErrorKind::InvalidInput);
+    // Fills from several threads on one manager all land exactly once.
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let m = &m;
+            scope.spawn(move || {
+                for i in 0..25 {
+                    m.apply_fill("MSFT", 1.0, 10.0, Some(&format!("t{t}-{i}"))).unwrap();
+                    m.apply_fill("MSFT", 1.0, 10.0, Some(&format!("t{t}-{i}"))).unwrap();
+                }
+            });
+        }
+    });
+    let msft = m.load_positions().unwrap().into_iter().find(|(s, _)| s == "MSFT").unwrap().1;
+    assert_eq!(msft["quantity"], json!(100));
+}
+
+#[test]
+fn sync_positions_makes_redis_match_the_broker_and_reports_differences() {
+    let server = RedisServer::start();
+    let m = primary(&server, "sync");
+    m.save_position("KEEP", &mut obj(json!({"quantity": 1, "entry_price": 2, "stop_loss": 1.5}))).unwrap();
+    m.save_position("MOVE", &mut obj(json!({"quantity": 3, "entry_price": 4}))).unwrap();
+    m.save_position("GONE", &mut obj(json!({"quantity": 5, "entry_price": 6}))).unwrap();
+    let broker = vec![
+        ("KEEP".to_owned(), obj(json!({"quantity": 1, "entry_price": 2.0}))),
+        ("MOVE".to_owned(), obj(json!({"quantity": 7, "entry_price": 4}))),
+        ("NEW".to_owned(), obj(json!({"quantity": 8, "entry_price": 9}))),
+    ];
+    let report = m.sync_positions(&broker).unwrap();
+    assert_eq!(
+        (report.inserted, report.updated, report.deleted, report.unchanged),
+        (1, 1, 1, 1)
+    );
+    let json = report.to_json();
+    assert_eq!(json["differences"]["MOVE"]["before"]["quantity"], json!(3));
+    assert_eq!(json["differences"]["MOVE"]["after"]["quantity"], json!(7));
+    assert_eq!(json["differences"]["GONE"]["change"], json!("deleted"));
+    let mut loaded = m.load_positions().unwrap();
+    loaded.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<&str> = loaded.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["KEEP", "MOVE", "NEW"]);
+    assert_eq!(loaded[0].1["stop_loss"], json!(1.5), "our own fields are kept");
+    let again = m.sync_positions(&broker).unwrap();
+    assert_eq!((again.unchanged, again.differences.len()), (3, 0));
+    let err = m
+        .sync_positions(&[("bad\u{0}".to_owned(), obj(json!({"quantity": 1})))])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn positions_written_before_the_index_are_found_and_adopted() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    // As the predecessor library wrote them: plain keys, no index.
+    redis::cmd("SET").arg("bot:legacy:position:AAPL").arg(r#"{"quantity": 10, "entry_price": 150.0}"#).query::<()>(&mut conn).unwrap();
+    redis::cmd("SET").arg("bot:legacy:position:BTC/USD").arg(r#"{"quantity": 0.5, "entry_price": 40000}"#).query::<()>(&mut conn).unwrap();
+    redis::cmd("SET").arg("bot:legacyx:position:NOPE").arg(r#"{"quantity": 1}"#).query::<()>(&mut conn).unwrap();
+    let m = primary(&server, "legacy");
+    let loaded = m.load_positions().unwrap();
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    assert!(wait_for(Duration::from_secs(2), || {
+        let members: Vec<String> = redis::cmd("SMEMBERS").arg("bot:legacy:positions").query(&mut conn).unwrap();
+        members.len() == 2
+    }), "legacy positions were not indexed after promotion");
+    // A later instance finds them through the index alone.
+    drop(m);
+    let n = primary(&server, "legacy");
+    assert_eq!(n.load_positions().unwrap().len(), 2);
+}
+
+fn command_calls(info: &str, command: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[test]
+fn loading_positions_never_scans_and_costs_one_round_trip() {
+    let server = RedisServer::start();
+    // A long lease: no renewal lands inside the measured window.
+    let m = manager(&server, "rt", 30_000);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    for i in 0..200 {
+        m.save_position(&format!("S{i}"), &mut obj(json!({"quantity": i}))).unwrap();
+    }
+    let mut conn = server.connection();
+    redis::cmd("SET").arg("bot:rt:position-not-ours").arg("x").query::<()>(&mut conn).unwrap();
+    // The first call may load the script (EVALSHA, NOSCRIPT, SCRIPT LOAD); measure the next.
+    assert_eq!(m.load_positions().unwrap().len(), 200);
+    redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut conn).unwrap();
+    assert_eq!(m.load_positions().unwrap().len(), 200);
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
+    assert_eq!(command_calls(&info, "scan") + command_calls(&info, "keys"), 0, "{info}");
+    // One script call; the 200 reads happen inside it, on the server.
+    assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
+    assert_eq!(command_calls(&info, "mget"), 0, "{info}");
+    assert_eq!(command_calls(&info, "get"), 200, "{info}");
+}
+
+#[test]
+fn values_over_the_payload_limit_are_refused_before_sending() {
+    let server = RedisServer::start();
+    let m = StateManager::new(fast_config(&server, "big", 3000).max_payload_bytes(1024)).unwrap();
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    let err = m.save_state(&mut obj(json!({"blob": "x".repeat(2000)}))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("limit"), "{err}");
+    assert_eq!(get(&server, "bot:big:state"), None);
+}
