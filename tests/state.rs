@@ -15,29 +15,43 @@ fn primary(server: &RedisServer, bot: &str) -> StateManager {
 }
 
 fn get(server: &RedisServer, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(&mut server.connection()).unwrap()
+    redis::cmd("GET")
+        .arg(key)
+        .query(&mut server.connection())
+        .unwrap()
 }
 
 fn pttl(server: &RedisServer, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(&mut server.connection()).unwrap()
+    redis::cmd("PTTL")
+        .arg(key)
+        .query(&mut server.connection())
+        .unwrap()
 }
 
 #[test]
 fn state_round_trips_with_last_update_on_the_callers_map_and_its_ttl() {
     let server = RedisServer::start();
-    let m = StateManager::new(fast_config(&server, "st", 3000).state_ttl(Duration::from_secs(100))).unwrap();
+    let m = StateManager::new(fast_config(&server, "st", 3000).state_ttl(Duration::from_secs(100)))
+        .unwrap();
     assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
     assert_eq!(m.load_state().unwrap(), None);
-    let mut state = obj(json!({"strategy": "moving_average", "daily_pnl": 150.5, "big": 12345678901234567u64, "tiny": 0.1}));
+    let mut state = obj(
+        json!({"strategy": "moving_average", "daily_pnl": 150.5, "big": 12345678901234567u64, "tiny": 0.1}),
+    );
     m.save_state(&mut state).unwrap();
     let stamp = state["last_update"].as_str().unwrap().to_owned();
-    assert!(chrono::NaiveDateTime::parse_from_str(&stamp, "%Y-%m-%dT%H:%M:%S%.6f").is_ok(), "{stamp}");
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(&stamp, "%Y-%m-%dT%H:%M:%S%.6f").is_ok(),
+        "{stamp}"
+    );
     assert_eq!(stamp.len(), 26, "{stamp}");
     let loaded = m.load_state().unwrap().unwrap();
     assert_eq!(loaded, state);
     let ttl = pttl(&server, "bot:st:state");
     assert!(ttl > 90_000 && ttl <= 100_000, "{ttl}");
-    let merged = m.update_state(&obj(json!({"daily_pnl": 10, "new": [1, 2]}))).unwrap();
+    let merged = m
+        .update_state(&obj(json!({"daily_pnl": 10, "new": [1, 2]})))
+        .unwrap();
     assert_eq!(merged["strategy"], json!("moving_average"));
     assert_eq!(merged["daily_pnl"], json!(10));
     assert_eq!(m.load_state().unwrap().unwrap()["new"], json!([1, 2]));
@@ -48,14 +62,27 @@ fn corrupt_stored_values_are_a_clear_error() {
     let server = RedisServer::start();
     let m = primary(&server, "bad");
     let mut conn = server.connection();
-    for (raw, what) in [("not json", "not valid JSON"), ("[1,2]", "array"), ("42", "number")] {
-        redis::cmd("SET").arg("bot:bad:state").arg(raw).query::<()>(&mut conn).unwrap();
+    for (raw, what) in [
+        ("not json", "not valid JSON"),
+        ("[1,2]", "array"),
+        ("42", "number"),
+    ] {
+        redis::cmd("SET")
+            .arg("bot:bad:state")
+            .arg(raw)
+            .query::<()>(&mut conn)
+            .unwrap();
         let err = m.load_state().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::CorruptData);
         assert!(err.message().contains(what), "{err}");
     }
-    m.save_position("OK", &mut obj(json!({"quantity": 1}))).unwrap();
-    redis::cmd("SET").arg("bot:bad:position:OK").arg("{broken").query::<()>(&mut conn).unwrap();
+    m.save_position("OK", &mut obj(json!({"quantity": 1})))
+        .unwrap();
+    redis::cmd("SET")
+        .arg("bot:bad:position:OK")
+        .arg("{broken")
+        .query::<()>(&mut conn)
+        .unwrap();
     let err = m.load_positions().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::CorruptData);
     assert!(err.message().contains("bot:bad:position:OK"), "{err}");
@@ -64,9 +91,19 @@ fn corrupt_stored_values_are_a_clear_error() {
 #[test]
 fn positions_round_trip_every_accepted_symbol_and_stay_within_the_bot() {
     let server = RedisServer::start();
-    let m = StateManager::new(fast_config(&server, "pos", 3000).position_ttl(Duration::from_secs(500))).unwrap();
+    let m =
+        StateManager::new(fast_config(&server, "pos", 3000).position_ttl(Duration::from_secs(500)))
+            .unwrap();
     assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
-    let symbols = ["AAPL", "BTC/USD", "ES:FUT", "日本株", "a*b?[c]", "x\\y", "with space"];
+    let symbols = [
+        "AAPL",
+        "BTC/USD",
+        "ES:FUT",
+        "日本株",
+        "a*b?[c]",
+        "x\\y",
+        "with space",
+    ];
     for (i, symbol) in symbols.iter().enumerate() {
         let mut data = obj(json!({"quantity": i + 1, "entry_price": 150.0}));
         m.save_position(symbol, &mut data).unwrap();
@@ -89,7 +126,9 @@ fn positions_round_trip_every_accepted_symbol_and_stay_within_the_bot() {
     assert_eq!(m.load_positions().unwrap().len(), symbols.len() - 1);
     for bad in ["", "a\nb", &"x".repeat(257)] {
         assert_eq!(
-            m.save_position(bad, &mut obj(json!({}))).unwrap_err().kind(),
+            m.save_position(bad, &mut obj(json!({})))
+                .unwrap_err()
+                .kind(),
             ErrorKind::InvalidInput
         );
     }
@@ -99,35 +138,63 @@ fn positions_round_trip_every_accepted_symbol_and_stay_within_the_bot() {
 fn fills_are_atomic_weighted_and_idempotent_by_fill_id() {
     let server = RedisServer::start();
     let m = primary(&server, "fills");
-    let p = m.apply_fill("AAPL", 10.0, 100.0, Some("f1")).unwrap().unwrap();
+    let p = m
+        .apply_fill("AAPL", 10.0, 100.0, Some("f1"))
+        .unwrap()
+        .unwrap();
     assert_eq!(p["quantity"], json!(10));
     // The same fill delivered again changes nothing.
-    let again = m.apply_fill("AAPL", 10.0, 100.0, Some("f1")).unwrap().unwrap();
+    let again = m
+        .apply_fill("AAPL", 10.0, 100.0, Some("f1"))
+        .unwrap()
+        .unwrap();
     assert_eq!(again["quantity"], json!(10));
-    let p = m.apply_fill("AAPL", 10.0, 110.0, Some("f2")).unwrap().unwrap();
+    let p = m
+        .apply_fill("AAPL", 10.0, 110.0, Some("f2"))
+        .unwrap()
+        .unwrap();
     assert_eq!(p["entry_price"], json!(105));
-    let p = m.apply_fill("AAPL", -25.0, 100.0, Some("f3")).unwrap().unwrap();
+    let p = m
+        .apply_fill("AAPL", -25.0, 100.0, Some("f3"))
+        .unwrap()
+        .unwrap();
     assert_eq!(p["quantity"], json!(-5));
     assert_eq!(p["entry_price"], json!(100));
     assert_eq!(p["realized_pnl"], json!(-100));
     assert_eq!(m.apply_fill("AAPL", 5.0, 100.0, Some("f4")).unwrap(), None);
     assert_eq!(get(&server, "bot:fills:position:AAPL"), None);
     assert!(m.load_positions().unwrap().is_empty());
-    assert_eq!(m.apply_fill("AAPL", f64::INFINITY, 1.0, None).unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(m.apply_fill("AAPL", 1.0, 1.0, Some("")).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        m.apply_fill("AAPL", f64::INFINITY, 1.0, None)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        m.apply_fill("AAPL", 1.0, 1.0, Some("")).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     // Fills from several threads on one manager all land exactly once.
     std::thread::scope(|scope| {
         for t in 0..4 {
             let m = &m;
             scope.spawn(move || {
                 for i in 0..25 {
-                    m.apply_fill("MSFT", 1.0, 10.0, Some(&format!("t{t}-{i}"))).unwrap();
-                    m.apply_fill("MSFT", 1.0, 10.0, Some(&format!("t{t}-{i}"))).unwrap();
+                    m.apply_fill("MSFT", 1.0, 10.0, Some(&format!("t{t}-{i}")))
+                        .unwrap();
+                    m.apply_fill("MSFT", 1.0, 10.0, Some(&format!("t{t}-{i}")))
+                        .unwrap();
                 }
             });
         }
     });
-    let msft = m.load_positions().unwrap().into_iter().find(|(s, _)| s == "MSFT").unwrap().1;
+    let msft = m
+        .load_positions()
+        .unwrap()
+        .into_iter()
+        .find(|(s, _)| s == "MSFT")
+        .unwrap()
+        .1;
     assert_eq!(msft["quantity"], json!(100));
 }
 
@@ -135,17 +202,37 @@ fn fills_are_atomic_weighted_and_idempotent_by_fill_id() {
 fn sync_positions_makes_redis_match_the_broker_and_reports_differences() {
     let server = RedisServer::start();
     let m = primary(&server, "sync");
-    m.save_position("KEEP", &mut obj(json!({"quantity": 1, "entry_price": 2, "stop_loss": 1.5}))).unwrap();
-    m.save_position("MOVE", &mut obj(json!({"quantity": 3, "entry_price": 4}))).unwrap();
-    m.save_position("GONE", &mut obj(json!({"quantity": 5, "entry_price": 6}))).unwrap();
+    m.save_position(
+        "KEEP",
+        &mut obj(json!({"quantity": 1, "entry_price": 2, "stop_loss": 1.5})),
+    )
+    .unwrap();
+    m.save_position("MOVE", &mut obj(json!({"quantity": 3, "entry_price": 4})))
+        .unwrap();
+    m.save_position("GONE", &mut obj(json!({"quantity": 5, "entry_price": 6})))
+        .unwrap();
     let broker = vec![
-        ("KEEP".to_owned(), obj(json!({"quantity": 1, "entry_price": 2.0}))),
-        ("MOVE".to_owned(), obj(json!({"quantity": 7, "entry_price": 4}))),
-        ("NEW".to_owned(), obj(json!({"quantity": 8, "entry_price": 9}))),
+        (
+            "KEEP".to_owned(),
+            obj(json!({"quantity": 1, "entry_price": 2.0})),
+        ),
+        (
+            "MOVE".to_owned(),
+            obj(json!({"quantity": 7, "entry_price": 4})),
+        ),
+        (
+            "NEW".to_owned(),
+            obj(json!({"quantity": 8, "entry_price": 9})),
+        ),
     ];
     let report = m.sync_positions(&broker).unwrap();
     assert_eq!(
-        (report.inserted, report.updated, report.deleted, report.unchanged),
+        (
+            report.inserted,
+            report.updated,
+            report.deleted,
+            report.unchanged
+        ),
         (1, 1, 1, 1)
     );
     let json = report.to_json();
@@ -156,7 +243,11 @@ fn sync_positions_makes_redis_match_the_broker_and_reports_differences() {
     loaded.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<&str> = loaded.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(names, ["KEEP", "MOVE", "NEW"]);
-    assert_eq!(loaded[0].1["stop_loss"], json!(1.5), "our own fields are kept");
+    assert_eq!(
+        loaded[0].1["stop_loss"],
+        json!(1.5),
+        "our own fields are kept"
+    );
     let again = m.sync_positions(&broker).unwrap();
     assert_eq!((again.unchanged, again.differences.len()), (3, 0));
     let err = m
@@ -170,16 +261,34 @@ fn positions_written_before_the_index_are_found_and_adopted() {
     let server = RedisServer::start();
     let mut conn = server.connection();
     // As the predecessor library wrote them: plain keys, no index.
-    redis::cmd("SET").arg("bot:legacy:position:AAPL").arg(r#"{"quantity": 10, "entry_price": 150.0}"#).query::<()>(&mut conn).unwrap();
-    redis::cmd("SET").arg("bot:legacy:position:BTC/USD").arg(r#"{"quantity": 0.5, "entry_price": 40000}"#).query::<()>(&mut conn).unwrap();
-    redis::cmd("SET").arg("bot:legacyx:position:NOPE").arg(r#"{"quantity": 1}"#).query::<()>(&mut conn).unwrap();
+    redis::cmd("SET")
+        .arg("bot:legacy:position:AAPL")
+        .arg(r#"{"quantity": 10, "entry_price": 150.0}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("bot:legacy:position:BTC/USD")
+        .arg(r#"{"quantity": 0.5, "entry_price": 40000}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("bot:legacyx:position:NOPE")
+        .arg(r#"{"quantity": 1}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
     let m = primary(&server, "legacy");
     let loaded = m.load_positions().unwrap();
     assert_eq!(loaded.len(), 2, "{loaded:?}");
-    assert!(wait_for(Duration::from_secs(2), || {
-        let members: Vec<String> = redis::cmd("SMEMBERS").arg("bot:legacy:positions").query(&mut conn).unwrap();
-        members.len() == 2
-    }), "legacy positions were not indexed after promotion");
+    assert!(
+        wait_for(Duration::from_secs(2), || {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg("bot:legacy:positions")
+                .query(&mut conn)
+                .unwrap();
+            members.len() == 2
+        }),
+        "legacy positions were not indexed after promotion"
+    );
     // A later instance finds them through the index alone.
     drop(m);
     let n = primary(&server, "legacy");
@@ -199,16 +308,31 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
     let m = manager(&server, "rt", 30_000);
     assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
     for i in 0..200 {
-        m.save_position(&format!("S{i}"), &mut obj(json!({"quantity": i}))).unwrap();
+        m.save_position(&format!("S{i}"), &mut obj(json!({"quantity": i})))
+            .unwrap();
     }
     let mut conn = server.connection();
-    redis::cmd("SET").arg("bot:rt:position-not-ours").arg("x").query::<()>(&mut conn).unwrap();
+    redis::cmd("SET")
+        .arg("bot:rt:position-not-ours")
+        .arg("x")
+        .query::<()>(&mut conn)
+        .unwrap();
     // The first call may load the script (EVALSHA, NOSCRIPT, SCRIPT LOAD); measure the next.
     assert_eq!(m.load_positions().unwrap().len(), 200);
-    redis::cmd("CONFIG").arg("RESETSTAT").query::<()>(&mut conn).unwrap();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut conn)
+        .unwrap();
     assert_eq!(m.load_positions().unwrap().len(), 200);
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).unwrap();
-    assert_eq!(command_calls(&info, "scan") + command_calls(&info, "keys"), 0, "{info}");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        command_calls(&info, "scan") + command_calls(&info, "keys"),
+        0,
+        "{info}"
+    );
     // One script call; the 200 reads happen inside it, on the server.
     assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
     assert_eq!(command_calls(&info, "mget"), 0, "{info}");
@@ -220,7 +344,9 @@ fn values_over_the_payload_limit_are_refused_before_sending() {
     let server = RedisServer::start();
     let m = StateManager::new(fast_config(&server, "big", 3000).max_payload_bytes(1024)).unwrap();
     assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
-    let err = m.save_state(&mut obj(json!({"blob": "x".repeat(2000)}))).unwrap_err();
+    let err = m
+        .save_state(&mut obj(json!({"blob": "x".repeat(2000)})))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("limit"), "{err}");
     assert_eq!(get(&server, "bot:big:state"), None);

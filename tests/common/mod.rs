@@ -189,12 +189,25 @@ pub struct ChildBot {
 
 impl ChildBot {
     pub fn spawn(server: &RedisServer, bot: &str, lock_ttl_ms: u64, signals: bool) -> Self {
+        Self::spawn_with_env(server, bot, lock_ttl_ms, signals, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment, e.g. `QS_CHILD_SLOW_HANDLER_MS`
+    /// for a shutdown handler that sleeps that long.
+    pub fn spawn_with_env(
+        server: &RedisServer,
+        bot: &str,
+        lock_ttl_ms: u64,
+        signals: bool,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_bot", "--nocapture", "--test-threads=1"])
             .env("QS_CHILD_URL", server.url())
             .env("QS_CHILD_BOT", bot)
             .env("QS_CHILD_TTL_MS", lock_ttl_ms.to_string())
             .env("QS_CHILD_SIGNALS", if signals { "1" } else { "0" })
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -267,6 +280,17 @@ pub fn child_bot_main() {
     for i in 0..2 {
         manager.register_shutdown_handler(move || {
             println!("handler {i}");
+            Ok(())
+        });
+    }
+    let slow_ms: u64 = std::env::var("QS_CHILD_SLOW_HANDLER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if slow_ms > 0 {
+        manager.register_shutdown_handler(move || {
+            println!("slow handler started");
+            std::thread::sleep(Duration::from_millis(slow_ms));
             Ok(())
         });
     }
