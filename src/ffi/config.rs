@@ -1,0 +1,131 @@
+//! The options struct of `quantshift_manager_new` and its defaults.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::{boundary, try_opt_str, try_str, FfiError, FfiResult};
+use crate::config::Config;
+use crate::ffi::{ensure_non_null, quantshift_status};
+
+/// Options of a manager. Fill it with `quantshift_options_default`, then set `bot_name`
+/// and what else differs. Durations are in milliseconds; a duration of 0 where a default is
+/// derived from others (`renew_deadline_ms`, `poll_interval_ms`) means "derive it".
+///
+/// The strings are only read during `quantshift_manager_new`: they may be freed after it.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct quantshift_options {
+    /// The bot's name (required): not empty, at most 256 bytes, no control characters, no
+    /// `:`. Keys are `bot:{bot_name}:...`.
+    pub bot_name: *const c_char,
+    /// `redis://[[user]:password@]host[:port][/db]`, `rediss://...` (TLS) or
+    /// `unix:///path`. NULL: `QUANTSHIFT_REDIS_URL`, else `REDIS_URL`, else
+    /// `redis://127.0.0.1:6379/0`. A password not in the URL is taken from
+    /// `REDIS_PASSWORD`.
+    pub redis_url: *const c_char,
+    /// TTL of `bot:{bot}:state` (default 3 600 000 = 1 h).
+    pub state_ttl_ms: u64,
+    /// TTL of each `bot:{bot}:position:{symbol}` (default 86 400 000 = 24 h).
+    pub position_ttl_ms: u64,
+    /// TTL of `bot:{bot}:heartbeat` (default 60 000).
+    pub heartbeat_ttl_ms: u64,
+    /// TTL of the primary lease `bot:{bot}:primary_lock` (default 30 000); it is renewed
+    /// every `lock_ttl_ms / 3`.
+    pub lock_ttl_ms: u64,
+    /// Without a successful renewal for this long the instance demotes itself. 0 (the
+    /// default): two thirds of `lock_ttl_ms`. Must satisfy
+    /// `lock_ttl_ms > renew_deadline_ms > lock_ttl_ms / 3`.
+    pub renew_deadline_ms: u64,
+    /// How often a standby tries to take the lease. 0 (the default):
+    /// `min(1000, lock_ttl_ms / 10)`.
+    pub poll_interval_ms: u64,
+    /// Bound on connecting to Redis (default 2000).
+    pub connect_timeout_ms: u64,
+    /// Bound on one Redis command (default 2000).
+    pub command_timeout_ms: u64,
+    /// Bound on all shutdown handlers together (default 20 000).
+    pub shutdown_timeout_ms: u64,
+    /// Serialized states and positions above this size are refused before anything is sent
+    /// (default 16 MiB).
+    pub max_payload_bytes: u64,
+    /// true (the default): on SIGTERM / SIGINT the library runs the shutdown handlers,
+    /// saves the last state, releases the lease and exits the process with status 0.
+    /// false: the host handles signals itself and calls `quantshift_manager_shutdown`.
+    pub install_signal_handlers: bool,
+}
+
+/// Fills `options` with the defaults (CONTRACT §1, §2): `bot_name` and `redis_url` NULL,
+/// the TTLs, timeouts and limits of the library, signal handlers installed.
+///
+/// Returns `QUANTSHIFT_STATUS_NULL_ARGUMENT` when `options` is NULL.
+///
+/// # Safety
+/// `options` is NULL or points to writable memory for a `quantshift_options`.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_default(
+    options: *mut quantshift_options,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(options);
+        let defaults = Config::new("");
+        let filled = quantshift_options {
+            bot_name: std::ptr::null(),
+            redis_url: std::ptr::null(),
+            state_ttl_ms: millis(defaults.state_ttl),
+            position_ttl_ms: millis(defaults.position_ttl),
+            heartbeat_ttl_ms: millis(defaults.heartbeat_ttl),
+            lock_ttl_ms: millis(defaults.lock_ttl),
+            renew_deadline_ms: defaults.renew_deadline.map_or(0, millis),
+            poll_interval_ms: defaults.poll_interval.map_or(0, millis),
+            connect_timeout_ms: millis(defaults.connect_timeout),
+            command_timeout_ms: millis(defaults.command_timeout),
+            shutdown_timeout_ms: millis(defaults.shutdown_timeout),
+            max_payload_bytes: defaults.max_payload_bytes as u64,
+            install_signal_handlers: defaults.install_signal_handlers,
+        };
+        // SAFETY: non-NULL (checked above) and writable (the caller's contract).
+        unsafe { options.write(filled) };
+        Ok(())
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl quantshift_options {
+    /// The core configuration; validation of values is the core's (`Config::validate`).
+    pub(crate) fn core_config(&self) -> FfiResult<Config> {
+        let bot_name = self.bot_name;
+        let redis_url = self.redis_url;
+        let bot_name = try_str!(bot_name);
+        let redis_url = try_opt_str!(redis_url);
+        let ms = Duration::from_millis;
+        let mut config = Config::new(bot_name)
+            .state_ttl(ms(self.state_ttl_ms))
+            .position_ttl(ms(self.position_ttl_ms))
+            .heartbeat_ttl(ms(self.heartbeat_ttl_ms))
+            .lock_ttl(ms(self.lock_ttl_ms))
+            .connect_timeout(ms(self.connect_timeout_ms))
+            .command_timeout(ms(self.command_timeout_ms))
+            .shutdown_timeout(ms(self.shutdown_timeout_ms))
+            .install_signal_handlers(self.install_signal_handlers);
+        if let Some(url) = redis_url {
+            config = config.redis_url(url);
+        }
+        if self.renew_deadline_ms != 0 {
+            config = config.renew_deadline(ms(self.renew_deadline_ms));
+        }
+        if self.poll_interval_ms != 0 {
+            config = config.poll_interval(ms(self.poll_interval_ms));
+        }
+        let max_payload = usize::try_from(self.max_payload_bytes).map_err(|_| {
+            FfiError::invalid(format!(
+                "max_payload_bytes {} does not fit this platform",
+                self.max_payload_bytes
+            ))
+        })?;
+        Ok(config.max_payload_bytes(max_payload))
+    }
+}
