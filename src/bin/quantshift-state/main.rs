@@ -1,0 +1,340 @@
+//! `quantshift-state`: the operator tool. Status, positions, planned handover and a live
+//! view of the bots kept in one Redis. A thin front end over [`quantshift_core::Inspector`]:
+//! it parses arguments, formats what the inspector returns and maps errors to exit codes;
+//! it sends no Redis command of its own.
+
+mod args;
+mod view;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quantshift_core::{Error, ErrorKind, Inspector, JsonObject};
+use serde_json::{Map, Value};
+
+use args::Command;
+use view::{epoch, human_duration, Health};
+
+pub const TOOL: &str = "quantshift-state";
+
+// Exit codes, documented in `--help` and the README.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_STANDBY_MISSING: u8 = 1;
+pub const EXIT_NO_PRIMARY: u8 = 2;
+/// The operation could not be done: Redis unreachable, bad URL or bot name, corrupt data.
+pub const EXIT_ERROR: u8 = 3;
+/// A handover was refused, or nobody took over in time.
+pub const EXIT_HANDOVER_FAILED: u8 = 4;
+/// The command line is wrong (sysexits' EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Bound on connecting and on each Redis command of the tool.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often `handover` looks at the lease while it waits.
+const HANDOVER_POLL: Duration = Duration::from_millis(2);
+
+/// A failure that ends the tool with a message and an exit code.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    fn handover(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_HANDOVER_FAILED,
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        let hint = match err.kind() {
+            ErrorKind::RedisUnavailable => Some(
+                "check that Redis runs, and the URL (--url, $QUANTSHIFT_REDIS_URL or \
+                 $REDIS_URL) and password"
+                    .to_owned(),
+            ),
+            ErrorKind::CorruptData => {
+                Some("a key holds something quantshift-core did not write".to_owned())
+            }
+            _ => None,
+        };
+        Failure {
+            code: EXIT_ERROR,
+            message: err.message().to_owned(),
+            hint,
+        }
+    }
+}
+
+type Outcome = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("{TOOL}: error: {}", failure.message);
+            if let Some(hint) = failure.hint {
+                eprintln!("{TOOL}: {hint}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Outcome {
+    let invocation = args::parse(args)?;
+    let command = invocation.command;
+    match command {
+        Command::Help(text) => {
+            print!("{text}");
+            return Ok(invocation.help_exit);
+        }
+        Command::Version => {
+            println!("{TOOL} {}", env!("CARGO_PKG_VERSION"));
+            return Ok(EXIT_OK);
+        }
+        _ => {}
+    }
+    let inspector = Inspector::connect(invocation.url.as_deref(), REDIS_TIMEOUT)?;
+    match command {
+        Command::Status { bots, json, check } => status(&inspector, bots, json, check),
+        Command::Positions { bot, json } => positions(&inspector, &bot, json),
+        Command::Handover {
+            bot,
+            timeout,
+            force,
+        } => handover(&inspector, &bot, timeout, force),
+        Command::Watch {
+            bot,
+            interval,
+            count,
+            json,
+        } => watch(&inspector, &bot, interval, count, json),
+        Command::Help(_) | Command::Version => unreachable!("handled above"),
+    }
+}
+
+fn status(inspector: &Inspector, bots: Vec<String>, json: bool, check: bool) -> Outcome {
+    let bots = if bots.is_empty() {
+        inspector.bots()?
+    } else {
+        bots
+    };
+    let statuses = bots
+        .iter()
+        .map(|bot| inspector.status(bot))
+        .collect::<Result<Vec<_>, _>>()?;
+    let server = inspector.server()?;
+    if json {
+        let mut out = Map::new();
+        out.insert("redis".into(), view::server_json(inspector, &server));
+        out.insert(
+            "bots".into(),
+            Value::Array(statuses.iter().map(view::bot_json).collect()),
+        );
+        println!("{}", Value::Object(out));
+    } else {
+        print!("{}", view::server_lines(inspector, &server));
+        if statuses.is_empty() {
+            println!("no bots found (no bot:* keys in this Redis database)");
+        } else {
+            println!();
+            print!("{}", view::status_table(&statuses));
+        }
+    }
+    if !check {
+        return Ok(EXIT_OK);
+    }
+    // No bot at all: nothing leads.
+    let worst = statuses
+        .iter()
+        .map(Health::of)
+        .max()
+        .unwrap_or(Health::NoPrimary);
+    Ok(worst.exit_code())
+}
+
+fn positions(inspector: &Inspector, bot: &str, json: bool) -> Outcome {
+    let positions = inspector.positions(bot)?;
+    if json {
+        let out: JsonObject = positions
+            .into_iter()
+            .map(|(symbol, data)| (symbol, Value::Object(data)))
+            .collect();
+        println!("{}", Value::Object(out));
+    } else if positions.is_empty() {
+        println!("bot {bot:?} has no positions");
+    } else {
+        print!("{}", view::positions_table(&positions));
+        let n = positions.len();
+        println!("{n} position{}", if n == 1 { "" } else { "s" });
+    }
+    Ok(EXIT_OK)
+}
+
+fn handover(inspector: &Inspector, bot: &str, timeout: Duration, force: bool) -> Outcome {
+    let before = inspector.status(bot)?;
+    let Some(old) = before.holder.clone() else {
+        return Err(Failure::handover(format!(
+            "bot {bot:?} has no primary: there is nothing to hand over"
+        )));
+    };
+    let standbys: Vec<String> = before.standbys().into_iter().map(str::to_owned).collect();
+    if standbys.is_empty() && !force {
+        return Err(Failure {
+            code: EXIT_HANDOVER_FAILED,
+            message: format!(
+                "bot {bot:?} has no live standby: if its primary {old} stepped down, nobody \
+                 would take over; start a standby first (nothing was changed)"
+            ),
+            hint: Some("--force sends the request anyway".to_owned()),
+        });
+    }
+    println!(
+        "handover of bot {bot:?}: primary {old} (epoch {}), standbys: {}",
+        epoch(&before),
+        if standbys.is_empty() {
+            "none seen (--force)".to_owned()
+        } else {
+            standbys.join(", ")
+        }
+    );
+    let started = Instant::now();
+    let listeners = inspector.request_handover(bot)?;
+    if listeners == 0 {
+        return Err(Failure::handover(format!(
+            "no instance of bot {bot:?} listens for handover requests; nothing was changed"
+        )));
+    }
+    let give_up = started + timeout;
+    let mut last_error: Option<Error>;
+    loop {
+        match inspector.status(bot) {
+            Ok(now) => {
+                last_error = None;
+                if let Some(holder) = now.holder.as_deref().filter(|h| *h != old) {
+                    let took = started.elapsed();
+                    println!(
+                        "new primary: {holder} (epoch {}), handover took {:.1} ms",
+                        epoch(&now),
+                        took.as_secs_f64() * 1000.0
+                    );
+                    return Ok(EXIT_OK);
+                }
+            }
+            Err(err) => last_error = Some(err),
+        }
+        if Instant::now() >= give_up {
+            break;
+        }
+        std::thread::sleep(HANDOVER_POLL);
+    }
+    let now = match last_error {
+        Some(err) => format!("the last status read failed: {err}"),
+        None => match inspector.status(bot).ok().and_then(|s| s.holder) {
+            Some(holder) if holder == old => format!("{old} holds the lease"),
+            Some(holder) => format!("{holder} holds the lease now"),
+            None => "nobody holds the lease".to_owned(),
+        },
+    };
+    Err(Failure::handover(format!(
+        "nobody took over bot {bot:?} within {}: {now}",
+        human_duration(timeout)
+    )))
+}
+
+fn watch(
+    inspector: &Inspector,
+    bot: &str,
+    interval: Duration,
+    count: Option<u64>,
+    json: bool,
+) -> Outcome {
+    // A bad bot name is an error now, not a message repeated every second.
+    quantshift_core::keys::validate_bot_name(bot)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|err| Failure {
+        code: EXIT_ERROR,
+        message: format!("cannot install the Ctrl-C handler: {err}"),
+        hint: None,
+    })?;
+    let mut stdout = std::io::stdout();
+    let clear_screen = !json && stdout.is_terminal();
+    let mut previous: Option<Option<String>> = None;
+    let mut events: Vec<String> = Vec::new();
+    let mut frames: u64 = 0;
+    while !interrupted.load(Ordering::SeqCst) {
+        let now = chrono::Utc::now();
+        let reading = inspector
+            .status(bot)
+            .and_then(|status| Ok((status, inspector.server()?)));
+        if let Ok((status, _)) = &reading {
+            match &previous {
+                Some(before) if *before != status.holder => {
+                    events.push(format!(
+                        "{} primary {} -> {}",
+                        now.format("%H:%M:%S%.3f"),
+                        before.as_deref().unwrap_or("none"),
+                        status.holder.as_deref().unwrap_or("none"),
+                    ));
+                    if events.len() > 5 {
+                        events.remove(0);
+                    }
+                }
+                _ => {}
+            }
+            previous = Some(status.holder.clone());
+        }
+        let frame = if json {
+            let mut out = Map::new();
+            out.insert(
+                "time".into(),
+                Value::from(now.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()),
+            );
+            match &reading {
+                Ok((status, server)) => {
+                    out.insert("redis".into(), view::server_json(inspector, server));
+                    out.insert("bot".into(), view::bot_json(status));
+                }
+                Err(err) => {
+                    out.insert("error".into(), Value::from(err.message()));
+                }
+            }
+            format!("{}\n", Value::Object(out))
+        } else {
+            let text = view::watch_frame(inspector, bot, &now, &reading, &events);
+            if clear_screen {
+                format!("\x1b[H\x1b[2J{text}")
+            } else {
+                format!("{text}\n")
+            }
+        };
+        // A closed pipe (`| head`) ends the view quietly.
+        if stdout
+            .write_all(frame.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(EXIT_OK);
+        }
+        frames += 1;
+        if count.is_some_and(|n| frames >= n) {
+            break;
+        }
+        let wake = Instant::now() + interval;
+        while !interrupted.load(Ordering::SeqCst) && Instant::now() < wake {
+            std::thread::sleep((wake - Instant::now()).min(Duration::from_millis(20)));
+        }
+    }
+    Ok(EXIT_OK)
+}
