@@ -148,6 +148,15 @@ impl StateManager {
         &self.inner.keys
     }
 
+    /// One PING on the connection every operation uses: a health check, and the baseline
+    /// of the benchmarks.
+    pub fn ping(&self) -> Result<()> {
+        self.inner
+            .store
+            .run(|conn| redis::cmd("PING").query::<String>(conn))?;
+        Ok(())
+    }
+
     /// Local state only: no network, never blocks.
     pub fn is_primary(&self) -> bool {
         self.inner.lease.is_primary()
