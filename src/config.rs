@@ -1,6 +1,7 @@
 //! Options, their defaults (CONTRACT §1, §2) and the URL / environment rules (§6).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -11,6 +12,16 @@ pub const URL_ENV_VARS: [&str; 2] = ["QUANTSHIFT_REDIS_URL", "REDIS_URL"];
 /// The password used when the URL carries none.
 pub const PASSWORD_ENV_VAR: &str = "REDIS_PASSWORD";
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379/0";
+/// Credentials for the Sentinels, when they differ from the data nodes' (see
+/// [`Config::sentinel_password`]).
+pub const SENTINEL_USERNAME_ENV_VAR: &str = "QUANTSHIFT_SENTINEL_USERNAME";
+pub const SENTINEL_PASSWORD_ENV_VAR: &str = "QUANTSHIFT_SENTINEL_PASSWORD";
+/// PEM files for `rediss://` when [`Config::tls_ca_file`] (and the client pair) are not set.
+pub const TLS_CA_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_CA_FILE";
+pub const TLS_CERT_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_CERT_FILE";
+pub const TLS_KEY_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_KEY_FILE";
+/// The port of a Sentinel given without one.
+pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// Options of a [`StateManager`](crate::StateManager), built with chained setters:
 ///
@@ -39,6 +50,23 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Serialized values above this size are refused before anything is sent.
     pub max_payload_bytes: usize,
+    /// Replicas that must confirm the lease and every fenced write (`WAIT`); 0 waits for none.
+    /// A write not confirmed within `wait_timeout` fails with
+    /// [`NotReplicated`](crate::ErrorKind::NotReplicated) (the master has applied it).
+    pub wait_replicas: u32,
+    pub wait_timeout: Duration,
+    /// PEM file of the CA that signed the server certificate (`rediss://`); `None`:
+    /// `QUANTSHIFT_TLS_CA_FILE`, else the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for servers that require them (`tls-auth-clients`);
+    /// `None`: `QUANTSHIFT_TLS_CERT_FILE` / `QUANTSHIFT_TLS_KEY_FILE`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Credentials sent to the Sentinels of a `redis+sentinel://` URL (the URL's are for the
+    /// data nodes); `None`: `QUANTSHIFT_SENTINEL_USERNAME` / `QUANTSHIFT_SENTINEL_PASSWORD`,
+    /// else no `AUTH` to the Sentinels.
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
 }
 
 impl Config {
@@ -57,6 +85,13 @@ impl Config {
             install_signal_handlers: true,
             shutdown_timeout: Duration::from_secs(20),
             max_payload_bytes: 16 * 1024 * 1024,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            sentinel_username: None,
+            sentinel_password: None,
         }
     }
 
@@ -108,6 +143,63 @@ impl Config {
         self.max_payload_bytes = bytes;
         self
     }
+    pub fn wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
+    }
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert_file = Some(cert.into());
+        self.tls_key_file = Some(key.into());
+        self
+    }
+    pub fn sentinel_username(mut self, username: impl Into<String>) -> Self {
+        self.sentinel_username = Some(username.into());
+        self
+    }
+    pub fn sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// `tls_ca_file`, else `QUANTSHIFT_TLS_CA_FILE`.
+    pub fn effective_tls_ca_file(&self) -> Option<PathBuf> {
+        self.tls_ca_file
+            .clone()
+            .or_else(|| env_nonempty(TLS_CA_FILE_ENV_VAR).map(PathBuf::from))
+    }
+
+    /// The client certificate and key, from the options else from the environment.
+    pub fn effective_tls_client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        let cert = self
+            .tls_cert_file
+            .clone()
+            .or_else(|| env_nonempty(TLS_CERT_FILE_ENV_VAR).map(PathBuf::from));
+        let key = self
+            .tls_key_file
+            .clone()
+            .or_else(|| env_nonempty(TLS_KEY_FILE_ENV_VAR).map(PathBuf::from));
+        cert.zip(key)
+    }
+
+    /// The Sentinels' username and password, from the options else from the environment.
+    pub fn effective_sentinel_auth(&self) -> (Option<String>, Option<String>) {
+        (
+            self.sentinel_username
+                .clone()
+                .or_else(|| env_nonempty(SENTINEL_USERNAME_ENV_VAR)),
+            self.sentinel_password
+                .clone()
+                .or_else(|| env_nonempty(SENTINEL_PASSWORD_ENV_VAR)),
+        )
+    }
 
     /// The lease renewal period: a third of `lock_ttl`.
     pub fn renew_interval(&self) -> Duration {
@@ -148,6 +240,7 @@ impl Config {
             ("poll_interval", self.effective_poll_interval()),
             ("connect_timeout", self.connect_timeout),
             ("command_timeout", self.command_timeout),
+            ("wait_timeout", self.wait_timeout),
         ];
         for (name, value) in at_least_a_millisecond {
             if value < Duration::from_millis(1) {
@@ -170,16 +263,213 @@ impl Config {
         if self.max_payload_bytes == 0 {
             return Err(Error::invalid("max_payload_bytes must be positive"));
         }
+        if self.wait_replicas > MAX_WAIT_REPLICAS {
+            return Err(Error::invalid(format!(
+                "wait_replicas must be at most {MAX_WAIT_REPLICAS}, got {}",
+                self.wait_replicas
+            )));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(Error::invalid(
+                "tls_cert_file and tls_key_file go together: give both or neither",
+            ));
+        }
         let url = self.effective_url();
         let scheme = url.split("://").next().unwrap_or_default();
-        if !url.contains("://") || !matches!(scheme, "redis" | "rediss" | "unix" | "redis+unix") {
+        if !url.contains("://")
+            || !matches!(
+                scheme,
+                "redis" | "rediss" | "unix" | "redis+unix" | "redis+sentinel" | "rediss+sentinel"
+            )
+        {
             return Err(Error::invalid(format!(
-                "unsupported Redis URL {}: expected redis://, rediss:// or unix://",
+                "unsupported Redis URL {}: expected redis://, rediss://, unix://, \
+                 redis+sentinel:// or rediss+sentinel://",
+                redact_url(&url)
+            )));
+        }
+        if SentinelUrl::is_sentinel(&url) {
+            SentinelUrl::parse(&url)?;
+        }
+        let tls_url = matches!(scheme, "rediss" | "rediss+sentinel");
+        if !tls_url && (self.tls_ca_file.is_some() || self.tls_cert_file.is_some()) {
+            return Err(Error::invalid(format!(
+                "TLS files are set but the Redis URL {} does not use TLS (use rediss://)",
                 redact_url(&url)
             )));
         }
         Ok(())
     }
+}
+
+/// Beyond any real deployment; a larger number is a mistake (a timeout passed as replicas).
+const MAX_WAIT_REPLICAS: u32 = 64;
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A parsed `redis+sentinel://[[user:]password@]host[:port][,host[:port]...]/service_name[/db]`
+/// (or `rediss+sentinel://`, TLS to the Sentinels and the data nodes). The credentials are
+/// the data nodes' ([`Config::sentinel_password`] is the Sentinels').
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    pub tls: bool,
+    pub sentinels: Vec<(String, u16)>,
+    pub service_name: String,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SentinelUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelUrl")
+            .field("tls", &self.tls)
+            .field("sentinels", &self.sentinels)
+            .field("service_name", &self.service_name)
+            .field("db", &self.db)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl SentinelUrl {
+    pub fn is_sentinel(url: &str) -> bool {
+        url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://")
+    }
+
+    /// Parses a Sentinel URL; every malformed part is a clear `InvalidInput` error that
+    /// never repeats the password.
+    pub fn parse(url: &str) -> Result<Self> {
+        let redacted = redact_url(url);
+        let bad = |what: &str| Error::invalid(format!("invalid Sentinel URL {redacted}: {what}"));
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
+            (true, rest)
+        } else {
+            return Err(bad("expected redis+sentinel:// or rediss+sentinel://"));
+        };
+        if rest.contains('?') || rest.contains('#') {
+            return Err(bad(
+                "query parameters are not supported (give Sentinel credentials with \
+                 sentinel_password or QUANTSHIFT_SENTINEL_PASSWORD)",
+            ));
+        }
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(info) => {
+                let (user, password) = match info.split_once(':') {
+                    Some((user, password)) => (Some(user), password),
+                    // `password@host`: the contract's `[[user:]password@]`.
+                    None => (None, info),
+                };
+                let user = user
+                    .filter(|u| !u.is_empty())
+                    .map(|u| percent_decode(u).ok_or_else(|| bad("bad %-escape in the user name")))
+                    .transpose()?;
+                let password = percent_decode(password)
+                    .ok_or_else(|| bad("bad %-escape in the password"))?;
+                (user, Some(password).filter(|p| !p.is_empty()))
+            }
+        };
+        let mut sentinels = Vec::new();
+        for part in hosts.split(',') {
+            sentinels.push(parse_host_port(part).map_err(|why| bad(&why))?);
+        }
+        let mut segments = path.trim_start_matches('/').split('/');
+        let service_name = segments.next().unwrap_or_default();
+        if service_name.is_empty() {
+            return Err(bad("the service name (the path after the hosts) is missing"));
+        }
+        let service_name = percent_decode(service_name)
+            .filter(|s| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()))
+            .ok_or_else(|| bad("the service name must be non-empty, without spaces or control characters"))?;
+        let db = match segments.next() {
+            None | Some("") => 0,
+            Some(db) => db
+                .parse::<i64>()
+                .ok()
+                .filter(|db| *db >= 0)
+                .ok_or_else(|| bad(&format!("database {db:?} is not a non-negative integer")))?,
+        };
+        if segments.any(|s| !s.is_empty()) {
+            return Err(bad("expected /service_name[/db] after the hosts"));
+        }
+        Ok(SentinelUrl {
+            tls,
+            sentinels,
+            service_name,
+            db,
+            username,
+            password,
+        })
+    }
+}
+
+fn parse_host_port(part: &str) -> std::result::Result<(String, u16), String> {
+    if part.is_empty() {
+        return Err("empty Sentinel address in the host list".into());
+    }
+    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed [ in {part:?}"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("unexpected text after ] in {part:?}")),
+            },
+        }
+    } else {
+        match part.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (part, None),
+        }
+    };
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "@/?#,".contains(c))
+    {
+        return Err(format!("bad Sentinel host {host:?}"));
+    }
+    let port = match port {
+        None => DEFAULT_SENTINEL_PORT,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("bad Sentinel port {port:?} (1-65535)"))?,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl fmt::Debug for Config {
@@ -193,6 +483,14 @@ impl fmt::Debug for Config {
             .field("state_ttl", &self.state_ttl)
             .field("position_ttl", &self.position_ttl)
             .field("heartbeat_ttl", &self.heartbeat_ttl)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "***"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -202,6 +500,23 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
+    // Any `password=` query parameter (some clients accept one) is hidden as well.
+    if let Some((before, query)) = rest.split_once('?') {
+        let hidden: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        return format!(
+            "{}?{}",
+            redact_url(&format!("{scheme}://{before}")),
+            hidden.join("&")
+        );
+    }
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
     // Several userinfo@host parts can stand in one authority (Sentinel lists); the
@@ -237,6 +552,100 @@ mod tests {
         assert_eq!(redact_url("redis://s3cret@host"), "redis://***@host");
         assert_eq!(redact_url("redis://host:1/0"), "redis://host:1/0");
         assert!(!redact_url("redis://u:p@ss@host/0").contains("p@ss"));
+    }
+
+    #[test]
+    fn redaction_covers_sentinel_urls() {
+        let url = "redis+sentinel://u:s3cret@h1:26379,h2,[::1]:26380/svc/2";
+        let hidden = redact_url(url);
+        assert_eq!(hidden, "redis+sentinel://u:***@h1:26379,h2,[::1]:26380/svc/2");
+        let hidden = redact_url("rediss+sentinel://s3cret@h1/svc");
+        assert_eq!(hidden, "rediss+sentinel://***@h1/svc");
+        let hidden = redact_url("redis://:p4ss@h/0?sentinel_password=s3cret&x=1");
+        assert!(!hidden.contains("s3cret") && !hidden.contains("p4ss"), "{hidden}");
+        assert!(hidden.contains("x=1"));
+    }
+
+    #[test]
+    fn sentinel_urls_parse() {
+        let url = SentinelUrl::parse("redis+sentinel://bob:p%40ss@h1:26380,h2,[::1]/mymaster/3")
+            .unwrap();
+        assert!(!url.tls);
+        assert_eq!(
+            url.sentinels,
+            vec![
+                ("h1".to_owned(), 26380),
+                ("h2".to_owned(), DEFAULT_SENTINEL_PORT),
+                ("::1".to_owned(), DEFAULT_SENTINEL_PORT)
+            ]
+        );
+        assert_eq!(url.service_name, "mymaster");
+        assert_eq!(url.db, 3);
+        assert_eq!(url.username.as_deref(), Some("bob"));
+        assert_eq!(url.password.as_deref(), Some("p@ss"));
+        assert!(!format!("{url:?}").contains("p@ss"));
+        let url = SentinelUrl::parse("rediss+sentinel://pw@127.0.0.1/svc").unwrap();
+        assert!(url.tls);
+        assert_eq!(url.password.as_deref(), Some("pw"));
+        assert_eq!(url.username, None);
+        assert_eq!(url.db, 0);
+    }
+
+    #[test]
+    fn malformed_sentinel_urls_are_clear_errors_without_the_password() {
+        for (url, expected) in [
+            ("redis+sentinel://h1", "service name"),
+            ("redis+sentinel://h1/", "service name"),
+            ("redis+sentinel:///svc", "empty Sentinel address"),
+            ("redis+sentinel://h1,,h2/svc", "empty Sentinel address"),
+            ("redis+sentinel://h1:0/svc", "port"),
+            ("redis+sentinel://h1:99999/svc", "port"),
+            ("redis+sentinel://h1:x/svc", "port"),
+            ("redis+sentinel://[::1/svc", "unclosed"),
+            ("redis+sentinel://h1/svc/-1", "database"),
+            ("redis+sentinel://h1/svc/abc", "database"),
+            ("redis+sentinel://h1/svc/0/extra", "service_name[/db]"),
+            ("redis+sentinel://h1/svc?sentinel_password=x", "query"),
+            ("redis+sentinel://:s3cret%zz@h1/svc", "%-escape"),
+        ] {
+            let err = Config::new("bot").redis_url(url).validate().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{url}");
+            assert!(err.message().contains(expected), "{url}: {err}");
+            assert!(!err.message().contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn durability_and_tls_options_are_checked() {
+        let c = Config::new("bot");
+        assert_eq!(c.wait_replicas, 0);
+        assert_eq!(c.wait_timeout, Duration::from_secs(1));
+        let err = Config::new("bot")
+            .redis_url("redis://127.0.0.1:1")
+            .wait_replicas(1)
+            .wait_timeout(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(err.message().contains("wait_timeout"), "{err}");
+        let err = Config::new("bot")
+            .redis_url("redis://127.0.0.1:1")
+            .wait_replicas(1000)
+            .validate()
+            .unwrap_err();
+        assert!(err.message().contains("wait_replicas"), "{err}");
+        let err = Config::new("bot")
+            .redis_url("redis://127.0.0.1:1")
+            .tls_ca_file("/tmp/ca.pem")
+            .validate()
+            .unwrap_err();
+        assert!(err.message().contains("does not use TLS"), "{err}");
+        let debug = format!(
+            "{:?}",
+            Config::new("bot")
+                .redis_url("redis+sentinel://:d4ta@h/svc")
+                .sentinel_password("s3nt")
+        );
+        assert!(!debug.contains("d4ta") && !debug.contains("s3nt"), "{debug}");
     }
 
     #[test]
