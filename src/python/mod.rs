@@ -1,1 +1,32 @@
-//! The PyO3 module `quantshift_core._quantshift_core`. Filled in by the Python front-end work.
+//! The PyO3 module `quantshift_core._quantshift_core`: a thin front end over the core
+//! (convert types, map errors, nothing else). `python/quantshift_core/__init__.py` re-exports
+//! it and adds the pure-Python parts (signal handlers, the redis-py client).
+
+mod convert;
+mod errors;
+mod manager;
+
+use pyo3::prelude::*;
+
+/// Rust `log` records go to Python `logging`, under the logger `quantshift_core` (and its
+/// children, e.g. `quantshift_core.lease`). Levels are not cached, so logging configured
+/// after import is honoured.
+fn install_logging(py: Python<'_>) {
+    match pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers) {
+        Ok(logger) => {
+            let _ = logger.filter(log::LevelFilter::Debug).install();
+        }
+        Err(err) => err.print(py),
+    }
+}
+
+#[pymodule]
+#[pyo3(name = "_quantshift_core")]
+fn quantshift_core_module(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyResult<()> {
+    install_logging(py);
+    errors::register(py, module)?;
+    module.add_class::<manager::PyStateManager>()?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add("MAX_DEPTH", convert::MAX_DEPTH)?;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+"""quantshift_core: a trading bot's state, positions and primary/standby role in Redis.
+
+A hot-standby bot takes over when the primary dies: never two primaries (a fenced lease),
+nothing acknowledged lost, a clear error for every bad input.
+
+``StateManager`` here is the compiled class plus what belongs to Python: SIGTERM / SIGINT
+handlers installed with the ``signal`` module (ending in ``SystemExit(0)``), the optional
+redis-py client ``redis_client``, and closing at interpreter exit. Rust log records reach
+the ``logging`` logger ``quantshift_core``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+import weakref
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import _quantshift_core as _core
+from ._quantshift_core import (
+    CorruptDataError,
+    InvalidInputError,
+    NotPrimaryError,
+    NotReplicatedError,
+    RedisUnavailableError,
+    StateManagerError,
+    __version__,
+)
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "CorruptDataError",
+    "InvalidInputError",
+    "NotPrimaryError",
+    "NotReplicatedError",
+    "RedisUnavailableError",
+    "StateManager",
+    "StateManagerError",
+    "__version__",
+]
+
+_log = logging.getLogger("quantshift_core")
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_lock = threading.Lock()
+# Managers to shut down on a signal, in creation order; every live manager (closed at exit).
+_on_signal_managers: list[weakref.ReferenceType[StateManager]] = []
+_live: weakref.WeakSet[StateManager] = weakref.WeakSet()
+# The host's handlers we replaced, restored when the last of our managers closes.
+_previous_handlers: dict[int, Any] = {}
+_shutting_down = False
+
+
+def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
+    """SIGTERM / SIGINT on the main thread: shut every registered manager down, exit 0."""
+    global _shutting_down
+    if _shutting_down:
+        os._exit(128 + signum)
+    _shutting_down = True
+    # A second signal during the shutdown ends the process at once (default action), even
+    # while the main thread waits for the shutdown inside the compiled code.
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    name = signal.Signals(signum).name
+    _log.info("%s received: shutting down", name)
+    with _lock:
+        managers = [m for m in (ref() for ref in _on_signal_managers) if m is not None]
+    for manager in managers:
+        try:
+            manager.shutdown()
+        except Exception:
+            _log.exception("shutdown of %r after %s failed", manager, name)
+    raise SystemExit(0)
+
+
+def _register_for_signals(manager: StateManager) -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        _log.warning(
+            "StateManager for bot %r created outside the main thread: SIGTERM/SIGINT "
+            "handlers not installed (Python allows them only there); call shutdown() yourself",
+            manager.bot_name,
+        )
+        return False
+    with _lock:
+        _on_signal_managers[:] = [r for r in _on_signal_managers if r() is not None]
+        _on_signal_managers.append(weakref.ref(manager))
+        if not _previous_handlers:
+            for sig in _SIGNALS:
+                _previous_handlers[sig] = signal.signal(sig, _on_signal)
+    return True
+
+
+def _unregister_for_signals(manager: StateManager) -> None:
+    with _lock:
+        _on_signal_managers[:] = [
+            r for r in _on_signal_managers if r() is not None and r() is not manager
+        ]
+        if _on_signal_managers or not _previous_handlers or _shutting_down:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, previous in _previous_handlers.items():
+            if signal.getsignal(sig) is _on_signal:
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        _previous_handlers.clear()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    for manager in list(_live):
+        try:
+            manager.close()
+        except Exception:
+            _log.exception("closing %r at exit failed", manager)
+
+
+def _redis_py_client(url: str, timeout: float) -> redis.Redis:
+    try:
+        import redis
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "StateManager.redis_client needs redis-py: pip install 'quantshift-core[redis]'"
+        ) from err
+    if url.startswith("redis+unix://"):
+        url = "unix://" + url[len("redis+unix://") :]
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    password = os.environ.get("REDIS_PASSWORD")
+    if password:
+        # Used only when the URL carries no password (values in the URL win in redis-py).
+        kwargs["password"] = password
+    return redis.Redis.from_url(url, **kwargs)
+
+
+class StateManager(_core.StateManager):
+    """State, positions and the primary/standby role of one bot instance, kept in Redis.
+
+    ``StateManager(bot_name, redis_url=None, *, state_ttl=3600, position_ttl=86400,
+    heartbeat_ttl=60, lock_ttl=30, renew_deadline=None, poll_interval=None,
+    install_signal_handlers=True, shutdown_timeout=20.0)``; durations in seconds.
+
+    The instance starts as standby and becomes primary as soon as nobody else holds the
+    lease. With ``install_signal_handlers`` (and when created on the main thread), SIGTERM
+    and SIGINT run ``shutdown()`` and raise ``SystemExit(0)``; a second signal during the
+    shutdown ends the process at once. ``on_promoted`` / ``on_demoted`` callbacks and
+    shutdown handlers are called with no arguments, on background threads.
+    """
+
+    def __init__(
+        self,
+        bot_name: str,
+        redis_url: Optional[str] = None,
+        *,
+        state_ttl: float = 3600,
+        position_ttl: float = 86400,
+        heartbeat_ttl: float = 60,
+        lock_ttl: float = 30,
+        renew_deadline: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+        install_signal_handlers: bool = True,
+        shutdown_timeout: float = 20.0,
+    ) -> None:
+        # The compiled __new__ has connected and started the lease thread already.
+        self._client: Optional[redis.Redis] = None
+        self._client_lock = threading.Lock()
+        self._handles_signals = bool(install_signal_handlers) and _register_for_signals(self)
+        _live.add(self)
+
+    @property
+    def redis_client(self) -> redis.Redis:
+        """A redis-py client on the same URL, made on first use (extra ``[redis]``)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = _redis_py_client(self._connection_url(), 2.0)
+            return self._client
+
+    def shutdown(self) -> None:
+        """Runs the shutdown handlers, saves the last state with ``shutdown_time`` (if
+        primary), releases the lease and announces it. Does not exit."""
+        try:
+            super().shutdown()
+        finally:
+            self._forget()
+
+    def close(self) -> None:
+        """The same as ``shutdown()``."""
+        self.shutdown()
+
+    def _forget(self) -> None:
+        _live.discard(self)
+        if self._handles_signals:
+            self._handles_signals = False
+            _unregister_for_signals(self)
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+

@@ -1,0 +1,426 @@
+//! `StateManager` for Python: converts arguments, releases the GIL around every call that
+//! may touch Redis or wait for a lock of the core, and runs Python callbacks on the core's
+//! threads with the GIL taken there.
+//!
+//! Deadlock rule: a thread holding the GIL never waits for a lock of the core (every such
+//! call runs in `py.detach`), so the core's threads, which may need the GIL to log or to run
+//! a callback while holding one of their locks, can always make progress.
+
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use super::convert::{object_from_py, object_to_py};
+use super::errors::{invalid, IntoPy};
+use crate::config::{redact_url, Config};
+use crate::manager::StateManager;
+use crate::positions::JsonObject;
+
+/// How long `wait_until_primary` waits between two looks at pending signals (Ctrl-C).
+const SIGNAL_CHECK_SLICE: Duration = Duration::from_millis(100);
+
+/// State, positions and the primary/standby role of one bot instance, kept in Redis.
+///
+/// The compiled class never installs signal handlers; `quantshift_core.StateManager`
+/// (a subclass) installs them with Python's `signal` module.
+#[pyclass(
+    frozen,
+    subclass,
+    name = "StateManager",
+    module = "quantshift_core._quantshift_core"
+)]
+pub struct PyStateManager {
+    /// `Some` until the object is dropped (taken there to close it without the GIL).
+    core: Option<StateManager>,
+    url: String,
+    redacted_url: String,
+}
+
+fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(invalid(
+            py,
+            format!("{name} must be a positive, finite number of seconds, got {value}"),
+        ));
+    }
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| invalid(py, format!("{name} of {value} seconds is out of range")))
+}
+
+fn callable(fn_: &Bound<'_, PyAny>, what: &str) -> PyResult<Py<PyAny>> {
+    if !fn_.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} expects a callable, got {}",
+            fn_.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        )));
+    }
+    Ok(fn_.clone().unbind())
+}
+
+/// The exception with its traceback, as text.
+fn format_exception(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = (|| -> PyResult<String> {
+        let value = err.value(py);
+        let lines = py.import("traceback")?.call_method1(
+            "format_exception",
+            (value.get_type(), value, err.traceback(py)),
+        )?;
+        Ok(lines
+            .try_iter()?
+            .filter_map(|line| line.ok()?.extract::<String>().ok())
+            .collect::<String>())
+    })();
+    formatted.unwrap_or_else(|_| err.to_string())
+}
+
+/// Runs a user callback on a core thread; an exception is logged with its traceback.
+fn call_logged(what: &'static str, callback: &Py<PyAny>) {
+    // Not at all once the interpreter is shutting down.
+    Python::try_attach(|py| {
+        if let Err(err) = callback.call0(py) {
+            log::error!(
+                "{what} callback raised: {}",
+                format_exception(py, &err).trim_end()
+            );
+        }
+    });
+}
+
+impl PyStateManager {
+    fn core(&self) -> &StateManager {
+        self.core
+            .as_ref()
+            .expect("the state manager is only taken when dropped")
+    }
+}
+
+#[pymethods]
+impl PyStateManager {
+    #[new]
+    #[pyo3(signature = (
+        bot_name,
+        redis_url = None,
+        *,
+        state_ttl = 3600.0,
+        position_ttl = 86400.0,
+        heartbeat_ttl = 60.0,
+        lock_ttl = 30.0,
+        renew_deadline = None,
+        poll_interval = None,
+        install_signal_handlers = true,
+        shutdown_timeout = 20.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        bot_name: String,
+        redis_url: Option<String>,
+        state_ttl: f64,
+        position_ttl: f64,
+        heartbeat_ttl: f64,
+        lock_ttl: f64,
+        renew_deadline: Option<f64>,
+        poll_interval: Option<f64>,
+        install_signal_handlers: bool,
+        shutdown_timeout: f64,
+    ) -> PyResult<Self> {
+        // Signals are Python's business here (the subclass in quantshift_core installs them).
+        let _ = install_signal_handlers;
+        let mut config = Config::new(bot_name)
+            .state_ttl(seconds(py, "state_ttl", state_ttl)?)
+            .position_ttl(seconds(py, "position_ttl", position_ttl)?)
+            .heartbeat_ttl(seconds(py, "heartbeat_ttl", heartbeat_ttl)?)
+            .lock_ttl(seconds(py, "lock_ttl", lock_ttl)?)
+            .shutdown_timeout(seconds(py, "shutdown_timeout", shutdown_timeout)?)
+            .install_signal_handlers(false);
+        if let Some(url) = redis_url {
+            config = config.redis_url(url);
+        }
+        if let Some(deadline) = renew_deadline {
+            config = config.renew_deadline(seconds(py, "renew_deadline", deadline)?);
+        }
+        if let Some(interval) = poll_interval {
+            config = config.poll_interval(seconds(py, "poll_interval", interval)?);
+        }
+        let url = config.effective_url();
+        let redacted_url = redact_url(&url);
+        let core = py.detach(|| StateManager::new(config)).py_err(py)?;
+        Ok(PyStateManager {
+            core: Some(core),
+            url,
+            redacted_url,
+        })
+    }
+
+    #[getter]
+    fn bot_name(&self) -> &str {
+        self.core().bot_name()
+    }
+
+    #[getter]
+    fn instance_id(&self) -> &str {
+        self.core().instance_id()
+    }
+
+    /// The fencing epoch of the lease held, while primary; else None.
+    #[getter]
+    fn epoch(&self, py: Python<'_>) -> Option<u64> {
+        py.detach(|| self.core().epoch())
+    }
+
+    /// Problems found at start (e.g. an eviction policy other than noeviction).
+    #[getter]
+    fn startup_warnings(&self) -> Vec<String> {
+        self.core().startup_warnings().to_vec()
+    }
+
+    /// The URL this manager connects to (with its password): for the redis-py client.
+    fn _connection_url(&self) -> &str {
+        &self.url
+    }
+
+    fn register_shutdown_handler(
+        &self,
+        py: Python<'_>,
+        handler: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let handler = callable(handler, "register_shutdown_handler")?;
+        py.detach(|| {
+            self.core().register_shutdown_handler(move || {
+                Python::try_attach(|py| {
+                    handler
+                        .call0(py)
+                        .map(drop)
+                        .map_err(|err| format_exception(py, &err).trim_end().to_owned())
+                })
+                .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+            })
+        });
+        Ok(())
+    }
+
+    /// Called with no arguments on a background thread each time this instance becomes
+    /// primary; read `epoch` there for the new fencing epoch.
+    fn on_promoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let callback = callable(callback, "on_promoted")?;
+        py.detach(|| {
+            self.core()
+                .on_promoted(move |_epoch| call_logged("on_promoted", &callback))
+        });
+        Ok(())
+    }
+
+    /// Called with no arguments on a background thread each time this instance stops
+    /// being primary.
+    fn on_demoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let callback = callable(callback, "on_demoted")?;
+        py.detach(|| {
+            self.core()
+                .on_demoted(move |_reason| call_logged("on_demoted", &callback))
+        });
+        Ok(())
+    }
+
+    fn heartbeat(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.core().heartbeat()).py_err(py)
+    }
+
+    /// Saves the state (fenced) and sets `last_update` on the dict passed, as before.
+    fn save_state(&self, py: Python<'_>, state: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut map = object_from_py(py, state, "state")?;
+        let saved = py.detach(|| self.core().save_state(&mut map));
+        set_last_update(state, &map)?;
+        saved.py_err(py)
+    }
+
+    /// Merges `changes` into the stored state, saves it (fenced) and returns it.
+    fn update_state<'py>(
+        &self,
+        py: Python<'py>,
+        changes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let changes = object_from_py(py, changes, "changes")?;
+        let merged = py
+            .detach(|| self.core().update_state(&changes))
+            .py_err(py)?;
+        object_to_py(py, &merged)
+    }
+
+    fn load_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let state = py.detach(|| self.core().load_state()).py_err(py)?;
+        state.map(|s| object_to_py(py, &s)).transpose()
+    }
+
+    /// Saves one position (fenced) and sets `last_update` on the dict passed, as before.
+    fn save_position(
+        &self,
+        py: Python<'_>,
+        symbol: String,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let mut map = object_from_py(py, data, "position")?;
+        let saved = py.detach(|| self.core().save_position(&symbol, &mut map));
+        set_last_update(data, &map)?;
+        saved.py_err(py)
+    }
+
+    fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let positions = py.detach(|| self.core().load_positions()).py_err(py)?;
+        let out = PyDict::new(py);
+        for (symbol, data) in &positions {
+            out.set_item(symbol, object_to_py(py, data)?)?;
+        }
+        Ok(out)
+    }
+
+    fn clear_position(&self, py: Python<'_>, symbol: String) -> PyResult<bool> {
+        py.detach(|| self.core().clear_position(&symbol)).py_err(py)
+    }
+
+    #[pyo3(signature = (symbol, quantity, price, fill_id = None))]
+    fn apply_fill<'py>(
+        &self,
+        py: Python<'py>,
+        symbol: String,
+        quantity: f64,
+        price: f64,
+        fill_id: Option<String>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let position = py
+            .detach(|| {
+                self.core()
+                    .apply_fill(&symbol, quantity, price, fill_id.as_deref())
+            })
+            .py_err(py)?;
+        position.map(|p| object_to_py(py, &p)).transpose()
+    }
+
+    /// Makes Redis match the broker's positions in one atomic step; returns the counts
+    /// `inserted`, `updated`, `deleted`, `unchanged` and the per-symbol `differences`.
+    fn sync_positions<'py>(
+        &self,
+        py: Python<'py>,
+        broker_positions: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let dict = broker_positions.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err("broker_positions must be a dict of symbol -> position dict")
+        })?;
+        let mut broker = Vec::with_capacity(dict.len());
+        for (symbol, data) in dict.iter() {
+            let symbol = symbol
+                .cast::<PyString>()
+                .map_err(|_| PyTypeError::new_err("broker_positions keys must be str symbols"))?
+                .to_cow()?
+                .into_owned();
+            let data = object_from_py(py, &data, &format!("broker_positions[{symbol:?}]"))?;
+            broker.push((symbol, data));
+        }
+        let report = py
+            .detach(|| self.core().sync_positions(&broker))
+            .py_err(py)?;
+        object_to_py(py, &report.to_json())
+    }
+
+    /// Local state only: no network, never blocks.
+    fn is_primary(&self) -> bool {
+        self.core().is_primary()
+    }
+
+    /// Blocks (GIL released) until this instance is primary or `timeout` seconds pass;
+    /// `None` waits for ever. Pending signals (Ctrl-C) are handled while waiting.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_until_primary(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let give_up = match timeout {
+            None => None,
+            Some(0.0) => Some(Instant::now()),
+            Some(t) => Some(Instant::now() + seconds(py, "timeout", t)?),
+        };
+        loop {
+            let slice = match give_up {
+                Some(give_up) => give_up
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_CHECK_SLICE),
+                None => SIGNAL_CHECK_SLICE,
+            };
+            if py.detach(|| self.core().wait_until_primary(Some(slice))) {
+                return Ok(true);
+            }
+            if self.core().is_closed() || give_up.is_some_and(|g| Instant::now() >= g) {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Runs the shutdown handlers, saves the last state with `shutdown_time` (if primary),
+    /// releases the lease and announces it. Does not exit; a second call does nothing.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.core().shutdown()).py_err(py)
+    }
+
+    /// The same as `shutdown()`.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.core().close()).py_err(py)
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core().is_closed()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Closes (through `close()`, so a subclass's override runs); exceptions propagate.
+    #[pyo3(signature = (*_exc_info))]
+    fn __exit__(slf: &Bound<'_, Self>, _exc_info: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        slf.call_method0("close")?;
+        Ok(false)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let core = self.core();
+        let role = if core.is_closed() {
+            "closed"
+        } else if core.is_primary() {
+            "primary"
+        } else {
+            "standby"
+        };
+        Ok(format!(
+            "<StateManager bot_name={} instance_id={} redis_url={} role={role}>",
+            PyString::new(py, core.bot_name()).repr()?,
+            PyString::new(py, core.instance_id()).repr()?,
+            PyString::new(py, &self.redacted_url).repr()?,
+        ))
+    }
+}
+
+fn set_last_update(target: &Bound<'_, PyAny>, map: &JsonObject) -> PyResult<()> {
+    if let (Ok(dict), Some(serde_json::Value::String(at))) =
+        (target.cast::<PyDict>(), map.get("last_update"))
+    {
+        dict.set_item("last_update", at)?;
+    }
+    Ok(())
+}
+
+impl Drop for PyStateManager {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            if core.is_closed() {
+                return;
+            }
+            // Closing joins the core's threads, which may be waiting for the GIL.
+            let mut core = Some(core);
+            Python::try_attach(|py| py.detach(|| drop(core.take())));
+            drop(core);
+        }
+    }
+}
