@@ -528,12 +528,23 @@ impl Inner {
                 }
             }
         }
+        // The lease thread ends within a poll interval. The event thread ends once queued
+        // callbacks ran: a callback that hangs is left behind after `shutdown_timeout`
+        // rather than hanging the shutdown, and one that closes its own manager runs on it.
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         let current = std::thread::current().id();
+        let give_up = std::time::Instant::now() + self.config.shutdown_timeout;
         for thread in threads {
-            // A callback that closes its own manager runs on the event thread.
-            if thread.thread().id() != current {
+            if thread.thread().id() == current {
+                continue;
+            }
+            while !thread.is_finished() && std::time::Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if thread.is_finished() {
                 let _ = thread.join();
+            } else {
+                log::error!("a callback is still running after shutdown_timeout; not waiting for it");
             }
         }
         outcome

@@ -172,3 +172,18 @@ fn without_signal_handlers_the_host_keeps_its_own() {
     assert_eq!(status.unwrap().signal(), Some(libc::SIGTERM));
     assert!(!child.has_line("handler 0"));
 }
+
+#[test]
+fn a_hung_callback_cannot_hold_the_shutdown_past_its_timeout() {
+    let server = RedisServer::start();
+    let m = StateManager::new(
+        fast_config(&server, "hung", 3000).shutdown_timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    m.on_demoted(|_| std::thread::sleep(Duration::from_secs(30)));
+    let started = Instant::now();
+    m.close().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "close took {:?}", started.elapsed());
+    assert_eq!(lock_holder(&server, "hung"), None, "the lease was not released");
+}
