@@ -40,12 +40,19 @@ fn main() -> Result<(), quantshift_core::Error> {
     state.apply_fill("AAPL", 5.0, 152.0, Some("broker-fill-1"))?;
     state.apply_fill("AAPL", 5.0, 152.0, Some("broker-fill-1"))?;
     for (symbol, data) in state.load_positions()? {
-        println!("{symbol}: {} shares @ ${}", data["quantity"], data["entry_price"]);
+        println!(
+            "{symbol}: {} shares @ ${}",
+            data["quantity"], data["entry_price"]
+        );
     }
     state.heartbeat()?;
     println!(
         "this instance is {} (epoch {:?})",
-        if state.is_primary() { "primary" } else { "standby" },
+        if state.is_primary() {
+            "primary"
+        } else {
+            "standby"
+        },
         state.epoch()
     );
     state.close()
