@@ -83,7 +83,10 @@ impl From<redis::RedisError> for Error {
                 "this instance does not hold the primary lease; the write was refused and nothing changed",
             );
         }
-        let unavailable = err.is_io_error()
+        // Missing or wrong credentials leave Redis as unusable as an unreachable server.
+        let refused_credentials = matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));
+        let unavailable = refused_credentials
+            || err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()
             || err.is_connection_refusal()

@@ -74,8 +74,11 @@ impl RedisServer {
         let give_up = Instant::now() + Duration::from_secs(10);
         while Instant::now() < give_up {
             if let Ok(mut conn) = self.try_connection() {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return true;
+                match redis::cmd("PING").query::<String>(&mut conn) {
+                    Ok(_) => return true,
+                    // A password-protected server answers too.
+                    Err(err) if err.code() == Some("NOAUTH") => return true,
+                    Err(_) => {}
                 }
             }
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
