@@ -1,0 +1,813 @@
+//! The operator tool `quantshift-state` against real redis-server processes and real bot
+//! processes (this test binary re-run as a bot, see `common::ChildBot`).
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{child_bot_main, manager, obj, signal, wait_for, ChildBot, RedisServer};
+use quantshift_core::Inspector;
+use serde_json::{json, Value};
+
+const TOOL: &str = env!("CARGO_BIN_EXE_quantshift-state");
+/// Lease TTL of the child bots.
+const TTL_MS: u64 = 3000;
+
+#[test]
+fn child_bot() {
+    child_bot_main();
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The tool with the Redis environment variables cleared (so nothing reaches a real
+/// 127.0.0.1:6379), plus `env`.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(TOOL);
+    cmd.args(args)
+        .env_remove("QUANTSHIFT_REDIS_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits (bounded) for a spawned tool and collects its output.
+fn finish(mut child: Child, timeout: Duration) -> Run {
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let give_up = Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() >= give_up {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quantshift-state did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn tool_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    finish(command(args, env).spawn().unwrap(), Duration::from_secs(30))
+}
+
+fn tool(args: &[&str]) -> Run {
+    tool_env(args, &[])
+}
+
+fn json_of(run: &Run) -> Value {
+    serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {run:?}"))
+}
+
+/// The instance id a bot process gets: `hostname:pid`.
+fn instance_id(bot: &ChildBot) -> String {
+    let host = gethostname::gethostname()
+        .to_string_lossy()
+        .replace(':', "_");
+    format!("{host}:{}", bot.pid())
+}
+
+fn inspector(server: &RedisServer) -> Inspector {
+    Inspector::connect(Some(&server.url()), Duration::from_secs(2)).unwrap()
+}
+
+/// Starts a bot process and waits until it is primary.
+fn primary_bot(server: &RedisServer, bot: &str) -> ChildBot {
+    let child = ChildBot::spawn(server, bot, TTL_MS, false);
+    assert!(
+        wait_for(Duration::from_secs(10), || child.has_line("primary")),
+        "the bot process did not become primary: {:?}",
+        child.lines().last()
+    );
+    child
+}
+
+/// The lines a bot printed after it first became primary.
+fn since_promotion(bot: &ChildBot) -> Vec<String> {
+    bot.lines()
+        .into_iter()
+        .skip_while(|l| l != "primary")
+        .collect()
+}
+
+/// Waits until the live standbys of `bot` are exactly `ids`.
+fn wait_for_standbys(server: &RedisServer, bot: &str, ids: &[&str]) {
+    let inspector = inspector(server);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            inspector.status(bot).unwrap().standbys() == ids
+        }),
+        "standbys of {bot}: {:?}, expected {ids:?}",
+        inspector.status(bot).unwrap().standbys()
+    );
+}
+
+#[test]
+fn status_shows_primary_standbys_and_the_check_exit_codes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // No bot at all: nothing leads.
+    let empty = tool(&["--url", &url, "status", "--check"]);
+    assert_eq!(empty.code, Some(2), "{empty:?}");
+    assert!(empty.stdout.contains("no bots found"), "{empty:?}");
+    assert!(empty.stdout.contains("(role: master)"), "{empty:?}");
+
+    let a = primary_bot(&server, "alpha");
+    let a_id = instance_id(&a);
+    // A primary alone: standby missing.
+    let alone = tool(&["status", "alpha", "--check", "--url", &url]);
+    assert_eq!(alone.code, Some(1), "{alone:?}");
+    let row = alone
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("alpha "))
+        .unwrap_or_else(|| panic!("no row for alpha: {alone:?}"));
+    assert!(row.contains("standby missing"), "{row}");
+    assert!(row.contains(&a_id), "{row}");
+    // Without --check the same state is a successful read.
+    assert_eq!(tool(&["--url", &url, "status", "alpha"]).code, Some(0));
+
+    let b = ChildBot::spawn(&server, "alpha", TTL_MS, false);
+    let b_id = instance_id(&b);
+    wait_for_standbys(&server, "alpha", &[&b_id]);
+    let healthy = tool(&["--url", &url, "status", "--check"]);
+    assert_eq!(healthy.code, Some(0), "{healthy:?}");
+    let header = healthy
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("BOT "))
+        .unwrap();
+    for column in [
+        "HEALTH",
+        "PRIMARY",
+        "EPOCH",
+        "LEASE LEFT",
+        "HEARTBEAT",
+        "STATE UPDATED",
+        "POSITIONS",
+        "STANDBYS",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = healthy
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("alpha "))
+        .unwrap();
+    assert!(
+        row.contains(" ok ") && row.contains(&a_id) && row.contains(&b_id),
+        "{row}"
+    );
+    assert!(row.contains(" ago"), "heartbeat and state ages: {row}");
+
+    // JSON: every field, with values that match the bots.
+    let run = tool(&["--url", &url, "status", "--json", "alpha"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let doc = json_of(&run);
+    assert_eq!(doc["redis"]["role"], "master");
+    assert_eq!(doc["redis"]["url"], url.as_str());
+    assert_eq!(doc["redis"]["warnings"], json!([]));
+    let bot = &doc["bots"][0];
+    assert_eq!(bot["bot"], "alpha");
+    assert_eq!(bot["primary"], a_id.as_str());
+    assert_eq!(bot["standbys"], json!([b_id]));
+    assert_eq!(bot["health"], "ok");
+    assert_eq!(bot["epoch"], 1);
+    assert_eq!(
+        bot["positions"], 1,
+        "the child bot writes the position TICK"
+    );
+    let lease = bot["lease_ttl_seconds"].as_f64().unwrap();
+    assert!(lease > 0.0 && lease <= 3.0, "{lease}");
+    assert!(bot["heartbeat_age_seconds"].as_f64().unwrap() < 5.0);
+    assert!(bot["state_age_seconds"].as_f64().unwrap() < 30.0);
+    assert!(bot["state_last_update"].as_str().unwrap().starts_with("20"));
+
+    // Several bots: the worst health wins; a bot without keys has no primary.
+    let worst = tool(&[
+        "--url", &url, "status", "alpha", "ghost", "--check", "--json",
+    ]);
+    assert_eq!(worst.code, Some(2), "{worst:?}");
+    let doc = json_of(&worst);
+    assert_eq!(doc["bots"][1]["bot"], "ghost");
+    assert_eq!(doc["bots"][1]["primary"], Value::Null);
+    assert_eq!(doc["bots"][1]["health"], "no primary");
+
+    // Every bot found when none is named.
+    let c = primary_bot(&server, "beta");
+    let all = json_of(&tool(&["--url", &url, "status", "--json"]));
+    let names: Vec<&str> = all["bots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bot"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let check = tool(&["--url", &url, "status", "--check"]);
+    assert_eq!(check.code, Some(1), "beta has no standby: {check:?}");
+    drop(c);
+
+    // The primary dies: once its lease is gone and the standby took over, the standby
+    // leads alone.
+    signal(a.pid(), libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(10), || b.has_line("primary")));
+    let run = tool(&["--url", &url, "status", "alpha", "--json"]);
+    assert_eq!(json_of(&run)["bots"][0]["primary"], b_id.as_str());
+    assert_eq!(json_of(&run)["bots"][0]["epoch"], 2);
+}
+
+#[test]
+fn status_shows_the_server_policy_warning() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let url = server.url();
+    let run = tool(&["--url", &url, "status"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("WARNING: ") && run.stdout.contains("allkeys-lru"),
+        "{run:?}"
+    );
+    let doc = json_of(&tool(&["--url", &url, "status", "--json"]));
+    assert!(doc["redis"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("noeviction"));
+}
+
+#[test]
+fn positions_as_a_table_and_as_json() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let writer = manager(&server, "book", 3000);
+    assert!(writer.wait_until_primary(Some(Duration::from_secs(3))));
+    writer
+        .save_position(
+            "BTC/USD",
+            &mut obj(json!({"quantity": 0.5, "entry_price": 42000.0, "side": "long"})),
+        )
+        .unwrap();
+    writer
+        .save_position(
+            "ES:FUT",
+            &mut obj(json!({"quantity": -2, "entry_price": 5000.25, "side": "short"})),
+        )
+        .unwrap();
+    writer
+        .save_position("日経225", &mut obj(json!({"quantity": 1})))
+        .unwrap();
+
+    let run = tool(&["--url", &url, "positions", "book", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let doc = json_of(&run);
+    let symbols: Vec<&String> = doc.as_object().unwrap().keys().collect();
+    assert_eq!(symbols, ["BTC/USD", "ES:FUT", "日経225"]);
+    assert_eq!(doc["ES:FUT"]["quantity"], -2);
+    assert_eq!(doc["ES:FUT"]["entry_price"], 5000.25);
+    assert_eq!(doc["BTC/USD"]["side"], "long");
+    assert!(doc["日経225"]["last_update"]
+        .as_str()
+        .unwrap()
+        .starts_with("20"));
+
+    let table = tool(&["positions", "--url", &url, "book"]);
+    assert_eq!(table.code, Some(0), "{table:?}");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["SYMBOL", "quantity", "entry_price", "side", "last_update"],
+        "{table:?}"
+    );
+    let es: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&es[..4], ["ES:FUT", "-2", "5000.25", "short"], "{table:?}");
+    let nikkei: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(&nikkei[..4], ["日経225", "1", "-", "-"], "{table:?}");
+    assert_eq!(lines[4], "3 positions");
+
+    let none = tool(&["--url", &url, "positions", "idle"]);
+    assert_eq!(none.code, Some(0));
+    assert_eq!(none.stdout.trim(), "bot \"idle\" has no positions");
+    assert_eq!(
+        json_of(&tool(&["--url", &url, "positions", "idle", "--json"])),
+        json!({})
+    );
+
+    // A bot name that could reach another bot's keys is refused before any read.
+    let bad = tool(&["--url", &url, "positions", "book:x"]);
+    assert_eq!(bad.code, Some(3), "{bad:?}");
+    assert!(bad.stderr.contains("contains ':'"), "{bad:?}");
+    writer.close().unwrap();
+}
+
+/// Parses `handover took 12.3 ms` from the tool's output.
+fn handover_millis(run: &Run) -> f64 {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("new primary: "))
+        .unwrap_or_else(|| panic!("no new primary reported: {run:?}"));
+    let took = line.split("handover took ").nth(1).unwrap();
+    took.trim_end_matches(" ms").parse().unwrap()
+}
+
+#[test]
+fn handover_between_two_bot_processes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = primary_bot(&server, "relay");
+    let b = ChildBot::spawn(&server, "relay", TTL_MS, false);
+    let (a_id, b_id) = (instance_id(&a), instance_id(&b));
+    let inspector = inspector(&server);
+    let mut times = Vec::new();
+    let mut from = (&a, a_id.as_str());
+    let mut to = (&b, b_id.as_str());
+    for round in 1..=3u64 {
+        // The previous primary holds off for one TTL, then is a live standby again.
+        wait_for_standbys(&server, "relay", &[to.1]);
+        let epoch = inspector.status("relay").unwrap().epoch.unwrap();
+        let run = tool(&["--url", &url, "handover", "relay", "--timeout", "10"]);
+        assert_eq!(run.code, Some(0), "round {round}: {run:?}");
+        assert!(
+            run.stdout.starts_with(&format!(
+                "handover of bot \"relay\": primary {} (epoch {epoch}), standbys: {}",
+                from.1, to.1
+            )),
+            "{run:?}"
+        );
+        assert!(
+            run.stdout
+                .contains(&format!("new primary: {} (epoch {})", to.1, epoch + 1)),
+            "{run:?}"
+        );
+        let took = handover_millis(&run);
+        assert!(took > 0.0 && took < 1000.0, "round {round}: {took} ms");
+        times.push(took);
+        // The new primary announced itself, and the old one no longer writes.
+        assert!(wait_for(Duration::from_secs(2), || {
+            to.0.lines()
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("tick "))
+                .is_some_and(|l| l.contains(" true ok"))
+        }));
+        assert!(wait_for(Duration::from_secs(2), || {
+            from.0
+                .lines()
+                .iter()
+                .rev()
+                .find(|l| l.starts_with("tick "))
+                .is_some_and(|l| l.contains(" false NotPrimary"))
+        }));
+        let now = inspector.status("relay").unwrap();
+        assert_eq!(now.holder.as_deref(), Some(to.1));
+        assert_eq!(now.epoch, Some(epoch + 1));
+        std::mem::swap(&mut from, &mut to);
+        // The old primary leaves the lease alone for one TTL before it competes again.
+        std::thread::sleep(Duration::from_millis(TTL_MS + 300));
+    }
+    eprintln!("handover times (ms) between two bot processes: {times:?}");
+}
+
+#[test]
+fn handover_refuses_without_a_standby_unless_forced() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let nobody = tool(&["--url", &url, "handover", "solo"]);
+    assert_eq!(nobody.code, Some(4), "{nobody:?}");
+    assert!(nobody.stderr.contains("has no primary"), "{nobody:?}");
+
+    let a = primary_bot(&server, "solo");
+    let a_id = instance_id(&a);
+    let refused = tool(&["--url", &url, "handover", "solo"]);
+    assert_eq!(refused.code, Some(4), "{refused:?}");
+    assert!(
+        refused.stderr.contains("has no live standby") && refused.stderr.contains("--force"),
+        "{refused:?}"
+    );
+    // Nothing was asked of the primary: it still leads, on the same epoch, and writes.
+    let inspector = inspector(&server);
+    let status = inspector.status("solo").unwrap();
+    assert_eq!(status.holder.as_deref(), Some(a_id.as_str()));
+    assert_eq!(status.epoch, Some(1));
+    assert!(!since_promotion(&a).iter().any(|l| l.contains(" false ")));
+
+    // --force sends it anyway: the primary steps down, nobody takes over in time.
+    let forced = tool(&[
+        "--url",
+        &url,
+        "handover",
+        "solo",
+        "--force",
+        "--timeout",
+        "0.5",
+    ]);
+    assert_eq!(forced.code, Some(4), "{forced:?}");
+    assert!(forced.stdout.contains("none seen (--force)"), "{forced:?}");
+    assert!(
+        forced
+            .stderr
+            .contains("nobody took over bot \"solo\" within 500ms: nobody holds the lease"),
+        "{forced:?}"
+    );
+    assert!(wait_for(Duration::from_secs(2), || since_promotion(&a)
+        .iter()
+        .any(|l| l.contains(" false NotPrimary"))));
+    // After holding off for one lease TTL the old primary takes the lease back.
+    assert!(wait_for(Duration::from_secs(10), || inspector
+        .status("solo")
+        .unwrap()
+        .epoch
+        == Some(2)));
+    assert_eq!(
+        inspector.status("solo").unwrap().holder.as_deref(),
+        Some(a_id.as_str())
+    );
+}
+
+#[test]
+fn watch_refreshes_until_its_count_or_ctrl_c() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = primary_bot(&server, "seen");
+    let a_id = instance_id(&a);
+    let started = Instant::now();
+    let run = tool(&[
+        "--url",
+        &url,
+        "watch",
+        "seen",
+        "--interval",
+        "0.2",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(
+        run.stdout.matches("quantshift-state watch seen").count(),
+        3,
+        "{run:?}"
+    );
+    assert_eq!(
+        run.stdout.matches(&format!("primary    {a_id}\n")).count(),
+        3,
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("health     standby missing"), "{run:?}");
+    assert!(
+        !run.stdout.contains('\x1b'),
+        "no screen control codes into a pipe"
+    );
+
+    // JSON lines while the primary changes hands, then Ctrl-C: exit 0.
+    let b = ChildBot::spawn(&server, "seen", TTL_MS, false);
+    let b_id = instance_id(&b);
+    wait_for_standbys(&server, "seen", &[&b_id]);
+    let watcher = command(
+        &[
+            "--url",
+            &url,
+            "watch",
+            "seen",
+            "--json",
+            "--interval",
+            "0.05",
+        ],
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let handover = tool(&["--url", &url, "handover", "seen"]);
+    assert_eq!(handover.code, Some(0), "{handover:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(watcher.id() as i32, libc::SIGINT);
+    let watched = finish(watcher, Duration::from_secs(5));
+    assert_eq!(
+        watched.code,
+        Some(0),
+        "Ctrl-C ends watch with 0: {watched:?}"
+    );
+    let frames: Vec<Value> = watched
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(frames.len() >= 5, "{watched:?}");
+    assert_eq!(frames[0]["bot"]["primary"], a_id.as_str());
+    assert_eq!(frames.last().unwrap()["bot"]["primary"], b_id.as_str());
+    assert!(frames.iter().all(|f| f["redis"]["role"] == "master"));
+
+    // Redis going away is shown in the view, and the view goes on.
+    let mut server = server;
+    let watcher = command(
+        &[
+            "--url",
+            &url,
+            "watch",
+            "seen",
+            "--interval",
+            "0.1",
+            "--count",
+            "4",
+        ],
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    server.kill();
+    let run = finish(watcher, Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("ERROR      cannot reach Redis"),
+        "{run:?}"
+    );
+    drop((a, b));
+}
+
+#[test]
+fn unreachable_or_invalid_redis_is_a_clear_error_without_the_password() {
+    let secret = "hunter2-Zq9";
+    // Nobody listens on this port.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://admin:{secret}@127.0.0.1:{port}/0");
+    for args in [
+        vec!["--url", url.as_str(), "status"],
+        vec!["--url", url.as_str(), "positions", "x", "--json"],
+        vec!["--url", url.as_str(), "handover", "x"],
+        vec!["--url", url.as_str(), "watch", "x", "--count", "1"],
+    ] {
+        let run = tool(&args);
+        assert_eq!(run.code, Some(3), "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "cannot reach Redis at redis://admin:***@127.0.0.1:{port}/0"
+            )),
+            "{run:?}"
+        );
+        assert!(!run.all().contains(secret), "{run:?}");
+    }
+    // A server that accepts but never answers: bounded by the tool's timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!(
+        "redis://:{secret}@127.0.0.1:{}/0",
+        silent.local_addr().unwrap().port()
+    );
+    let started = Instant::now();
+    let run = tool(&["--url", &silent_url, "status"]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("timed out"), "{run:?}");
+    assert!(!run.all().contains(secret), "{run:?}");
+
+    for bad in [
+        format!("ftp://:{secret}@127.0.0.1:{port}"),
+        format!("redis://:{secret}@[not-a-host"),
+        "not a url".to_owned(),
+    ] {
+        let run = tool(&["status", "--url", &bad]);
+        assert_eq!(run.code, Some(3), "{bad}: {run:?}");
+        assert!(run.stderr.contains("Redis URL"), "{run:?}");
+        assert!(!run.all().contains(secret), "{run:?}");
+    }
+    // The environment's URL is used when --url is absent, with the same redaction.
+    let run = tool_env(&["status"], &[("QUANTSHIFT_REDIS_URL", &url)]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stderr.contains(&format!("127.0.0.1:{port}")), "{run:?}");
+    assert!(!run.all().contains(secret), "{run:?}");
+}
+
+#[test]
+fn a_password_protected_redis_via_url_or_environment() {
+    let secret = "s3cret-Pw-77";
+    let server = RedisServer::start();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(secret)
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let plain = server.url();
+    let with_password = format!("redis://:{secret}@127.0.0.1:{}/0", server.port);
+    let run = tool(&["--url", &with_password, "status", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        json_of(&run)["redis"]["url"],
+        format!("redis://:***@127.0.0.1:{}/0", server.port)
+    );
+    assert!(!run.all().contains(secret), "{run:?}");
+    let table = tool(&["--url", &with_password, "status"]);
+    assert_eq!(table.code, Some(0), "{table:?}");
+    assert!(!table.all().contains(secret), "{table:?}");
+
+    // QUANTSHIFT_REDIS_URL wins over REDIS_URL; the password may come from REDIS_PASSWORD.
+    let dead = "redis://127.0.0.1:1/0";
+    let run = tool_env(
+        &["status", "--json"],
+        &[
+            ("QUANTSHIFT_REDIS_URL", &plain),
+            ("REDIS_URL", dead),
+            ("REDIS_PASSWORD", secret),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(json_of(&run)["redis"]["url"], plain.as_str());
+    assert!(!run.all().contains(secret), "{run:?}");
+    let run = tool_env(&["status"], &[("REDIS_URL", &with_password)]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+
+    // A wrong or missing password: refused, and neither password is printed.
+    let wrong = format!("redis://:not-{secret}@127.0.0.1:{}/0", server.port);
+    let run = tool(&["--url", &wrong, "status"]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(!run.all().contains(secret), "{run:?}");
+    let run = tool(&["--url", &plain, "status"]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stderr.contains("quantshift-state: error: "), "{run:?}");
+}
+
+#[test]
+fn help_and_command_line_errors() {
+    let main = tool(&["--help"]);
+    assert_eq!(main.code, Some(0));
+    for word in [
+        "status",
+        "positions",
+        "handover",
+        "watch",
+        "Exit codes",
+        "QUANTSHIFT_REDIS_URL",
+    ] {
+        assert!(main.stdout.contains(word), "{main:?}");
+    }
+    assert_eq!(
+        tool(&[]).code,
+        Some(64),
+        "no command: help and a usage code"
+    );
+    for command in ["status", "positions", "handover", "watch"] {
+        for form in [
+            vec![command, "--help"],
+            vec!["help", command],
+            vec!["-h", command],
+        ] {
+            let run = tool(&form);
+            assert_eq!(run.code, Some(0), "{form:?}: {run:?}");
+            assert!(
+                run.stdout
+                    .contains(&format!("Usage: quantshift-state [--url URL] {command}")),
+                "{form:?}: {run:?}"
+            );
+        }
+    }
+    assert!(tool(&["status", "--help"]).stdout.contains("2  no primary"));
+    assert!(tool(&["-V"]).stdout.starts_with("quantshift-state "));
+    for (args, message) in [
+        (vec!["frobnicate"], "unknown command \"frobnicate\""),
+        (vec!["positions"], "positions needs a BOT name"),
+        (vec!["handover", "a", "b"], "handover takes one BOT, got 2"),
+        (
+            vec!["status", "--jsn"],
+            "unknown option \"--jsn\" for status",
+        ),
+        (
+            vec!["handover", "a", "--timeout"],
+            "--timeout needs a value",
+        ),
+        (
+            vec!["handover", "a", "--timeout", "soon"],
+            "--timeout must be a number",
+        ),
+        (
+            vec!["watch", "a", "--interval", "0"],
+            "--interval must be a number",
+        ),
+        (
+            vec!["watch", "a", "--count", "-1"],
+            "--count must be a positive whole number",
+        ),
+        (vec!["watch", "a", "--json=yes"], "--json takes no value"),
+    ] {
+        let run = tool(&args);
+        assert_eq!(run.code, Some(64), "{args:?}: {run:?}");
+        assert!(
+            run.stderr
+                .starts_with(&format!("quantshift-state: error: {message}")),
+            "{args:?}: {run:?}"
+        );
+        assert!(run.stderr.contains("--help'"), "{run:?}");
+    }
+}
+
+#[test]
+fn python_dash_m_runs_the_same_tool() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let writer = manager(&server, "py", 3000);
+    assert!(writer.wait_until_primary(Some(Duration::from_secs(3))));
+    writer
+        .save_position("ETH/USD", &mut obj(json!({"quantity": 3})))
+        .unwrap();
+    let main_py = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/python/quantshift_core/__main__.py"
+    );
+    let tool_dir = std::path::Path::new(TOOL).parent().unwrap();
+    let path = format!("{}:/usr/bin:/bin", tool_dir.display());
+    // The interpreter itself (not a shim that needs PATH): the runs below change PATH.
+    let python3 = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 must be installed");
+    let python3 = String::from_utf8(python3.stdout).unwrap().trim().to_owned();
+    let python = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(&python3);
+        cmd.arg(main_py)
+            .args(args)
+            .env_remove("QUANTSHIFT_STATE_BIN")
+            .env_remove("QUANTSHIFT_REDIS_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_PASSWORD")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(cmd.spawn().unwrap(), Duration::from_secs(30))
+    };
+    // Found on PATH, arguments and exit code passed through.
+    let run = python(
+        &[("PATH", &path)],
+        &["--url", &url, "positions", "py", "--json"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(json_of(&run)["ETH/USD"]["quantity"], 3);
+    let run = python(
+        &[("PATH", &path)],
+        &["--url", &url, "status", "py", "--check"],
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    // Or named by QUANTSHIFT_STATE_BIN.
+    let run = python(
+        &[("PATH", "/usr/bin:/bin"), ("QUANTSHIFT_STATE_BIN", TOOL)],
+        &["status", "--help"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("Usage: quantshift-state"), "{run:?}");
+    // Nowhere: a clear error.
+    let run = python(&[("PATH", "/nonexistent")], &["status"]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stderr.contains("binary was not found"), "{run:?}");
+    writer.close().unwrap();
+}
