@@ -376,8 +376,8 @@ impl SentinelUrl {
                     .filter(|u| !u.is_empty())
                     .map(|u| percent_decode(u).ok_or_else(|| bad("bad %-escape in the user name")))
                     .transpose()?;
-                let password = percent_decode(password)
-                    .ok_or_else(|| bad("bad %-escape in the password"))?;
+                let password =
+                    percent_decode(password).ok_or_else(|| bad("bad %-escape in the password"))?;
                 (user, Some(password).filter(|p| !p.is_empty()))
             }
         };
@@ -388,11 +388,15 @@ impl SentinelUrl {
         let mut segments = path.trim_start_matches('/').split('/');
         let service_name = segments.next().unwrap_or_default();
         if service_name.is_empty() {
-            return Err(bad("the service name (the path after the hosts) is missing"));
+            return Err(bad(
+                "the service name (the path after the hosts) is missing",
+            ));
         }
         let service_name = percent_decode(service_name)
             .filter(|s| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()))
-            .ok_or_else(|| bad("the service name must be non-empty, without spaces or control characters"))?;
+            .ok_or_else(|| {
+                bad("the service name must be non-empty, without spaces or control characters")
+            })?;
         let db = match segments.next() {
             None | Some("") => 0,
             Some(db) => db
@@ -558,18 +562,24 @@ mod tests {
     fn redaction_covers_sentinel_urls() {
         let url = "redis+sentinel://u:s3cret@h1:26379,h2,[::1]:26380/svc/2";
         let hidden = redact_url(url);
-        assert_eq!(hidden, "redis+sentinel://u:***@h1:26379,h2,[::1]:26380/svc/2");
+        assert_eq!(
+            hidden,
+            "redis+sentinel://u:***@h1:26379,h2,[::1]:26380/svc/2"
+        );
         let hidden = redact_url("rediss+sentinel://s3cret@h1/svc");
         assert_eq!(hidden, "rediss+sentinel://***@h1/svc");
         let hidden = redact_url("redis://:p4ss@h/0?sentinel_password=s3cret&x=1");
-        assert!(!hidden.contains("s3cret") && !hidden.contains("p4ss"), "{hidden}");
+        assert!(
+            !hidden.contains("s3cret") && !hidden.contains("p4ss"),
+            "{hidden}"
+        );
         assert!(hidden.contains("x=1"));
     }
 
     #[test]
     fn sentinel_urls_parse() {
-        let url = SentinelUrl::parse("redis+sentinel://bob:p%40ss@h1:26380,h2,[::1]/mymaster/3")
-            .unwrap();
+        let url =
+            SentinelUrl::parse("redis+sentinel://bob:p%40ss@h1:26380,h2,[::1]/mymaster/3").unwrap();
         assert!(!url.tls);
         assert_eq!(
             url.sentinels,
@@ -645,7 +655,10 @@ mod tests {
                 .redis_url("redis+sentinel://:d4ta@h/svc")
                 .sentinel_password("s3nt")
         );
-        assert!(!debug.contains("d4ta") && !debug.contains("s3nt"), "{debug}");
+        assert!(
+            !debug.contains("d4ta") && !debug.contains("s3nt"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -6,6 +6,16 @@
 //! `lock_ttl` after the *start* of our last successful renewal, while we stop calling
 //! ourselves primary `renew_deadline < lock_ttl` after that same start. Another instance
 //! can only take the key after it expired, so the two periods never overlap.
+//!
+//! Across a Redis failover (Sentinel) the key may be lost, or replaced by an older copy, on
+//! the promoted replica. Hence: after any change of master the primary is not primary until
+//! it has renewed its token on the new master (and is demoted if the token is gone); with
+//! `wait_replicas` > 0 an acquisition or renewal counts only once that many replicas
+//! confirmed it (`WAIT`), so the promoted replica holds the key at least as long as we call
+//! ourselves primary; with `wait_replicas` = 0 a standby that saw the lease held and then a
+//! change of master waits `lock_ttl` before taking the lease. The epoch never goes backwards:
+//! each acquisition passes the highest epoch this instance has seen, and the script moves
+//! the counter past it when the promoted replica missed the last `INCR` (docs/deployment.md).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -89,6 +99,17 @@ pub(crate) struct Lease {
     events: Mutex<Option<mpsc::Sender<LeaseEvent>>>,
     promoted_callbacks: RwLock<Vec<PromotedCallback>>,
     demoted_callbacks: RwLock<Vec<DemotedCallback>>,
+    /// The Redis master generation on which the lease was last acquired or renewed; while the
+    /// store's generation differs, we are not primary.
+    confirmed_generation: AtomicU64,
+    /// The highest fencing epoch this instance has seen (held or observed).
+    highest_epoch: AtomicU64,
+    /// Monotonic nanoseconds when an acquisition last found the lease held by another.
+    holder_seen_at: AtomicU64,
+    /// The generation a standby last acquired or watched on, and until when it keeps off the
+    /// lease after a change of master (`wait_replicas` = 0).
+    watched_generation: AtomicU64,
+    failover_hold_off: Mutex<Option<Instant>>,
 }
 
 impl Lease {
@@ -108,13 +129,34 @@ impl Lease {
             events: Mutex::new(None),
             promoted_callbacks: RwLock::new(Vec::new()),
             demoted_callbacks: RwLock::new(Vec::new()),
+            confirmed_generation: AtomicU64::new(0),
+            highest_epoch: AtomicU64::new(0),
+            holder_seen_at: AtomicU64::new(0),
+            watched_generation: AtomicU64::new(0),
+            failover_hold_off: Mutex::new(None),
         }
     }
 
-    /// Local state only: the lease is held and the monotonic deadline has not passed.
+    /// Local state only: the lease is held, the monotonic deadline has not passed, and it was
+    /// confirmed on the current Redis master.
     pub fn is_primary(&self) -> bool {
+        self.within_deadline()
+            && self.confirmed_generation.load(Ordering::Acquire) == self.store.generation()
+    }
+
+    fn within_deadline(&self) -> bool {
         let deadline = self.deadline.load(Ordering::Acquire);
         deadline != 0 && now_nanos() < deadline
+    }
+
+    /// Held, but not confirmed on the master we talk to now (it changed).
+    fn unconfirmed(&self) -> bool {
+        self.confirmed_generation.load(Ordering::Acquire) != self.store.generation()
+    }
+
+    /// The highest fencing epoch seen by this instance.
+    pub fn highest_epoch(&self) -> u64 {
+        self.highest_epoch.load(Ordering::Acquire)
     }
 
     /// The epoch of the lease we hold, while we are primary.
@@ -188,12 +230,22 @@ impl Lease {
 
     /// One acquisition attempt; on success this instance is primary when it returns.
     pub fn try_acquire(&self, conn: &mut Connection) -> redis::RedisResult<bool> {
-        if self.stopping.load(Ordering::Acquire) {
+        self.try_acquire_at(conn, None)
+    }
+
+    /// `generation`: the master generation `conn` belongs to, when known; only then can
+    /// the acquisition confirm the lease on a new master.
+    fn try_acquire_at(
+        &self,
+        conn: &mut Connection,
+        generation: Option<u64>,
+    ) -> redis::RedisResult<bool> {
+        if self.stopping.load(Ordering::Acquire) || self.holding_off(generation) {
             return Ok(false);
         }
         let token = self.new_token();
         let started = Instant::now();
-        let epoch: Option<u64> = SCRIPTS
+        let epoch: Option<i64> = SCRIPTS
             .lease_acquire
             .key(&self.keys.lock)
             .key(&self.keys.epoch)
@@ -204,10 +256,31 @@ impl Lease {
             .arg(utc_now_iso())
             .arg(millis(self.timing.heartbeat_ttl))
             .arg(&self.instance_id)
+            .arg(self.highest_epoch())
             .invoke(conn)?;
-        let Some(epoch) = epoch else {
-            return Ok(false);
+        // Positive: ours, with that epoch; otherwise minus the epoch of the current holder.
+        let epoch = match epoch {
+            Some(epoch) if epoch > 0 => epoch as u64,
+            other => {
+                let seen = other.unwrap_or(0).unsigned_abs();
+                self.highest_epoch.fetch_max(seen, Ordering::AcqRel);
+                self.holder_seen_at.store(now_nanos(), Ordering::Release);
+                return Ok(false);
+            }
         };
+        self.highest_epoch.fetch_max(epoch, Ordering::AcqRel);
+        if !self
+            .store
+            .lease_replicated(conn, self.timing.lease_command_timeout)?
+        {
+            log::warn!(
+                "{} took the lease but fewer than wait_replicas replicas confirmed it in time; \
+                 giving it back",
+                self.instance_id
+            );
+            self.release_token(conn, &token)?;
+            return Ok(false);
+        }
         {
             let mut held = self.held.lock();
             if self.is_stopping() {
@@ -218,6 +291,10 @@ impl Lease {
             }
             held.token = Some(token);
             held.epoch = Some(epoch);
+            if let Some(generation) = generation {
+                self.confirmed_generation
+                    .fetch_max(generation, Ordering::AcqRel);
+            }
             self.deadline.store(
                 monotonic_nanos(started + self.timing.renew_deadline),
                 Ordering::Release,
@@ -232,6 +309,12 @@ impl Lease {
     /// One renewal attempt. `Ok(false)` means the lease is no longer ours, and we have
     /// demoted ourselves.
     pub fn renew(&self, conn: &mut Connection) -> redis::RedisResult<bool> {
+        self.renew_at(conn, None)
+    }
+
+    /// `generation`: the master generation `conn` belongs to, when known; only then can a
+    /// renewal confirm the lease on a new master.
+    fn renew_at(&self, conn: &mut Connection, generation: Option<u64>) -> redis::RedisResult<bool> {
         let Some(token) = self.held.lock().token.clone() else {
             return Ok(false);
         };
@@ -248,6 +331,16 @@ impl Lease {
             .arg(&self.instance_id)
             .invoke(conn)?;
         if renewed == 1 {
+            if !self
+                .store
+                .lease_replicated(conn, self.timing.lease_command_timeout)?
+            {
+                // Not counted: the replica Sentinel may promote could hold an older expiry.
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the renewal was not confirmed by wait_replicas replicas in time",
+                )));
+            }
             let held = self.held.lock();
             // Only the renewal of the lease still held may move its deadline, and only forward.
             if held.token.as_deref() == Some(token.as_str())
@@ -257,11 +350,57 @@ impl Lease {
                     monotonic_nanos(started + self.timing.renew_deadline),
                     Ordering::AcqRel,
                 );
+                if let Some(generation) = generation {
+                    if self.confirmed_generation.load(Ordering::Acquire) != generation {
+                        log::info!(
+                            "{} still holds the lease on the new Redis master",
+                            self.instance_id
+                        );
+                    }
+                    self.confirmed_generation
+                        .fetch_max(generation, Ordering::AcqRel);
+                }
             }
             Ok(true)
         } else {
-            self.demote_if_holding(&token, "the lease was taken by another instance");
+            let reason = if self.unconfirmed() {
+                "the lease was lost in a Redis failover (not on the new master)"
+            } else {
+                "the lease was taken by another instance"
+            };
+            self.demote_if_holding(&token, reason);
             Ok(false)
+        }
+    }
+
+    /// After a change of master, a standby that saw the lease held within the last
+    /// `lock_ttl` keeps off it for `lock_ttl` when no replica confirms lease writes
+    /// (`wait_replicas` = 0): the former primary's key may not have reached the promoted
+    /// replica, and that primary calls itself primary until its renew deadline.
+    fn holding_off(&self, generation: Option<u64>) -> bool {
+        let now = Instant::now();
+        let mut hold_off = self.failover_hold_off.lock();
+        if let Some(generation) = generation {
+            let watched = self.watched_generation.swap(generation, Ordering::AcqRel);
+            let seen_at = self.holder_seen_at.load(Ordering::Acquire);
+            let held_recently = seen_at != 0
+                && now_nanos().saturating_sub(seen_at) < self.timing.lock_ttl.as_nanos() as u64;
+            if generation > watched && self.store.wait_replicas() == 0 && held_recently {
+                log::warn!(
+                    "{}: the Redis master changed while another instance held the lease; \
+                     keeping off the lease for lock_ttl ({:?})",
+                    self.instance_id,
+                    self.timing.lock_ttl
+                );
+                *hold_off = Some(now + self.timing.lock_ttl);
+            }
+        }
+        match *hold_off {
+            Some(until) if now < until => true,
+            _ => {
+                *hold_off = None;
+                false
+            }
         }
     }
 
@@ -376,7 +515,8 @@ impl Lease {
     }
 
     fn run(&self) {
-        let mut lease_conn: Option<Connection> = None;
+        let mut lease_conn: Option<(u64, Connection)> = None;
+        let mut seen_generation = self.store.generation();
         let mut next_renewal = Instant::now();
         let mut failing = false;
         // After handing the lease over on request, leave it to the standby for a while.
@@ -395,23 +535,30 @@ impl Lease {
             while !self.is_stopping() {
                 let now = Instant::now();
                 let holding = self.held.lock().token.clone();
+                let generation = self.store.generation();
+                if generation != seen_generation {
+                    // A new Redis master: re-check the lease there now.
+                    seen_generation = generation;
+                    next_renewal = now;
+                }
                 let wait = if let Some(token) = holding {
-                    if !self.is_primary() {
+                    if !self.within_deadline() {
                         // Deadline passed without a renewal (Redis slow or unreachable, or this
                         // process was frozen): standby now, and free the key if it is still ours.
                         if self.demote_if_holding(
                             &token,
                             "no renewal succeeded before the renew deadline",
                         ) {
-                            if let Some(conn) = lease_conn.as_mut() {
+                            if let Some((_, conn)) = lease_conn.as_mut() {
                                 let _ = self.release_token(conn, &token);
                             }
                         }
                         continue;
                     }
                     if now >= next_renewal {
-                        match self.with_lease_conn(&mut lease_conn, |lease, conn| lease.renew(conn))
-                        {
+                        match self.with_lease_conn(&mut lease_conn, |lease, conn, generation| {
+                            lease.renew_at(conn, Some(generation))
+                        }) {
                             Ok(_) => {
                                 failing = false;
                                 next_renewal = now + self.timing.renew_interval;
@@ -439,9 +586,9 @@ impl Lease {
                         self.timing.poll_interval
                     } else {
                         hold_off_until = None;
-                        match self
-                            .with_lease_conn(&mut lease_conn, |lease, conn| lease.try_acquire(conn))
-                        {
+                        match self.with_lease_conn(&mut lease_conn, |lease, conn, generation| {
+                            lease.try_acquire_at(conn, Some(generation))
+                        }) {
                             Ok(true) => {
                                 failing = false;
                                 next_renewal = Instant::now() + self.timing.renew_interval;
@@ -478,7 +625,7 @@ impl Lease {
                             let released =
                                 self.step_down("handover requested by an operator")
                                     .map(|token| {
-                                        self.with_lease_conn(&mut lease_conn, |lease, conn| {
+                                        self.with_lease_conn(&mut lease_conn, |lease, conn, _| {
                                             lease.release_token(conn, &token)
                                         })
                                     });
@@ -496,19 +643,30 @@ impl Lease {
         // Stopping: whoever stops us releases the lease; a frozen thread must not renew it.
     }
 
+    /// Runs `op` on the lease's own connection with the master generation it belongs to;
+    /// a connection from before a change of master is replaced first.
     fn with_lease_conn<T>(
         &self,
-        slot: &mut Option<Connection>,
-        op: impl FnOnce(&Self, &mut Connection) -> redis::RedisResult<T>,
+        slot: &mut Option<(u64, Connection)>,
+        op: impl FnOnce(&Self, &mut Connection, u64) -> redis::RedisResult<T>,
     ) -> Result<T> {
-        let conn = match slot {
-            Some(conn) => conn,
-            None => slot.insert(
-                self.store
-                    .connect_with_timeout(self.timing.lease_command_timeout)?,
-            ),
+        if slot
+            .as_ref()
+            .is_some_and(|(generation, _)| *generation != self.store.generation())
+        {
+            *slot = None;
+        }
+        let (generation, conn) = match slot {
+            Some((generation, conn)) => (*generation, conn),
+            None => {
+                let (generation, conn) = slot.insert(
+                    self.store
+                        .connect_tagged(self.timing.lease_command_timeout)?,
+                );
+                (*generation, conn)
+            }
         };
-        op(self, conn).map_err(|err| {
+        op(self, conn, generation).map_err(|err| {
             *slot = None;
             Error::unavailable(format!("lease round trip failed: {}", describe(&err)))
         })

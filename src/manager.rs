@@ -447,7 +447,7 @@ impl Inner {
     }
 
     fn write_state(&self, token: &str, value: &str) -> Result<()> {
-        self.store.run(|conn| {
+        self.store.write(|conn| {
             SCRIPTS
                 .fenced_set
                 .key(&self.keys.lock)

@@ -363,7 +363,7 @@ impl PositionStore<'_> {
         fill: Option<&str>,
     ) -> Result<WriteOutcome> {
         self.store
-            .run(|conn| self.invoke_write(conn, token, writes, fill))
+            .write(|conn| self.invoke_write(conn, token, writes, fill))
     }
 
     fn invoke_write(
@@ -408,7 +408,7 @@ impl PositionStore<'_> {
         if symbols.is_empty() {
             return Ok(0);
         }
-        self.store.run(|conn| {
+        self.store.write(|conn| {
             let mut invocation = SCRIPTS.positions_adopt.key(&self.keys.lock);
             invocation
                 .key(&self.keys.positions_index)
