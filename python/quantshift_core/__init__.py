@@ -18,7 +18,7 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from . import _quantshift_core as _core
 from ._quantshift_core import (
@@ -58,7 +58,7 @@ _previous_handlers: dict[int, Any] = {}
 _shutting_down = False
 
 
-def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     """SIGTERM / SIGINT on the main thread: shut every registered manager down, exit 0."""
     global _shutting_down
     if _shutting_down:
@@ -155,19 +155,19 @@ class StateManager(_core.StateManager):
     def __init__(
         self,
         bot_name: str,
-        redis_url: Optional[str] = None,
+        redis_url: str | None = None,
         *,
         state_ttl: float = 3600,
         position_ttl: float = 86400,
         heartbeat_ttl: float = 60,
         lock_ttl: float = 30,
-        renew_deadline: Optional[float] = None,
-        poll_interval: Optional[float] = None,
+        renew_deadline: float | None = None,
+        poll_interval: float | None = None,
         install_signal_handlers: bool = True,
         shutdown_timeout: float = 20.0,
     ) -> None:
         # The compiled __new__ has connected and started the lease thread already.
-        self._client: Optional[redis.Redis] = None
+        self._client: redis.Redis | None = None
         self._client_lock = threading.Lock()
         self._handles_signals = bool(install_signal_handlers) and _register_for_signals(self)
         _live.add(self)
@@ -201,5 +201,3 @@ class StateManager(_core.StateManager):
             client, self._client = self._client, None
         if client is not None:
             client.close()
-
-

@@ -3,9 +3,11 @@
 //! threads with the GIL taken there.
 //!
 //! Deadlock rule: a thread holding the GIL never waits for a lock of the core (every such
-//! call runs in `py.detach`), so the core's threads, which may need the GIL to log or to run
+//! call runs in `detached` / `py.detach`), so the core's threads, which may need the GIL to log or to run
 //! a callback while holding one of their locks, can always make progress.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyTypeError;
@@ -13,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::convert::{object_from_py, object_to_py};
+use super::detach::detached;
 use super::errors::{invalid, IntoPy};
 use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
@@ -149,7 +152,18 @@ impl PyStateManager {
         }
         let url = config.effective_url();
         let redacted_url = redact_url(&url);
-        let core = py.detach(|| StateManager::new(config)).py_err(py)?;
+        let core = detached(py, || {
+            let core = StateManager::new(config)?;
+            // One acquisition attempt now, so that an instance that finds the lease free
+            // is primary when the constructor returns (the seed's usage saves state right
+            // away); otherwise the lease thread keeps trying. A failure here is the lease
+            // thread's to retry.
+            if let Err(err) = core.heartbeat() {
+                log::debug!("first acquisition attempt failed: {err}");
+            }
+            Ok(core)
+        })
+        .py_err(py)?;
         Ok(PyStateManager {
             core: Some(core),
             url,
@@ -170,7 +184,7 @@ impl PyStateManager {
     /// The fencing epoch of the lease held, while primary; else None.
     #[getter]
     fn epoch(&self, py: Python<'_>) -> Option<u64> {
-        py.detach(|| self.core().epoch())
+        detached(py, || self.core().epoch())
     }
 
     /// Problems found at start (e.g. an eviction policy other than noeviction).
@@ -190,7 +204,7 @@ impl PyStateManager {
         handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let handler = callable(handler, "register_shutdown_handler")?;
-        py.detach(|| {
+        detached(py, || {
             self.core().register_shutdown_handler(move || {
                 Python::try_attach(|py| {
                     handler
@@ -204,14 +218,33 @@ impl PyStateManager {
         Ok(())
     }
 
-    /// Called with no arguments on a background thread each time this instance becomes
-    /// primary; read `epoch` there for the new fencing epoch.
+    /// Called with no arguments each time this instance becomes primary (read `epoch` there),
+    /// on a background thread. When the instance is primary already, it is also called once
+    /// right away, in the caller's thread, so that no promotion is missed (the constructor
+    /// takes a free lease before returning): exactly once per promotion (per epoch).
     fn on_promoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
-        let callback = callable(callback, "on_promoted")?;
-        py.detach(|| {
-            self.core()
-                .on_promoted(move |_epoch| call_logged("on_promoted", &callback))
+        let callback = Arc::new(callable(callback, "on_promoted")?);
+        // The highest epoch the callback ran for.
+        let last_epoch = Arc::new(AtomicU64::new(0));
+        let (cb, last) = (Arc::clone(&callback), Arc::clone(&last_epoch));
+        let current = detached(py, || {
+            self.core().on_promoted(move |epoch| {
+                if last.fetch_max(epoch, Ordering::AcqRel) < epoch {
+                    call_logged("on_promoted", &cb);
+                }
+            });
+            self.core().epoch()
         });
+        if let Some(epoch) = current {
+            if last_epoch.fetch_max(epoch, Ordering::AcqRel) < epoch {
+                if let Err(err) = callback.call0(py) {
+                    log::error!(
+                        "on_promoted callback raised: {}",
+                        format_exception(py, &err).trim_end()
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -219,7 +252,7 @@ impl PyStateManager {
     /// being primary.
     fn on_demoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let callback = callable(callback, "on_demoted")?;
-        py.detach(|| {
+        detached(py, || {
             self.core()
                 .on_demoted(move |_reason| call_logged("on_demoted", &callback))
         });
@@ -227,13 +260,13 @@ impl PyStateManager {
     }
 
     fn heartbeat(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.core().heartbeat()).py_err(py)
+        detached(py, || self.core().heartbeat()).py_err(py)
     }
 
     /// Saves the state (fenced) and sets `last_update` on the dict passed, as before.
     fn save_state(&self, py: Python<'_>, state: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut map = object_from_py(py, state, "state")?;
-        let saved = py.detach(|| self.core().save_state(&mut map));
+        let saved = detached(py, || self.core().save_state(&mut map));
         set_last_update(state, &map)?;
         saved.py_err(py)
     }
@@ -245,14 +278,12 @@ impl PyStateManager {
         changes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let changes = object_from_py(py, changes, "changes")?;
-        let merged = py
-            .detach(|| self.core().update_state(&changes))
-            .py_err(py)?;
+        let merged = detached(py, || self.core().update_state(&changes)).py_err(py)?;
         object_to_py(py, &merged)
     }
 
     fn load_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let state = py.detach(|| self.core().load_state()).py_err(py)?;
+        let state = detached(py, || self.core().load_state()).py_err(py)?;
         state.map(|s| object_to_py(py, &s)).transpose()
     }
 
@@ -264,13 +295,13 @@ impl PyStateManager {
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let mut map = object_from_py(py, data, "position")?;
-        let saved = py.detach(|| self.core().save_position(&symbol, &mut map));
+        let saved = detached(py, || self.core().save_position(&symbol, &mut map));
         set_last_update(data, &map)?;
         saved.py_err(py)
     }
 
     fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let positions = py.detach(|| self.core().load_positions()).py_err(py)?;
+        let positions = detached(py, || self.core().load_positions()).py_err(py)?;
         let out = PyDict::new(py);
         for (symbol, data) in &positions {
             out.set_item(symbol, object_to_py(py, data)?)?;
@@ -279,7 +310,7 @@ impl PyStateManager {
     }
 
     fn clear_position(&self, py: Python<'_>, symbol: String) -> PyResult<bool> {
-        py.detach(|| self.core().clear_position(&symbol)).py_err(py)
+        detached(py, || self.core().clear_position(&symbol)).py_err(py)
     }
 
     #[pyo3(signature = (symbol, quantity, price, fill_id = None))]
@@ -291,12 +322,11 @@ impl PyStateManager {
         price: f64,
         fill_id: Option<String>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let position = py
-            .detach(|| {
-                self.core()
-                    .apply_fill(&symbol, quantity, price, fill_id.as_deref())
-            })
-            .py_err(py)?;
+        let position = detached(py, || {
+            self.core()
+                .apply_fill(&symbol, quantity, price, fill_id.as_deref())
+        })
+        .py_err(py)?;
         position.map(|p| object_to_py(py, &p)).transpose()
     }
 
@@ -320,10 +350,13 @@ impl PyStateManager {
             let data = object_from_py(py, &data, &format!("broker_positions[{symbol:?}]"))?;
             broker.push((symbol, data));
         }
-        let report = py
-            .detach(|| self.core().sync_positions(&broker))
-            .py_err(py)?;
+        let report = detached(py, || self.core().sync_positions(&broker)).py_err(py)?;
         object_to_py(py, &report.to_json())
+    }
+
+    /// One PING on the connection every operation uses (health check, benchmark baseline).
+    fn _ping(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || self.core().ping()).py_err(py)
     }
 
     /// Local state only: no network, never blocks.
@@ -347,6 +380,7 @@ impl PyStateManager {
                     .min(SIGNAL_CHECK_SLICE),
                 None => SIGNAL_CHECK_SLICE,
             };
+            // Signals are not blocked here: the wait is a futex (EINTR-safe) and Ctrl-C must land.
             if py.detach(|| self.core().wait_until_primary(Some(slice))) {
                 return Ok(true);
             }
@@ -360,6 +394,8 @@ impl PyStateManager {
     /// Runs the shutdown handlers, saves the last state with `shutdown_time` (if primary),
     /// releases the lease and announces it. Does not exit; a second call does nothing.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        // Signals stay deliverable: a second SIGTERM / SIGINT during a shutdown run from the
+        // signal handler must end the process at once.
         py.detach(|| self.core().shutdown()).py_err(py)
     }
 
@@ -419,7 +455,7 @@ impl Drop for PyStateManager {
             }
             // Closing joins the core's threads, which may be waiting for the GIL.
             let mut core = Some(core);
-            Python::try_attach(|py| py.detach(|| drop(core.take())));
+            Python::try_attach(|py| detached(py, || drop(core.take())));
             drop(core);
         }
     }

@@ -3,6 +3,7 @@
 //! it and adds the pure-Python parts (signal handlers, the redis-py client).
 
 mod convert;
+mod detach;
 mod errors;
 mod manager;
 

@@ -1,0 +1,146 @@
+"""Two bot processes with the same bot name: crash failover, SIGTERM, SIGINT, a second
+signal, signal opt-out, and a frozen (SIGSTOP) primary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from processes import BotProcess
+
+LOCK_TTL = 1.0
+
+
+@pytest.fixture
+def bots(redis_url: str, bot_name: str) -> Iterator[list[BotProcess]]:
+    started: list[BotProcess] = []
+    yield started
+    for bot in started:
+        try:
+            os.kill(bot.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        bot.kill()
+
+
+def start_pair(
+    bots: list[BotProcess], url: str, bot_name: str, mode: str = "run"
+) -> tuple[BotProcess, BotProcess]:
+    """A primary, then a standby with the same bot name."""
+    first = BotProcess(url, bot_name, LOCK_TTL, mode)
+    bots.append(first)
+    first.wait_for("PROMOTED", 15)
+    second = BotProcess(url, bot_name, LOCK_TTL, "run")
+    bots.append(second)
+    ready = second.wait_for("READY", 15)
+    assert ready.details[1] == "standby"
+    return first, second
+
+
+def lock_holder(r: redis.Redis, bot_name: str) -> str | None:
+    return r.get(f"bot:{bot_name}:primary_lock")
+
+
+def test_kill_9_failover(bots: list[BotProcess], redis_url: str, bot_name: str, r: redis.Redis):
+    first, second = start_pair(bots, redis_url, bot_name)
+    old_epoch = int(first.wait_for("PROMOTED", 1).details[0])
+    time.sleep(0.2)  # let it save state at least once
+    killed_at = time.time()
+    os.kill(first.pid, signal.SIGKILL)
+    promoted = second.wait_for("PROMOTED", 10)
+    took = promoted.at - killed_at
+    # The lease expires at most lock_ttl after the last renewal; the standby polls.
+    assert took <= LOCK_TTL + 0.5, took
+    assert int(promoted.details[0]) > old_epoch
+    holder = lock_holder(r, bot_name)
+    assert holder is not None and holder.startswith(second.wait_for("READY", 1).details[0] + ":")
+    assert not first.has("FINALLY")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_graceful_shutdown(
+    bots: list[BotProcess], redis_url: str, bot_name: str, r: redis.Redis, signum: int
+):
+    first, second = start_pair(bots, redis_url, bot_name)
+    first_id = first.wait_for("READY", 1).details[0]
+    time.sleep(0.2)
+    sent_at = time.time()
+    os.kill(first.pid, signum)
+    assert first.wait_exit(10) == 0
+    first.wait_for("HANDLER_START", 1)
+    first.wait_for("HANDLER_DONE", 1)
+    first.wait_for("FINALLY", 1)  # SystemExit(0) unwound the main thread
+    promoted = second.wait_for("PROMOTED", 5)
+    assert promoted.at - sent_at <= 0.25, f"standby promoted {promoted.at - sent_at:.3f} s after"
+    holder = lock_holder(r, bot_name)
+    assert holder is None or not holder.startswith(first_id + ":")
+    # The final state was saved with shutdown_time (before the standby's own saves, if any).
+    # The standby's saves replace it, so look for it only when the standby has not saved yet.
+
+
+def test_sigterm_saves_final_state(redis_url: str, bot_name: str, r: redis.Redis, bots):
+    only = BotProcess(redis_url, bot_name, LOCK_TTL, "run")
+    bots.append(only)
+    only.wait_for("PROMOTED", 15)
+    time.sleep(0.2)
+    os.kill(only.pid, signal.SIGTERM)
+    assert only.wait_exit(10) == 0
+    import json
+
+    state = json.loads(r.get(f"bot:{bot_name}:state") or "{}")
+    assert state["owner"] == only.wait_for("READY", 1).details[0]
+    assert "shutdown_time" in state and "last_update" in state
+    assert r.get(f"bot:{bot_name}:primary_lock") is None
+
+
+def test_second_signal_exits_at_once(redis_url: str, bot_name: str, bots):
+    bot = BotProcess(redis_url, bot_name, LOCK_TTL, "slow-handler")
+    bots.append(bot)
+    bot.wait_for("PROMOTED", 15)
+    os.kill(bot.pid, signal.SIGTERM)
+    bot.wait_for("HANDLER_START", 5)
+    second_at = time.monotonic()
+    os.kill(bot.pid, signal.SIGTERM)
+    code = bot.wait_exit(5)
+    assert time.monotonic() - second_at < 2
+    assert code != 0
+    assert not bot.has("HANDLER_DONE")
+
+
+def test_no_signal_handlers_leaves_the_host_handler(redis_url: str, bot_name: str, bots):
+    bot = BotProcess(redis_url, bot_name, LOCK_TTL, "no-signals")
+    bots.append(bot)
+    bot.wait_for("PROMOTED", 15)
+    os.kill(bot.pid, signal.SIGTERM)
+    bot.wait_for("HOST_HANDLER", 5)
+    time.sleep(0.3)
+    assert bot.process.poll() is None  # the host's handler does not exit
+    assert not bot.has("HANDLER_START")
+
+
+def test_frozen_primary_wakes_up_as_standby(
+    bots: list[BotProcess], redis_url: str, bot_name: str, r: redis.Redis
+):
+    first = BotProcess(redis_url, bot_name, LOCK_TTL, "freeze")
+    bots.append(first)
+    first.wait_for("PROMOTED", 15)
+    second = BotProcess(redis_url, bot_name, LOCK_TTL, "run")
+    bots.append(second)
+    second.wait_for("READY", 15)
+    os.kill(first.pid, signal.SIGSTOP)
+    second.wait_for("PROMOTED", 10)
+    time.sleep(0.3)
+    os.kill(first.pid, signal.SIGCONT)
+    look = first.wait_for("FIRST_LOOK_AFTER_GAP", 10)
+    assert look.details[0] == "standby", look
+    write = first.wait_for("WRITE_AFTER_GAP", 10)
+    assert write.details[:2] == ["refused", "NotPrimaryError"], write
+    import json
+
+    state = json.loads(r.get(f"bot:{bot_name}:state") or "{}")
+    assert "after_freeze" not in state
+    assert state.get("owner") == second.wait_for("READY", 1).details[0]
