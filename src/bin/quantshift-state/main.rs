@@ -246,10 +246,18 @@ fn handover(inspector: &Inspector, bot: &str, timeout: Duration, force: bool) ->
             None => "nobody holds the lease".to_owned(),
         },
     };
-    Err(Failure::handover(format!(
-        "nobody took over bot {bot:?} within {}: {now}",
-        human_duration(timeout)
-    )))
+    Err(Failure {
+        code: EXIT_HANDOVER_FAILED,
+        message: format!(
+            "nobody took over bot {bot:?} within {}: {now}",
+            human_duration(timeout)
+        ),
+        hint: Some(
+            "an instance that stepped down in a handover leaves the lease alone for one lease \
+             TTL: a standby that handed over recently takes over only when that time is up"
+                .to_owned(),
+        ),
+    })
 }
 
 fn watch(
