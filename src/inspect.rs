@@ -96,6 +96,14 @@ pub fn age_of(stamp: &str) -> Option<Duration> {
     age.to_std().ok().or(Some(Duration::ZERO))
 }
 
+/// The instance id in a lease token (`hostname:pid:nonce` without the nonce).
+fn instance_of(token: String) -> String {
+    match token.rsplit_once(':') {
+        Some((id, _nonce)) => id.to_owned(),
+        None => token,
+    }
+}
+
 impl Inspector {
     /// Connects with the library's URL and environment rules (CONTRACT §6).
     pub fn connect(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
@@ -191,10 +199,7 @@ impl Inspector {
         symbols.sort();
         symbols.dedup();
         let positions = self.positions_store(&keys).load_raw(&symbols)?.len();
-        let holder = lock.map(|token| match token.rsplit_once(':') {
-            Some((id, _nonce)) => id.to_owned(),
-            None => token,
-        });
+        let holder = lock.map(instance_of);
         Ok(BotStatus {
             bot: bot.to_owned(),
             lease_ttl: holder
@@ -210,6 +215,17 @@ impl Inspector {
             positions,
             instances,
         })
+    }
+
+    /// Who holds the bot's lease (instance id) and the current epoch, in one round trip and
+    /// without a scan: cheap enough to poll while a handover is under way.
+    pub fn lease_holder(&self, bot: &str) -> Result<(Option<String>, Option<u64>)> {
+        validate_bot_name(bot)?;
+        let keys = Keys::new(bot);
+        let (lock, epoch): (Option<String>, Option<u64>) = self
+            .store
+            .read(|conn| redis::pipe().get(&keys.lock).get(&keys.epoch).query(conn))?;
+        Ok((lock.map(instance_of), epoch))
     }
 
     fn positions_store<'a>(&'a self, keys: &'a Keys) -> PositionStore<'a> {

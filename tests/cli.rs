@@ -822,3 +822,22 @@ fn python_dash_m_runs_the_same_tool() {
     assert!(run.stderr.contains("binary was not found"), "{run:?}");
     writer.close().unwrap();
 }
+
+/// `Inspector::lease_holder`, the cheap read `handover` polls.
+#[test]
+fn the_lease_holder_read_matches_the_status() {
+    let server = RedisServer::start();
+    let inspector = inspector(&server);
+    assert_eq!(inspector.lease_holder("lh").unwrap(), (None, None));
+    let a = manager(&server, "lh", 3000);
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    let (holder, epoch) = inspector.lease_holder("lh").unwrap();
+    assert_eq!(holder.as_deref(), Some(a.instance_id()));
+    assert_eq!(epoch, a.epoch());
+    let status = inspector.status("lh").unwrap();
+    assert_eq!((status.holder, status.epoch), (holder, epoch));
+    a.close().unwrap();
+    assert_eq!(inspector.lease_holder("lh").unwrap(), (None, Some(1)));
+    let err = inspector.lease_holder("l:h").unwrap_err();
+    assert_eq!(err.kind(), quantshift_core::ErrorKind::InvalidInput);
+}
