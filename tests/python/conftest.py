@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-import quantshift_core
 import redis
+
+import quantshift_core
+
 from redis_server import RedisServer
 
 LOCK_TTL = 1.5

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+
 from processes import BotProcess
 
 LOCK_TTL = 1.0
