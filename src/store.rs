@@ -554,21 +554,29 @@ impl Store {
         ))
     }
 
-    /// A connection error, spelled out when TLS refused the server's certificate.
+    /// A connection error, spelled out when the TLS handshake failed.
     fn describe_connect(&self, err: &redis::RedisError) -> String {
         let text = describe(err);
+        if !self.tls {
+            return text;
+        }
         let lower = text.to_ascii_lowercase();
-        if self.tls
-            && (lower.contains("certificate")
-                || lower.contains("tls")
-                || lower.contains("handshake")
-                || lower.contains("notvalidforname")
-                || lower.contains("unknownissuer"))
-        {
+        if lower.contains("invalid peer certificate") || lower.contains("certificate not valid") {
             format!(
                 "TLS handshake failed, the server's certificate was refused ({text}); check \
                  tls_ca_file / QUANTSHIFT_TLS_CA_FILE and that the certificate names this host"
             )
+        } else if lower.contains("alert") {
+            format!(
+                "TLS handshake failed, the server refused this client ({text}); a server that \
+                 requires client certificates needs tls_cert_file and tls_key_file \
+                 (QUANTSHIFT_TLS_CERT_FILE / QUANTSHIFT_TLS_KEY_FILE)"
+            )
+        } else if lower.contains("tls")
+            || lower.contains("handshake")
+            || lower.contains("certificate")
+        {
+            format!("TLS handshake failed ({text})")
         } else {
             text
         }

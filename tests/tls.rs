@@ -1,0 +1,272 @@
+//! `rediss://` against redis-server processes with TLS enabled, on 127.0.0.1 (issue 6, TLS).
+//! The test makes its own CAs and certificates with `openssl`: the CA given by
+//! `tls_ca_file` is trusted, a certificate from another CA or for another host name is
+//! refused with a clear `RedisUnavailable` error, and the server's demand for a client
+//! certificate is met by `tls_client_cert`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{obj, RedisServer};
+use quantshift_core::{Config, ErrorKind, StateManager};
+use serde_json::json;
+
+const PASSWORD: &str = "tls-Secret-5";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free loopback port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (bash scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Certificates made once per test binary: two CAs; a server certificate for 127.0.0.1 and
+/// one for another host name, both from the first CA; a client certificate from it.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn get() -> &'static Pki {
+        static PKI: OnceLock<Pki> = OnceLock::new();
+        PKI.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("qs-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            for ca in ["ca", "other-ca"] {
+                let mut args = vec!["req", "-x509", "-days", "2", "-subj"];
+                let subject = format!("/CN=quantshift test {ca}");
+                args.push(&subject);
+                args.extend(ec);
+                let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
+                args.extend([
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &crt,
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ]);
+                openssl(&dir, &args);
+            }
+            for (name, san, usage) in [
+                ("server", "IP:127.0.0.1", "serverAuth"),
+                ("elsewhere", "DNS:elsewhere.example", "serverAuth"),
+                ("client", "DNS:quantshift-client", "clientAuth"),
+            ] {
+                let (key, csr, crt, ext) = (
+                    format!("{name}.key"),
+                    format!("{name}.csr"),
+                    format!("{name}.crt"),
+                    format!("{name}.ext"),
+                );
+                let mut args = vec!["req", "-new", "-subj", "/CN=quantshift test"];
+                args.extend(ec);
+                args.extend(["-keyout", &key, "-out", &csr]);
+                openssl(&dir, &args);
+                std::fs::write(
+                    dir.join(&ext),
+                    format!(
+                        "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                         keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
+                    ),
+                )
+                .unwrap();
+                openssl(
+                    &dir,
+                    &[
+                        "x509",
+                        "-req",
+                        "-in",
+                        &csr,
+                        "-CA",
+                        "ca.crt",
+                        "-CAkey",
+                        "ca.key",
+                        "-CAcreateserial",
+                        "-days",
+                        "2",
+                        "-out",
+                        &crt,
+                        "-extfile",
+                        &ext,
+                    ],
+                );
+            }
+            Pki { dir }
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A redis-server with a plain port (for the test's own checks) and a TLS port presenting
+/// `cert`, demanding a client certificate from the first CA.
+struct TlsServer {
+    server: RedisServer,
+    tls_port: u16,
+}
+
+impl TlsServer {
+    fn start(cert: &str) -> TlsServer {
+        let pki = Pki::get();
+        let tls_port = free_port();
+        let (port, crt, key, ca) = (
+            tls_port.to_string(),
+            pki.path(&format!("{cert}.crt")),
+            pki.path(&format!("{cert}.key")),
+            pki.path("ca.crt"),
+        );
+        let server = RedisServer::start_with(&[
+            "--maxmemory-policy",
+            "noeviction",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            crt.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "yes",
+            "--requirepass",
+            PASSWORD,
+        ]);
+        TlsServer { server, tls_port }
+    }
+
+    fn url(&self) -> String {
+        format!("rediss://:{PASSWORD}@127.0.0.1:{}/0", self.tls_port)
+    }
+
+    fn plain_get(&self, key: &str) -> Option<String> {
+        let client = redis::Client::open(format!(
+            "redis://:{PASSWORD}@127.0.0.1:{}/0",
+            self.server.port
+        ))
+        .unwrap();
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
+    }
+}
+
+fn config(url: &str, bot: &str) -> Config {
+    Config::new(bot)
+        .redis_url(url)
+        .lock_ttl(Duration::from_millis(1500))
+        .connect_timeout(Duration::from_secs(2))
+        .command_timeout(Duration::from_secs(2))
+        .install_signal_handlers(false)
+}
+
+fn with_client_cert(config: Config) -> Config {
+    let pki = Pki::get();
+    config.tls_client_cert(pki.path("client.crt"), pki.path("client.key"))
+}
+
+fn refused(config: Config) -> quantshift_core::Error {
+    let err = StateManager::new(config).expect_err("the connection must be refused");
+    assert_eq!(err.kind(), ErrorKind::RedisUnavailable, "{err}");
+    assert!(!err.message().contains(PASSWORD), "{err}");
+    err
+}
+
+#[test]
+fn rediss_with_the_configured_ca_works() {
+    let server = TlsServer::start("server");
+    let pki = Pki::get();
+    let manager = StateManager::new(with_client_cert(
+        config(&server.url(), "tls-bot").tls_ca_file(pki.path("ca.crt")),
+    ))
+    .unwrap();
+    assert!(manager.wait_until_primary(Some(Duration::from_secs(5))));
+    manager
+        .save_state(&mut obj(json!({"over": "tls"})))
+        .unwrap();
+    assert_eq!(manager.load_state().unwrap().unwrap()["over"], json!("tls"));
+    // Written to this server, read back over its plain port.
+    assert!(server
+        .plain_get("bot:tls-bot:state")
+        .unwrap()
+        .contains("\"over\":\"tls\""));
+    assert!(!format!("{manager:?}").contains(PASSWORD));
+    manager.close().unwrap();
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let server = TlsServer::start("server");
+    let pki = Pki::get();
+    let err = refused(with_client_cert(
+        config(&server.url(), "tls-wrong-ca").tls_ca_file(pki.path("other-ca.crt")),
+    ));
+    assert!(err.message().contains("TLS handshake failed"), "{err}");
+    assert!(err.message().contains("UnknownIssuer"), "{err}");
+    println!("wrong CA: {err}");
+}
+
+#[test]
+fn a_certificate_for_another_host_is_refused() {
+    let server = TlsServer::start("elsewhere");
+    let pki = Pki::get();
+    let err = refused(with_client_cert(
+        config(&server.url(), "tls-wrong-host").tls_ca_file(pki.path("ca.crt")),
+    ));
+    assert!(err.message().contains("TLS handshake failed"), "{err}");
+    assert!(err.message().contains("not valid for name"), "{err}");
+}
+
+#[test]
+fn a_server_demanding_a_client_certificate_refuses_a_client_without_one() {
+    let server = TlsServer::start("server");
+    let pki = Pki::get();
+    let err = refused(config(&server.url(), "tls-no-client-cert").tls_ca_file(pki.path("ca.crt")));
+    assert!(err.message().contains("client certificates"), "{err}");
+}
+
+#[test]
+fn unusable_tls_files_are_invalid_input() {
+    let missing = StateManager::new(
+        config("rediss://127.0.0.1:1/0", "tls-files").tls_ca_file("/nonexistent/ca.pem"),
+    )
+    .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::InvalidInput, "{missing}");
+    assert!(missing.message().contains("tls_ca_file"), "{missing}");
+    let not_pem = Pki::get().path("server.ext");
+    let err = StateManager::new(config("rediss://127.0.0.1:1/0", "tls-files").tls_ca_file(not_pem))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("not a PEM file"), "{err}");
+}
