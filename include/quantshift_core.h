@@ -169,6 +169,33 @@ typedef struct quantshift_options {
    */
   uint64_t max_payload_bytes;
   /**
+   * Replicas that must confirm the lease and every fenced write (Redis `WAIT`); 0 (the
+   * default) waits for none. A write not confirmed within `wait_timeout_ms` fails with
+   * `QUANTSHIFT_STATUS_NOT_REPLICATED` (the master has applied it).
+   */
+  uint32_t wait_replicas;
+  /**
+   * Bound on waiting for the replicas (default 1000).
+   */
+  uint64_t wait_timeout_ms;
+  /**
+   * PEM file of the CA that signed the server certificate (`rediss://`). NULL:
+   * `QUANTSHIFT_TLS_CA_FILE`, else the system's roots.
+   */
+  const char *tls_ca_file;
+  /**
+   * Client certificate and key (PEM) for servers that require them; both or neither.
+   * NULL: `QUANTSHIFT_TLS_CERT_FILE` / `QUANTSHIFT_TLS_KEY_FILE`.
+   */
+  const char *tls_cert_file;
+  const char *tls_key_file;
+  /**
+   * Credentials for the Sentinels of a `redis+sentinel://` URL. NULL:
+   * `QUANTSHIFT_SENTINEL_USERNAME` / `QUANTSHIFT_SENTINEL_PASSWORD`, else no `AUTH`.
+   */
+  const char *sentinel_username;
+  const char *sentinel_password;
+  /**
    * true (the default): on SIGTERM / SIGINT the library runs the shutdown handlers,
    * saves the last state, releases the lease and exits the process with status 0.
    * false: the host handles signals itself and calls `quantshift_manager_shutdown`.
@@ -240,15 +267,16 @@ quantshift_status quantshift_options_default(struct quantshift_options *options)
 const char *quantshift_last_error_message(void);
 
 /**
- * Creates a manager: connects to Redis, checks the server's eviction policy (see
- * `quantshift_manager_startup_warnings`), and starts the lease thread. The instance starts
- * as standby and becomes primary as soon as nobody else holds the lease (use
- * `quantshift_manager_wait_until_primary`).
+ * Creates a manager: connects to Redis, checks the server's eviction policy and persistence
+ * (see `quantshift_manager_startup_warnings`), starts the lease thread and makes one
+ * attempt to take the lease. An instance that finds the lease free is primary when this
+ * returns; otherwise it is standby and the lease thread keeps trying (see
+ * `quantshift_manager_wait_until_primary` and `quantshift_manager_on_promoted`).
  *
  * On success `*out` is the new handle, to free with `quantshift_manager_free`.
- * Errors: `NULL_ARGUMENT` (`options`, `options->bot_name`, `out`), `INVALID_UTF8`,
- * `INVALID_INPUT` (bad bot name, URL or timing: `lock_ttl > renew_deadline > lock_ttl / 3`),
- * `REDIS_UNAVAILABLE`, `REDIS_ERROR`.
+ * Errors: `NULL_ARGUMENT` (`options`, `options->bot_name`, `out`), `INVALID_UTF8` (any
+ * string of `options`), `INVALID_INPUT` (bad bot name, URL or timing:
+ * `lock_ttl > renew_deadline > lock_ttl / 3`), `REDIS_UNAVAILABLE`, `REDIS_ERROR`.
  *
  * # Safety
  * `options` is NULL or points to a `quantshift_options` whose strings are NULL or

@@ -49,6 +49,23 @@ pub struct quantshift_options {
     /// Serialized states and positions above this size are refused before anything is sent
     /// (default 16 MiB).
     pub max_payload_bytes: u64,
+    /// Replicas that must confirm the lease and every fenced write (Redis `WAIT`); 0 (the
+    /// default) waits for none. A write not confirmed within `wait_timeout_ms` fails with
+    /// `QUANTSHIFT_STATUS_NOT_REPLICATED` (the master has applied it).
+    pub wait_replicas: u32,
+    /// Bound on waiting for the replicas (default 1000).
+    pub wait_timeout_ms: u64,
+    /// PEM file of the CA that signed the server certificate (`rediss://`). NULL:
+    /// `QUANTSHIFT_TLS_CA_FILE`, else the system's roots.
+    pub tls_ca_file: *const c_char,
+    /// Client certificate and key (PEM) for servers that require them; both or neither.
+    /// NULL: `QUANTSHIFT_TLS_CERT_FILE` / `QUANTSHIFT_TLS_KEY_FILE`.
+    pub tls_cert_file: *const c_char,
+    pub tls_key_file: *const c_char,
+    /// Credentials for the Sentinels of a `redis+sentinel://` URL. NULL:
+    /// `QUANTSHIFT_SENTINEL_USERNAME` / `QUANTSHIFT_SENTINEL_PASSWORD`, else no `AUTH`.
+    pub sentinel_username: *const c_char,
+    pub sentinel_password: *const c_char,
     /// true (the default): on SIGTERM / SIGINT the library runs the shutdown handlers,
     /// saves the last state, releases the lease and exits the process with status 0.
     /// false: the host handles signals itself and calls `quantshift_manager_shutdown`.
@@ -82,6 +99,13 @@ pub unsafe extern "C" fn quantshift_options_default(
             command_timeout_ms: millis(defaults.command_timeout),
             shutdown_timeout_ms: millis(defaults.shutdown_timeout),
             max_payload_bytes: defaults.max_payload_bytes as u64,
+            wait_replicas: defaults.wait_replicas,
+            wait_timeout_ms: millis(defaults.wait_timeout),
+            tls_ca_file: std::ptr::null(),
+            tls_cert_file: std::ptr::null(),
+            tls_key_file: std::ptr::null(),
+            sentinel_username: std::ptr::null(),
+            sentinel_password: std::ptr::null(),
             install_signal_handlers: defaults.install_signal_handlers,
         };
         // SAFETY: non-NULL (checked above) and writable (the caller's contract).
@@ -97,10 +121,23 @@ fn millis(duration: Duration) -> u64 {
 impl quantshift_options {
     /// The core configuration; validation of values is the core's (`Config::validate`).
     pub(crate) fn core_config(&self) -> FfiResult<Config> {
-        let bot_name = self.bot_name;
-        let redis_url = self.redis_url;
+        let quantshift_options {
+            bot_name,
+            redis_url,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            sentinel_username,
+            sentinel_password,
+            ..
+        } = *self;
         let bot_name = try_str!(bot_name);
         let redis_url = try_opt_str!(redis_url);
+        let tls_ca_file = try_opt_str!(tls_ca_file);
+        let tls_cert_file = try_opt_str!(tls_cert_file);
+        let tls_key_file = try_opt_str!(tls_key_file);
+        let sentinel_username = try_opt_str!(sentinel_username);
+        let sentinel_password = try_opt_str!(sentinel_password);
         let ms = Duration::from_millis;
         let mut config = Config::new(bot_name)
             .state_ttl(ms(self.state_ttl_ms))
@@ -110,7 +147,14 @@ impl quantshift_options {
             .connect_timeout(ms(self.connect_timeout_ms))
             .command_timeout(ms(self.command_timeout_ms))
             .shutdown_timeout(ms(self.shutdown_timeout_ms))
+            .wait_replicas(self.wait_replicas)
+            .wait_timeout(ms(self.wait_timeout_ms))
             .install_signal_handlers(self.install_signal_handlers);
+        config.tls_ca_file = tls_ca_file.map(Into::into);
+        config.tls_cert_file = tls_cert_file.map(Into::into);
+        config.tls_key_file = tls_key_file.map(Into::into);
+        config.sentinel_username = sentinel_username.map(Into::into);
+        config.sentinel_password = sentinel_password.map(Into::into);
         if let Some(url) = redis_url {
             config = config.redis_url(url);
         }

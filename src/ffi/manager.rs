@@ -54,15 +54,16 @@ impl UserData {
     }
 }
 
-/// Creates a manager: connects to Redis, checks the server's eviction policy (see
-/// `quantshift_manager_startup_warnings`), and starts the lease thread. The instance starts
-/// as standby and becomes primary as soon as nobody else holds the lease (use
-/// `quantshift_manager_wait_until_primary`).
+/// Creates a manager: connects to Redis, checks the server's eviction policy and persistence
+/// (see `quantshift_manager_startup_warnings`), starts the lease thread and makes one
+/// attempt to take the lease. An instance that finds the lease free is primary when this
+/// returns; otherwise it is standby and the lease thread keeps trying (see
+/// `quantshift_manager_wait_until_primary` and `quantshift_manager_on_promoted`).
 ///
 /// On success `*out` is the new handle, to free with `quantshift_manager_free`.
-/// Errors: `NULL_ARGUMENT` (`options`, `options->bot_name`, `out`), `INVALID_UTF8`,
-/// `INVALID_INPUT` (bad bot name, URL or timing: `lock_ttl > renew_deadline > lock_ttl / 3`),
-/// `REDIS_UNAVAILABLE`, `REDIS_ERROR`.
+/// Errors: `NULL_ARGUMENT` (`options`, `options->bot_name`, `out`), `INVALID_UTF8` (any
+/// string of `options`), `INVALID_INPUT` (bad bot name, URL or timing:
+/// `lock_ttl > renew_deadline > lock_ttl / 3`), `REDIS_UNAVAILABLE`, `REDIS_ERROR`.
 ///
 /// # Safety
 /// `options` is NULL or points to a `quantshift_options` whose strings are NULL or
@@ -77,6 +78,12 @@ pub unsafe extern "C" fn quantshift_manager_new(
         ensure_non_null!(out);
         let config = options.core_config()?;
         let inner = StateManager::new(config)?;
+        // As the Python face does: a first acquisition attempt now, so that the seed's usage
+        // (save state right after construction) works for the only instance. A failure is
+        // the lease thread's to retry.
+        if let Err(err) = inner.heartbeat() {
+            log::debug!("first acquisition attempt failed: {err}");
+        }
         let handle = Box::into_raw(Box::new(quantshift_manager { inner }));
         // SAFETY: non-NULL (checked above), writable per the contract.
         unsafe { write_out(out, handle) };
