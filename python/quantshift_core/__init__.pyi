@@ -1,0 +1,57 @@
+from typing import Optional
+
+import redis
+
+from . import _quantshift_core as _core
+from ._quantshift_core import (
+    CorruptDataError as CorruptDataError,
+)
+from ._quantshift_core import (
+    InvalidInputError as InvalidInputError,
+)
+from ._quantshift_core import (
+    NotPrimaryError as NotPrimaryError,
+)
+from ._quantshift_core import (
+    NotReplicatedError as NotReplicatedError,
+)
+from ._quantshift_core import (
+    RedisUnavailableError as RedisUnavailableError,
+)
+from ._quantshift_core import (
+    StateManagerError as StateManagerError,
+)
+from ._quantshift_core import (
+    __version__ as __version__,
+)
+
+__all__ = [
+    "CorruptDataError",
+    "InvalidInputError",
+    "NotPrimaryError",
+    "NotReplicatedError",
+    "RedisUnavailableError",
+    "StateManager",
+    "StateManagerError",
+    "__version__",
+]
+
+class StateManager(_core.StateManager):
+    def __init__(
+        self,
+        bot_name: str,
+        redis_url: Optional[str] = None,
+        *,
+        state_ttl: float = 3600,
+        position_ttl: float = 86400,
+        heartbeat_ttl: float = 60,
+        lock_ttl: float = 30,
+        renew_deadline: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+        install_signal_handlers: bool = True,
+        shutdown_timeout: float = 20.0,
+    ) -> None: ...
+    @property
+    def redis_client(self) -> redis.Redis: ...
+    def shutdown(self) -> None: ...
+    def close(self) -> None: ...

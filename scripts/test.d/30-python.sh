@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The Python front end: builds the wheel through pyproject.toml (the same PEP 517 path as
+# `pip install .`, without build isolation so nothing is downloaded), installs it into .venv,
+# then lint, formatting, stubs (mypy stubtest) and the pytest suite, whose tests start their
+# own redis-server processes on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:$PWD/.venv/bin:$PATH"
+export VIRTUAL_ENV="$PWD/.venv"
+PY=.venv/bin/python
+WHEELS=target/python-wheels
+
+rm -rf "$WHEELS"
+$PY -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir "$WHEELS" .
+$PY -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/quantshift_core-*.whl
+echo "30-python: installed $(basename "$WHEELS"/quantshift_core-*.whl)"
+
+PY_PATHS=(python tests/python examples/bot_usage.py examples/failover_demo.py)
+[ -f benches/python_bench.py ] && PY_PATHS+=(benches/python_bench.py)
+ruff check "${PY_PATHS[@]}"
+ruff format --check "${PY_PATHS[@]}"
+# Run outside the source tree so the installed package is what gets checked.
+(cd tests && "../$PY" -m mypy.stubtest quantshift_core)
+mypy examples/bot_usage.py examples/failover_demo.py
+
+status=0
+(cd tests/python && "../../$PY" -m pytest -q -p no:cacheprovider) || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "30-python: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$status"
