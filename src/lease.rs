@@ -271,7 +271,7 @@ impl Lease {
         self.highest_epoch.fetch_max(epoch, Ordering::AcqRel);
         if !self
             .store
-            .lease_replicated(conn, self.timing.lease_command_timeout)?
+            .lease_replicated(conn, self.command_timeout_of(generation))?
         {
             log::warn!(
                 "{} took the lease but fewer than wait_replicas replicas confirmed it in time; \
@@ -333,7 +333,7 @@ impl Lease {
         if renewed == 1 {
             if !self
                 .store
-                .lease_replicated(conn, self.timing.lease_command_timeout)?
+                .lease_replicated(conn, self.command_timeout_of(generation))?
             {
                 // Not counted: the replica Sentinel may promote could hold an older expiry.
                 return Err(redis::RedisError::from((
@@ -370,6 +370,15 @@ impl Lease {
             };
             self.demote_if_holding(&token, reason);
             Ok(false)
+        }
+    }
+
+    /// The read timeout `conn` runs with: the lease thread's own connections carry their
+    /// generation, the shared connection (`heartbeat()`) does not.
+    fn command_timeout_of(&self, generation: Option<u64>) -> Duration {
+        match generation {
+            Some(_) => self.timing.lease_command_timeout,
+            None => self.store.command_timeout(),
         }
     }
 
@@ -523,6 +532,7 @@ impl Lease {
         let mut hold_off_until: Option<Instant> = None;
         while !self.is_stopping() {
             // The subscription lives in this frame; a broken one is rebuilt on the next pass.
+            let subscribed_generation = self.store.generation();
             let mut subscriber = self
                 .store
                 .connect_with_timeout(self.timing.poll_interval)
@@ -635,7 +645,12 @@ impl Lease {
                             hold_off_until = Some(Instant::now() + self.timing.lock_ttl);
                         }
                     }
-                    Err(err) if err.is_timeout() => {}
+                    // Listen on the new master after a change of master.
+                    Err(err) if err.is_timeout() => {
+                        if self.store.generation() != subscribed_generation {
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }

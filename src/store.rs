@@ -200,6 +200,10 @@ impl Store {
         self.master.generation.load(Ordering::Acquire)
     }
 
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
     pub fn wait_replicas(&self) -> u32 {
         self.wait_replicas
     }
