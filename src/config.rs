@@ -231,6 +231,28 @@ impl Config {
     /// [`InvalidInput`](crate::ErrorKind::InvalidInput) error.
     pub fn validate(&self) -> Result<()> {
         validate_bot_name(&self.bot_name)?;
+        // Checked first: larger values overflow the clock arithmetic (`Instant + Duration`,
+        // `lock_ttl * 2 / 3`) or the millisecond expiries Redis accepts.
+        let given = [
+            ("state_ttl", Some(self.state_ttl)),
+            ("position_ttl", Some(self.position_ttl)),
+            ("heartbeat_ttl", Some(self.heartbeat_ttl)),
+            ("lock_ttl", Some(self.lock_ttl)),
+            ("renew_deadline", self.renew_deadline),
+            ("poll_interval", self.poll_interval),
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("command_timeout", Some(self.command_timeout)),
+            ("wait_timeout", Some(self.wait_timeout)),
+            ("shutdown_timeout", Some(self.shutdown_timeout)),
+        ];
+        for (name, value) in given {
+            if let Some(value) = value.filter(|v| *v > MAX_DURATION) {
+                return Err(Error::invalid(format!(
+                    "{name} must be at most {} days, got {value:?}",
+                    MAX_DURATION.as_secs() / 86_400
+                )));
+            }
+        }
         let at_least_a_millisecond = [
             ("state_ttl", self.state_ttl),
             ("position_ttl", self.position_ttl),
@@ -301,6 +323,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The longest duration accepted for any option: ten years.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Beyond any real deployment; a larger number is a mistake (a timeout passed as replicas).
 const MAX_WAIT_REPLICAS: u32 = 64;

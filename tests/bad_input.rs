@@ -1,0 +1,723 @@
+//! The bad-input catalogue (Rust side): one test per category. Each bad input must give a
+//! clear error of its CONTRACT §7 kind and write nothing: the whole keyspace is dumped
+//! before and after (`KEYS *` + `DUMP` of each key) and the write commands the server has
+//! executed are counted (`INFO commandstats`), so "refused before sending" is checked on the
+//! server, not assumed. The Python and C front ends have their own catalogues (including
+//! invalid UTF-8 through the C API, negative and NaN durations, which a Rust `Duration` and
+//! `&str` cannot express).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use quantshift_core::{Config, ErrorKind, JsonObject, StateManager};
+use serde_json::json;
+
+/// A lease long enough that no renewal happens while a test runs (renewals are writes too).
+const QUIET_TTL_MS: u64 = 60_000;
+
+/// One connection kept open for inspecting the server, so that inspecting does not count
+/// as a new connection.
+struct Inspect {
+    conn: redis::Connection,
+}
+
+type Snapshot = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+impl Inspect {
+    fn new(server: &RedisServer) -> Self {
+        Inspect {
+            conn: server.connection(),
+        }
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut self.conn).unwrap();
+        keys.sort();
+        keys.into_iter()
+            .map(|k| {
+                let dump: Option<Vec<u8>> =
+                    redis::cmd("DUMP").arg(&k).query(&mut self.conn).unwrap();
+                (k, dump)
+            })
+            .collect()
+    }
+
+    /// Changes the server has applied (its dirty counter; never reset: no RDB saves), so
+    /// a write inside a Lua script counts and a read does not.
+    fn write_calls(&mut self) -> u64 {
+        self.info_field("persistence", "rdb_changes_since_last_save")
+    }
+
+    /// Bytes the server has received from all clients.
+    fn net_input_bytes(&mut self) -> u64 {
+        self.info_field("stats", "total_net_input_bytes")
+    }
+
+    fn info_field(&mut self, section: &str, field: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn connections_received(&mut self) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut self.conn)
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query::<()>(&mut self.conn)
+            .unwrap();
+    }
+
+    fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        redis::cmd("GET").arg(key).query(&mut self.conn).unwrap()
+    }
+
+    /// Runs `refused` (which must fail with `kind`, its message containing `needle`) and
+    /// checks that the keyspace did not change and no write command reached the server.
+    #[track_caller]
+    fn refused<T: std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        kind: ErrorKind,
+        needle: &str,
+        refused: impl FnOnce() -> quantshift_core::Result<T>,
+    ) {
+        let before = self.snapshot();
+        let calls = self.write_calls();
+        let err = match refused() {
+            Ok(value) => panic!("{what}: accepted ({value:?})"),
+            Err(err) => err,
+        };
+        assert_eq!(err.kind(), kind, "{what}: {err}");
+        assert!(
+            err.message().contains(needle),
+            "{what}: the message does not say {needle:?}: {err}"
+        );
+        assert_eq!(
+            self.write_calls(),
+            calls,
+            "{what}: the server applied a change"
+        );
+        assert!(self.snapshot() == before, "{what}: the keyspace changed");
+    }
+}
+
+fn primary_with(config: Config) -> StateManager {
+    let m = StateManager::new(config).expect("start a state manager");
+    assert!(m.wait_until_primary(Some(Duration::from_secs(5))));
+    m
+}
+
+fn quiet_primary(server: &RedisServer, bot: &str) -> StateManager {
+    primary_with(fast_config(server, bot, QUIET_TTL_MS))
+}
+
+fn position(quantity: f64) -> JsonObject {
+    obj(json!({"quantity": quantity, "entry_price": 100.0}))
+}
+
+#[test]
+fn bot_names_that_could_reach_other_keys_are_refused_before_connecting() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    inspect.set(b"bot:victim:state", br#"{"mine": true}"#);
+    let bad_names: Vec<(String, &str)> = vec![
+        (String::new(), "must not be empty"),
+        ("victim:state".into(), "':'"),
+        ("a:b".into(), "':'"),
+        ("tab\there".into(), "control character"),
+        ("line\nfeed".into(), "control character"),
+        ("nul\0byte".into(), "control character"),
+        ("esc\u{1b}[2J".into(), "control character"),
+        ("del\u{7f}".into(), "control character"),
+        ("x".repeat(257), "257 bytes"),
+        ("é".repeat(129), "258 bytes"),
+    ];
+    for (name, needle) in &bad_names {
+        let connections = inspect.connections_received();
+        let config = fast_config(&server, name, QUIET_TTL_MS);
+        inspect.refused(
+            &format!("bot name {name:?}"),
+            ErrorKind::InvalidInput,
+            needle,
+            || StateManager::new(config),
+        );
+        assert_eq!(
+            inspect.connections_received(),
+            connections,
+            "bot name {name:?}: connected to Redis before refusing it"
+        );
+    }
+    // The longest accepted name, and non-ASCII, round-trip into exactly their keys.
+    for name in ["x".repeat(256), "ünï-日本-bot".to_owned()] {
+        let m = quiet_primary(&server, &name);
+        let mut state = obj(json!({"name": name}));
+        m.save_state(&mut state).unwrap();
+        let key = format!("bot:{name}:state");
+        let raw = inspect.get(&key).expect("state under the exact key");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["name"],
+            json!(name)
+        );
+        assert_eq!(m.load_state().unwrap().unwrap(), state);
+        m.close().unwrap();
+    }
+    assert_eq!(
+        inspect.get("bot:victim:state").unwrap(),
+        br#"{"mine": true}"#.to_vec()
+    );
+}
+
+#[test]
+fn glob_characters_in_a_bot_name_match_only_themselves() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    // Positions written by the predecessor library (no index) of bots whose names a glob
+    // `b*`, `b?`, `b[xy]` or `b\` would match if it were not escaped.
+    for bot in ["bx", "by", "b", "b\\x"] {
+        inspect.set(
+            format!("bot:{bot}:position:AAPL").as_bytes(),
+            br#"{"quantity": 1}"#,
+        );
+    }
+    inspect.set(b"bot:b*:position:OWN", br#"{"quantity": 2}"#);
+    for glob in ["b*", "b?", "b[xy]", "b\\"] {
+        let m = quiet_primary(&server, glob);
+        let found: Vec<String> = m
+            .load_positions()
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let expected: Vec<String> = if glob == "b*" {
+            vec!["OWN".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(found, expected, "bot {glob:?} found others' positions");
+        // Clearing and syncing to nothing touch only its own keys.
+        m.sync_positions(&[]).unwrap();
+        // The SCAN pattern of its position keys, run by the server, matches only its own.
+        let mut matched: Vec<String> = redis::cmd("KEYS")
+            .arg(m.keys().position_pattern())
+            .query(&mut inspect.conn)
+            .unwrap();
+        matched.retain(|k| !k.starts_with(m.keys().position_prefix()));
+        assert!(
+            matched.is_empty(),
+            "pattern of {glob:?} matches {matched:?}"
+        );
+        m.close().unwrap();
+    }
+    for bot in ["bx", "by", "b", "b\\x"] {
+        assert!(
+            inspect.get(&format!("bot:{bot}:position:AAPL")).is_some(),
+            "bot {bot:?} lost its position to a glob-named bot"
+        );
+    }
+}
+
+#[test]
+fn bad_symbols_and_fill_ids_are_refused_and_good_ones_round_trip() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    let m = quiet_primary(&server, "sym");
+    m.save_position("KEEP", &mut position(1.0)).unwrap();
+    let bad_symbols: Vec<(String, &str)> = vec![
+        (String::new(), "must not be empty"),
+        ("new\nline".into(), "control character"),
+        ("tab\t".into(), "control character"),
+        ("\u{1b}[31mRED".into(), "control character"),
+        ("nul\0".into(), "control character"),
+        ("unit\u{1f}sep".into(), "control character"),
+        ("c1\u{85}".into(), "control character"),
+        ("x".repeat(257), "257 bytes"),
+        ("ü".repeat(129), "258 bytes"),
+    ];
+    for (symbol, needle) in &bad_symbols {
+        let what = format!("symbol {symbol:?}");
+        inspect.refused(&what, ErrorKind::InvalidInput, needle, || {
+            m.save_position(symbol, &mut position(1.0))
+        });
+        inspect.refused(&what, ErrorKind::InvalidInput, needle, || {
+            m.apply_fill(symbol, 1.0, 10.0, Some("f1"))
+        });
+        inspect.refused(&what, ErrorKind::InvalidInput, needle, || {
+            m.clear_position(symbol)
+        });
+        inspect.refused(&what, ErrorKind::InvalidInput, needle, || {
+            m.sync_positions(&[(symbol.clone(), position(2.0))])
+        });
+    }
+    for (fill_id, needle) in [
+        (String::new(), "must not be empty"),
+        ("a\u{1f}b".to_owned(), "control character"),
+        ("cr\r".to_owned(), "control character"),
+        ("f".repeat(257), "257 bytes"),
+    ] {
+        inspect.refused(
+            &format!("fill_id {fill_id:?}"),
+            ErrorKind::InvalidInput,
+            needle,
+            || m.apply_fill("KEEP", 1.0, 10.0, Some(&fill_id)),
+        );
+    }
+    // Separators, glob characters, backslashes, non-ASCII and the longest accepted symbol
+    // round-trip exactly, each under exactly its own key.
+    let good = [
+        "BTC/USD".to_owned(),
+        "ES:FUT".to_owned(),
+        "bot:other:state".to_owned(),
+        "日本株".to_owned(),
+        "émoji🚀".to_owned(),
+        "a*b?[c]".to_owned(),
+        "back\\slash".to_owned(),
+        " spaced ".to_owned(),
+        "y".repeat(256),
+    ];
+    for (i, symbol) in good.iter().enumerate() {
+        m.save_position(symbol, &mut position(i as f64 + 1.0))
+            .unwrap();
+        let raw = inspect
+            .get(&format!("bot:sym:position:{symbol}"))
+            .unwrap_or_else(|| panic!("{symbol:?} not under its exact key"));
+        let stored: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(stored["quantity"].as_f64(), Some(i as f64 + 1.0));
+    }
+    let mut loaded: Vec<String> = m
+        .load_positions()
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    loaded.sort();
+    let mut expected: Vec<String> = good.to_vec();
+    expected.push("KEEP".into());
+    expected.sort();
+    assert_eq!(loaded, expected);
+    // A symbol that looks like another key of the bot stays a position.
+    assert_eq!(inspect.get("bot:other:state"), None);
+    // A glob symbol clears only itself.
+    m.save_position("a", &mut position(1.0)).unwrap();
+    assert!(m.clear_position("a*b?[c]").unwrap());
+    assert!(inspect.get("bot:sym:position:a").is_some());
+}
+
+#[test]
+fn numbers_and_values_json_cannot_carry_are_refused_before_sending() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    let m = quiet_primary(&server, "num");
+    m.save_position("AAPL", &mut position(10.0)).unwrap();
+    for (quantity, price, needle) in [
+        (f64::NAN, 100.0, "quantity"),
+        (f64::INFINITY, 100.0, "quantity"),
+        (f64::NEG_INFINITY, 100.0, "quantity"),
+        (0.0, 100.0, "non-zero"),
+        (-0.0, 100.0, "non-zero"),
+        (1.0, f64::NAN, "price"),
+        (1.0, f64::INFINITY, "price"),
+        (1.0, f64::NEG_INFINITY, "price"),
+    ] {
+        for symbol in ["AAPL", "NEW"] {
+            inspect.refused(
+                &format!("fill {quantity} @ {price} on {symbol}"),
+                ErrorKind::InvalidInput,
+                needle,
+                || m.apply_fill(symbol, quantity, price, Some("f")),
+            );
+        }
+    }
+    // Finite inputs whose result is not finite.
+    m.save_position("HUGE", &mut position(1e308)).unwrap();
+    inspect.refused(
+        "overflowing fill",
+        ErrorKind::InvalidInput,
+        "overflows",
+        || m.apply_fill("HUGE", 1e308, 1e308, Some("big")),
+    );
+    // A JSON map cannot hold NaN or infinities in Rust: serde_json refuses them in text,
+    // and has no number for them (json!(f64::NAN) is null, decided by the caller's code).
+    for text in [
+        r#"{"quantity": NaN}"#,
+        r#"{"quantity": Infinity}"#,
+        r#"{"quantity": -Infinity}"#,
+        r#"{"quantity": 1e400}"#,
+    ] {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(text).is_err(),
+            "{text} parsed"
+        );
+    }
+    assert!(serde_json::Number::from_f64(f64::NAN).is_none());
+    // Wrong types from the broker: refused, nothing written.
+    for (data, needle) in [
+        (json!({"quantity": "ten"}), "not a number"),
+        (json!({"quantity": {"n": 1}}), "not a number"),
+        (json!({"quantity": [1]}), "not a number"),
+        (json!({"quantity": true}), "not a number"),
+    ] {
+        let broker = vec![("AAPL".to_owned(), obj(data.clone()))];
+        inspect.refused(
+            &format!("broker position {data}"),
+            ErrorKind::InvalidInput,
+            needle,
+            || m.sync_positions(&broker),
+        );
+    }
+    let twice = vec![
+        ("AAPL".to_owned(), position(1.0)),
+        ("AAPL".to_owned(), position(2.0)),
+    ];
+    inspect.refused(
+        "a symbol twice",
+        ErrorKind::InvalidInput,
+        "appears twice",
+        || m.sync_positions(&twice),
+    );
+}
+
+#[test]
+fn payloads_over_the_limit_are_refused_before_sending() {
+    assert_eq!(Config::new("b").max_payload_bytes, 16 * 1024 * 1024);
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    let m = primary_with(fast_config(&server, "big", QUIET_TTL_MS).max_payload_bytes(4096));
+    m.save_state(&mut obj(json!({"small": 1}))).unwrap();
+    m.save_position("AAPL", &mut position(1.0)).unwrap();
+    let blob = "x".repeat(5000);
+    let received = inspect.net_input_bytes();
+    inspect.refused(
+        "big state",
+        ErrorKind::InvalidInput,
+        "over the limit",
+        || m.save_state(&mut obj(json!({ "blob": blob }))),
+    );
+    inspect.refused(
+        "state grown big by update_state",
+        ErrorKind::InvalidInput,
+        "over the limit",
+        || m.update_state(&obj(json!({ "blob": blob }))),
+    );
+    inspect.refused(
+        "big position",
+        ErrorKind::InvalidInput,
+        "over the limit",
+        || m.save_position("AAPL", &mut obj(json!({"quantity": 1, "note": blob}))),
+    );
+    let broker = vec![
+        ("AAPL".to_owned(), position(3.0)),
+        ("MSFT".to_owned(), obj(json!({"quantity": 1, "note": blob}))),
+    ];
+    inspect.refused(
+        "big position in a sync (one good, one too big: neither written)",
+        ErrorKind::InvalidInput,
+        "over the limit",
+        || m.sync_positions(&broker),
+    );
+    // Four refusals of 5000-byte values: none of them was sent (only our INFO calls were).
+    let sent = inspect.net_input_bytes() - received;
+    assert!(
+        sent < 5000,
+        "{sent} bytes reached the server during the refusals"
+    );
+    // Just under the limit is accepted (the limit is on the serialized size).
+    let room = 4096
+        - serde_json::to_string(&json!({"blob": "", "last_update": "2025-12-24T22:00:00.123456"}))
+            .unwrap()
+            .len();
+    m.save_state(&mut obj(json!({ "blob": "y".repeat(room) })))
+        .unwrap();
+    // And the default limit, 16 MiB, applies without configuration.
+    let d = StateManager::new(fast_config(&server, "default-limit", QUIET_TTL_MS)).unwrap();
+    assert!(d.wait_until_primary(Some(Duration::from_secs(5))));
+    let huge = "z".repeat(16 * 1024 * 1024);
+    let received = inspect.net_input_bytes();
+    inspect.refused(
+        "a 16 MiB state",
+        ErrorKind::InvalidInput,
+        "over the limit",
+        || d.save_state(&mut obj(json!({ "blob": huge }))),
+    );
+    assert!(inspect.net_input_bytes() - received < 5000);
+}
+
+#[test]
+fn corrupt_values_stored_under_our_keys_are_a_clear_error_and_left_alone() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    let m = quiet_primary(&server, "cor");
+    let corrupt: [(&[u8], &str); 9] = [
+        (b"not json", "not valid JSON"),
+        (b"{\"truncated\": ", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"{\"quantity\": NaN}", "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+        (b"[1, 2]", "array"),
+        (b"\"text\"", "string"),
+        (b"42", "number"),
+        (b"null", "null"),
+    ];
+    for (raw, needle) in corrupt {
+        let what = format!("state {:?}", String::from_utf8_lossy(raw));
+        inspect.set(b"bot:cor:state", raw);
+        inspect.refused(&what, ErrorKind::CorruptData, needle, || m.load_state());
+        inspect.refused(&what, ErrorKind::CorruptData, needle, || {
+            m.update_state(&obj(json!({"x": 1})))
+        });
+        let err = m.load_state().unwrap_err();
+        assert!(err.message().contains("bot:cor:state"), "{what}: {err}");
+    }
+    // A corrupt position listed in the index.
+    m.save_position("GOOD", &mut position(1.0)).unwrap();
+    m.save_position("BAD", &mut position(1.0)).unwrap();
+    for (raw, needle) in corrupt {
+        let what = format!("position {:?}", String::from_utf8_lossy(raw));
+        inspect.set(b"bot:cor:position:BAD", raw);
+        inspect.refused(
+            &what,
+            ErrorKind::CorruptData,
+            "bot:cor:position:BAD",
+            || m.load_positions(),
+        );
+        inspect.refused(&what, ErrorKind::CorruptData, needle, || {
+            m.apply_fill("BAD", 1.0, 10.0, Some("f"))
+        });
+        inspect.refused(&what, ErrorKind::CorruptData, needle, || {
+            m.sync_positions(&[("GOOD".to_owned(), position(5.0))])
+        });
+    }
+    // A position that is an object but whose numbers are not numbers.
+    inspect.set(
+        b"bot:cor:position:BAD",
+        br#"{"quantity": "ten", "entry_price": 1}"#,
+    );
+    inspect.refused(
+        "quantity \"ten\"",
+        ErrorKind::CorruptData,
+        "not a number",
+        || m.apply_fill("BAD", 1.0, 10.0, None),
+    );
+    inspect.set(
+        b"bot:cor:position:BAD",
+        br#"{"quantity": 1, "entry_price": [1]}"#,
+    );
+    inspect.refused(
+        "entry_price [1]",
+        ErrorKind::CorruptData,
+        "not a number",
+        || m.apply_fill("BAD", 1.0, 10.0, None),
+    );
+    redis::cmd("DEL")
+        .arg("bot:cor:position:BAD")
+        .query::<()>(&mut inspect.conn)
+        .unwrap();
+    // An index member that is not UTF-8, with a value behind it.
+    redis::cmd("SADD")
+        .arg("bot:cor:positions")
+        .arg(b"\xffsym".as_slice())
+        .query::<()>(&mut inspect.conn)
+        .unwrap();
+    inspect.set(b"bot:cor:position:\xffsym", br#"{"quantity": 1}"#);
+    inspect.refused(
+        "non-UTF-8 index member",
+        ErrorKind::CorruptData,
+        "not UTF-8",
+        || m.load_positions(),
+    );
+}
+
+#[test]
+fn absurd_durations_and_limits_are_refused_before_connecting() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    let base = || fast_config(&server, "dur", 3000);
+    let ms = Duration::from_millis;
+    let cases: Vec<(&str, Config, &str)> = vec![
+        ("lock_ttl 0", base().lock_ttl(Duration::ZERO), "lock_ttl"),
+        (
+            "lock_ttl 1 ns",
+            base().lock_ttl(Duration::from_nanos(1)),
+            "lock_ttl",
+        ),
+        (
+            "lock_ttl 2 ms (poll interval under 1 ms)",
+            base().lock_ttl(ms(2)),
+            "at least 1 ms",
+        ),
+        (
+            "renew_deadline > lock_ttl",
+            base().lock_ttl(ms(3000)).renew_deadline(ms(4000)),
+            "lock_ttl > renew_deadline",
+        ),
+        (
+            "renew_deadline == lock_ttl",
+            base().lock_ttl(ms(3000)).renew_deadline(ms(3000)),
+            "lock_ttl > renew_deadline",
+        ),
+        (
+            "renew_deadline below the renew interval",
+            base().lock_ttl(ms(3000)).renew_deadline(ms(900)),
+            "renew interval",
+        ),
+        (
+            "renew_deadline 0",
+            base().renew_deadline(Duration::ZERO),
+            "renew_deadline",
+        ),
+        (
+            "poll_interval 0",
+            base().poll_interval(Duration::ZERO),
+            "poll_interval",
+        ),
+        (
+            "poll_interval 1 µs",
+            base().poll_interval(Duration::from_micros(1)),
+            "poll_interval",
+        ),
+        (
+            "command_timeout 0",
+            base().command_timeout(Duration::ZERO),
+            "command_timeout",
+        ),
+        (
+            "connect_timeout 0",
+            base().connect_timeout(Duration::ZERO),
+            "connect_timeout",
+        ),
+        ("state_ttl 0", base().state_ttl(Duration::ZERO), "state_ttl"),
+        (
+            "position_ttl 0",
+            base().position_ttl(Duration::ZERO),
+            "position_ttl",
+        ),
+        (
+            "heartbeat_ttl 0",
+            base().heartbeat_ttl(Duration::ZERO),
+            "heartbeat_ttl",
+        ),
+        (
+            "wait_timeout 0",
+            base().wait_timeout(Duration::ZERO),
+            "wait_timeout",
+        ),
+        (
+            "max_payload_bytes 0",
+            base().max_payload_bytes(0),
+            "max_payload_bytes",
+        ),
+        // Beyond ten years: these used to be accepted and then panic (`Instant + Duration`
+        // overflow in the caller's thread, `lock_ttl * 2 / 3` overflow), never promote, or
+        // fail every write with a Redis "out of range" error.
+        (
+            "lock_ttl Duration::MAX",
+            base().lock_ttl(Duration::MAX),
+            "lock_ttl must be at most",
+        ),
+        (
+            "lock_ttl 2^62 s",
+            base().lock_ttl(Duration::from_secs(1 << 62)),
+            "lock_ttl must be at most",
+        ),
+        (
+            "state_ttl Duration::MAX",
+            base().state_ttl(Duration::MAX),
+            "state_ttl must be at most",
+        ),
+        (
+            "position_ttl 11 years",
+            base().position_ttl(Duration::from_secs(11 * 365 * 86_400)),
+            "position_ttl must be at most",
+        ),
+        (
+            "heartbeat_ttl Duration::MAX",
+            base().heartbeat_ttl(Duration::MAX),
+            "heartbeat_ttl must be at most",
+        ),
+        (
+            "renew_deadline Duration::MAX",
+            base().renew_deadline(Duration::MAX),
+            "renew_deadline must be at most",
+        ),
+        (
+            "poll_interval Duration::MAX",
+            base().poll_interval(Duration::MAX),
+            "poll_interval must be at most",
+        ),
+        (
+            "command_timeout Duration::MAX",
+            base().command_timeout(Duration::MAX),
+            "command_timeout must be at most",
+        ),
+        (
+            "connect_timeout Duration::MAX",
+            base().connect_timeout(Duration::MAX),
+            "connect_timeout must be at most",
+        ),
+        (
+            "wait_timeout Duration::MAX",
+            base().wait_timeout(Duration::MAX),
+            "wait_timeout must be at most",
+        ),
+        (
+            "shutdown_timeout Duration::MAX",
+            base().shutdown_timeout(Duration::MAX),
+            "shutdown_timeout must be at most",
+        ),
+        (
+            "wait_replicas 1000",
+            base().wait_replicas(1000),
+            "wait_replicas",
+        ),
+        (
+            "no URL scheme",
+            base().redis_url("127.0.0.1:6379"),
+            "unsupported Redis URL",
+        ),
+        (
+            "http URL",
+            base().redis_url("http://127.0.0.1:1/"),
+            "unsupported Redis URL",
+        ),
+    ];
+    for (what, config, needle) in cases {
+        // Never a panic, whatever the value.
+        let config = std::panic::AssertUnwindSafe(config);
+        let outcome = std::panic::catch_unwind(|| config.0.validate());
+        assert!(
+            outcome.is_ok(),
+            "{what}: validating the configuration panicked"
+        );
+        let config = config.0;
+        let connections = inspect.connections_received();
+        inspect.refused(what, ErrorKind::InvalidInput, needle, || {
+            StateManager::new(config)
+        });
+        assert_eq!(
+            inspect.connections_received(),
+            connections,
+            "{what}: connected to Redis before refusing the configuration"
+        );
+    }
+}
