@@ -544,7 +544,9 @@ impl Inner {
             if thread.is_finished() {
                 let _ = thread.join();
             } else {
-                log::error!("a callback is still running after shutdown_timeout; not waiting for it");
+                log::error!(
+                    "a callback is still running after shutdown_timeout; not waiting for it"
+                );
             }
         }
         outcome

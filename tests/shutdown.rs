@@ -184,6 +184,14 @@ fn a_hung_callback_cannot_hold_the_shutdown_past_its_timeout() {
     m.on_demoted(|_| std::thread::sleep(Duration::from_secs(30)));
     let started = Instant::now();
     m.close().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "close took {:?}", started.elapsed());
-    assert_eq!(lock_holder(&server, "hung"), None, "the lease was not released");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "close took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lock_holder(&server, "hung"),
+        None,
+        "the lease was not released"
+    );
 }
