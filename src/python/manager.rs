@@ -184,7 +184,9 @@ impl PyStateManager {
     /// The fencing epoch of the lease held, while primary; else None.
     #[getter]
     fn epoch(&self, py: Python<'_>) -> Option<u64> {
-        detached(py, || self.core().epoch())
+        // A lock of the core, held only briefly and never while waiting for the GIL; no
+        // I/O, so no need to block signals.
+        py.detach(|| self.core().epoch())
     }
 
     /// Problems found at start (e.g. an eviction policy other than noeviction).

@@ -309,3 +309,23 @@ def test_exception_hierarchy():
     assert issubclass(StateManagerError, Exception)
     assert not issubclass(NotPrimaryError, ValueError)
     assert StateManagerError.__module__ == "quantshift_core"
+
+
+def test_load_positions_round_trips(make_manager: ManagerFactory, r: redis.Redis):
+    # The default lock_ttl (30 s): no lease renewal falls inside the count.
+    manager = make_manager(lock_ttl=30)
+    for i in range(200):
+        manager.save_position(f"SYM{i:03d}", {"quantity": i + 1, "entry_price": 1.5})
+    r.mset({f"unrelated:{i}": "x" for i in range(5000)})
+
+    def reads() -> int:
+        return int(r.info("stats")["total_reads_processed"])
+
+    best = float("inf")
+    for _ in range(3):
+        before = reads()
+        for _ in range(20):
+            positions = manager.load_positions()
+        best = min(best, (reads() - before - 1) / 20)
+    assert len(positions) == 200 and positions["SYM199"]["quantity"] == 200
+    assert best <= 3, f"{best} round trips per load_positions"

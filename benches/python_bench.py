@@ -1,0 +1,249 @@
+"""Per-operation latency of quantshift_core from Python, next to redis-py's PING and SET to the
+same server in the same run, and round trips per call counted by the server.
+
+    .venv/bin/python benches/python_bench.py [--write BENCHMARKS.md]
+
+Starts its own redis-server on a free loopback port (tests/python/redis_server.py). Each
+network operation is timed call by call (time.perf_counter_ns), in interleaved rounds so
+that load on the machine hits every operation alike; medians and 99th percentiles are
+reported, and ratios to redis-py's PING median. is_primary() and epoch are timed in a loop
+of a million calls (a per-call clock would cost more than the call). Round trips are the
+server's `total_reads_processed` delta (INFO stats) over many calls, less the INFO's own.
+With --write, the section `## Python` of the file is replaced (or appended).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+
+import redis  # noqa: E402
+
+from quantshift_core import StateManager  # noqa: E402
+
+from redis_server import RedisServer  # noqa: E402
+
+ROUNDS = 40
+PER_ROUND = 50
+POSITIONS = 200
+STATE = {"strategy": "moving_average", "last_trade": "2025-12-24T22:00:00", "daily_pnl": 150.50}
+POSITION = {"quantity": 10, "entry_price": 150.00, "stop_loss": 145.00, "take_profit": 160.00}
+
+
+def percentile(samples: list[int], q: float) -> float:
+    ordered = sorted(samples)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def server_counters(client: redis.Redis) -> tuple[int, float, float]:
+    """Socket reads processed; microseconds spent in scripts, and in all commands."""
+    reads = int(client.info("stats")["total_reads_processed"])
+    stats = client.info("commandstats")
+    scripts = sum(float(v["usec"]) for k, v in stats.items() if k.startswith("cmdstat_eval"))
+    total = sum(float(v["usec"]) for v in stats.values())
+    return reads, scripts, total
+
+
+def round_trips(
+    client: redis.Redis, op: Callable[[], object], calls: int = 200
+) -> tuple[float, float]:
+    """Server socket reads per call (one per round trip) and server execution time per call,
+    the least of three tries; the INFO calls' own reads are taken out. The commands a script
+    runs are counted on their own too, so an operation that runs scripts is timed by its
+    scripts alone."""
+    best_trips, best_usec = float("inf"), float("inf")
+    for _ in range(3):
+        reads0, scripts0, total0 = server_counters(client)
+        for _ in range(calls):
+            op()
+        reads1, scripts1, total1 = server_counters(client)
+        usec = scripts1 - scripts0 if scripts1 > scripts0 else total1 - total0
+        best_trips = min(best_trips, (reads1 - reads0 - 2) / calls)
+        best_usec = min(best_usec, usec / calls)
+    return best_trips, best_usec
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--write", metavar="FILE", help="replace the ## Python section of FILE")
+    args = parser.parse_args()
+
+    with RedisServer() as server:
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        # The default lock_ttl (30 s): its lease thread renews every 10 s, off the counts.
+        state = StateManager("bench-bot", server.url, install_signal_handlers=False)
+        reader = StateManager("bench-reader", server.url, install_signal_handlers=False)
+        assert state.wait_until_primary(5) and reader.wait_until_primary(5)
+        for i in range(POSITIONS):
+            reader.save_position(f"SYM{i:03d}", dict(POSITION))
+        # Unrelated keys: load_positions must not scan them.
+        client.mset({f"unrelated:{i}": "x" for i in range(10_000)})
+        state.save_position("AAPL", dict(POSITION))
+        payload = json.dumps(STATE)
+        position_keys = [f"bot:bench-reader:position:SYM{i:03d}" for i in range(POSITIONS)]
+
+        def redis_py_load_positions() -> dict:
+            # What a hand-written loader costs: one MGET of known keys, json.loads each.
+            values = client.mget(position_keys)
+            return {k: json.loads(v) for k, v in zip(position_keys, values) if v is not None}
+
+        fills = iter(range(10**9))
+
+        ops: dict[str, Callable[[], object]] = {
+            "redis-py PING": client.ping,
+            "redis-py SET (state-sized value)": lambda: client.set("bench:set", payload),
+            "quantshift PING (same connection as the operations)": state._ping,
+            "save_state (fenced write)": lambda: state.save_state(dict(STATE)),
+            "save_position (fenced write)": lambda: state.save_position("AAPL", dict(POSITION)),
+            "apply_fill (with fill_id)": lambda: state.apply_fill(
+                "MSFT", 1, 100.0, fill_id=f"f{next(fills)}"
+            ),
+            "load_state": state.load_state,
+            f"load_positions ({POSITIONS} positions)": reader.load_positions,
+            f"redis-py MGET of the {POSITIONS} keys + json.loads each": redis_py_load_positions,
+        }
+        for op in ops.values():  # warm up: connections, script cache
+            for _ in range(20):
+                op()
+        samples: dict[str, list[int]] = {name: [] for name in ops}
+        for _ in range(ROUNDS):
+            for name, op in ops.items():
+                bucket = samples[name]
+                for _ in range(PER_ROUND):
+                    started = time.perf_counter_ns()
+                    op()
+                    bucket.append(time.perf_counter_ns() - started)
+
+        loops = 1_000_000
+        started = time.perf_counter_ns()
+        for _ in range(loops):
+            state.is_primary()
+        is_primary_ns = (time.perf_counter_ns() - started) / loops
+        started = time.perf_counter_ns()
+        for _ in range(loops):
+            pass
+        empty_loop_ns = (time.perf_counter_ns() - started) / loops
+        started = time.perf_counter_ns()
+        for _ in range(loops // 10):
+            _ = state.epoch
+        epoch_ns = (time.perf_counter_ns() - started) / (loops // 10)
+
+        trips = {
+            f"load_positions ({POSITIONS} positions, 10 000 unrelated keys)": round_trips(
+                client, reader.load_positions
+            ),
+            "save_state": round_trips(client, lambda: state.save_state(dict(STATE))),
+            "load_state": round_trips(client, state.load_state),
+            "apply_fill (with fill_id)": round_trips(
+                client, lambda: state.apply_fill("MSFT", 1, 100.0, fill_id=f"f{next(fills)}")
+            ),
+        }
+        state.close()
+        reader.close()
+
+    ping = statistics.median(samples["redis-py PING"])
+    lines = [
+        "## Python",
+        "",
+        "Per-operation latency of `quantshift_core` called from Python, next to redis-py sending",
+        "PING and SET to the same redis-server in the same run (`benches/python_bench.py`).",
+        f"{ROUNDS} interleaved rounds of {PER_ROUND} calls per operation, each call timed;",
+        "ratios are medians over redis-py's PING median.",
+        "",
+        "| operation | median | p99 | ratio to redis-py PING |",
+        "|---|---|---|---|",
+    ]
+    for name, values in samples.items():
+        median = statistics.median(values)
+        lines.append(
+            f"| {name} | {median / 1000:.1f} µs | {percentile(values, 0.99) / 1000:.1f} µs "
+            f"| {median / ping:.2f}× |"
+        )
+    lines += [
+        f"| is_primary() (loop of {loops:,} calls) | {is_primary_ns:.0f} ns "
+        f"(loop overhead {empty_loop_ns:.0f} ns) | | {is_primary_ns / ping:.4f}× |",
+        f"| epoch (loop) | {epoch_ns:.0f} ns | | {epoch_ns / ping:.4f}× |",
+        "",
+        "Round trips per call, counted by the server (`total_reads_processed` delta, INFO's",
+        "own reads taken out), and the server's execution time per call (`INFO commandstats`):",
+        "",
+        "| operation | round trips per call | server time per call |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {t:.2f} | {u:.1f} µs |" for name, (t, u) in trips.items()]
+    targets = {
+        "is_primary() ≤ 2 µs": is_primary_ns <= 2000,
+        "fenced write (save_state) ≤ 1.15× redis-py PING": statistics.median(
+            samples["save_state (fenced write)"]
+        )
+        <= 1.15 * ping,
+        f"load_positions of {POSITIONS} ≤ 3 round trips": max(
+            v[0] for k, v in trips.items() if k.startswith("load_positions")
+        )
+        <= 3,
+    }
+    lines += [
+        "",
+        "Targets: "
+        + "; ".join(f"{k}: {'met' if ok else 'MISSED'}" for k, ok in targets.items())
+        + ".",
+    ]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines += [
+        "",
+        f"Release build (maturin, abi3), CPython {platform.python_version()}, "
+        f"{redis_version()}, loopback, {os.cpu_count()} vCPUs shared with other work "
+        f"(load average {load:.1f} at the end); {time.strftime('%Y-%m-%d')}, commit {commit}:",
+        "",
+        "```bash",
+        "bash scripts/setup.sh && .venv/bin/maturin develop --release",
+        ".venv/bin/python benches/python_bench.py --write BENCHMARKS.md",
+        "```",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section(args.write, text)
+    return 0
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    version = out.split("v=")[1].split()[0] if "v=" in out else "?"
+    return f"Redis {version}"
+
+
+def write_section(path: str, section: str) -> None:
+    """Replaces the `## Python` section (up to the next `## ` heading) or appends it."""
+    existing = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    lines = existing.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == "## Python"), None)
+    if start is None:
+        joined = existing.rstrip("\n") + ("\n\n" if existing.strip() else "") + section
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        rest = "".join(lines[end:])
+        joined = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(joined.rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
