@@ -232,6 +232,19 @@ impl Cluster {
         named[0].filter(|_| named.iter().all(|n| *n == named[0]))
     }
 
+    /// The master port once the Sentinels agree on it (waits up to 10 s).
+    fn agreed_master(&self) -> u16 {
+        let mut port = None;
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                port = self.master_port();
+                port.is_some()
+            }),
+            "the Sentinels agree on the master"
+        );
+        port.unwrap()
+    }
+
     /// Replicas the master at `port` reports online.
     fn replicas_online(&self, port: u16) -> usize {
         let Some(node) = self.nodes.iter().find(|n| n.port == port) else {
@@ -495,7 +508,7 @@ fn kill_the_master(
     observed: &Observed,
     wait_replicas: u32,
 ) -> (f64, f64, f64, f64) {
-    let old_master = cluster.master_port().unwrap();
+    let old_master = cluster.agreed_master();
     // Writes flowing for a while before the kill.
     assert!(wait_for(Duration::from_secs(10), || observed
         .acked_after(observed.now() - 300.0)
@@ -531,7 +544,7 @@ fn kill_the_master(
     let primary_at = primary_at.unwrap_or(write_at).min(write_at);
     // Carry on a little on the new master.
     std::thread::sleep(Duration::from_millis(500));
-    let new_master = cluster.master_port().unwrap();
+    let new_master = cluster.agreed_master();
     assert_ne!(new_master, old_master);
     let gap = observed.longest_gap(killed_at - 100.0, observed.now());
     let _ = wait_replicas;
@@ -561,7 +574,7 @@ fn check_after(cluster: &Cluster, stopped: &Stopped, bot: &str, wait_replicas: u
             "the epoch went backwards: {promotions:?}"
         );
     }
-    let master = cluster.node(cluster.master_port().unwrap());
+    let master = cluster.node(cluster.agreed_master());
     let mut conn = master.connection();
     let acked = observed.acked.lock().unwrap().clone();
     let mut missing = Vec::new();
@@ -693,7 +706,7 @@ fn a_graceful_sentinel_failover_is_followed_at_once() {
         .unwrap()
         .len()
         > 50));
-    let old = cluster.master_port().unwrap();
+    let old = cluster.agreed_master();
     let before = observed.now();
     let accepted = wait_for(Duration::from_secs(10), || {
         cluster.sentinels.iter().any(|s| {
@@ -711,7 +724,7 @@ fn a_graceful_sentinel_failover_is_followed_at_once() {
         .master_port()
         .is_some_and(|p| p != old)));
     let switched = observed.now() - before;
-    let new = cluster.master_port().unwrap();
+    let new = cluster.agreed_master();
     // Writes land on the new master soon after the switch (the old one is converted to a
     // replica by the Sentinels only later, at their next INFO).
     let mut conn = cluster.node(new).connection();
