@@ -85,10 +85,14 @@ impl Running {
         let mut child = cmd.spawn().unwrap();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), &stdout),
-            collect(child.stderr.take().unwrap(), &stderr),
-        ];
+        // Outputs redirected elsewhere (a terminal) are not collected.
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(collect(out, &stdout));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(collect(err, &stderr));
+        }
         Running {
             child,
             stdout,
@@ -293,6 +297,13 @@ fn status_shows_primary_standbys_and_the_check_exit_codes() {
     assert_eq!(doc["bots"][1]["bot"], "ghost");
     assert_eq!(doc["bots"][1]["primary"], Value::Null);
     assert_eq!(doc["bots"][1]["health"], "no primary");
+    assert!(
+        worst
+            .stderr
+            .contains("note: bot \"ghost\" has no keys in this database"),
+        "{worst:?}"
+    );
+    assert!(!worst.stderr.contains("\"alpha\""), "{worst:?}");
 
     // Every bot found when none is named.
     let c = primary_bot(&server, "beta");
@@ -394,6 +405,20 @@ fn positions_as_a_table_and_as_json() {
         json_of(&tool(&["--url", &url, "positions", "idle", "--json"])),
         json!({})
     );
+
+    // A value the library did not write: a clear error naming the key.
+    redis::cmd("SET")
+        .arg("bot:book:position:BAD")
+        .arg("[1, 2]")
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let corrupt = tool(&["--url", &url, "positions", "book"]);
+    assert_eq!(corrupt.code, Some(3), "{corrupt:?}");
+    assert!(
+        corrupt.stderr.contains("BAD") && corrupt.stderr.contains("not an object"),
+        "{corrupt:?}"
+    );
+    assert!(corrupt.stderr.contains("did not write"), "{corrupt:?}");
 
     // A bot name that could reach another bot's keys is refused before any read.
     let bad = tool(&["--url", &url, "positions", "book:x"]);
@@ -900,4 +925,47 @@ fn the_lease_holder_read_matches_the_status() {
     assert_eq!(inspector.lease_holder("lh").unwrap(), (None, Some(1)));
     let err = inspector.lease_holder("l:h").unwrap_err();
     assert_eq!(err.kind(), quantshift_core::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn watch_redraws_the_screen_on_a_terminal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let server = RedisServer::start();
+    let url = server.url();
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills in two new descriptors, owned from here on.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty failed");
+    // SAFETY: both descriptors were just created and nothing else owns them.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = command(
+        &[
+            "--url",
+            &url,
+            "watch",
+            "nobody",
+            "--interval",
+            "0.05",
+            "--count",
+            "2",
+        ],
+        &[],
+    );
+    cmd.stdout(Stdio::from(slave));
+    let run = Running::start(cmd).finish(Duration::from_secs(30));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    // The terminal side: read what the tool drew (EIO once the tool closed its side).
+    let mut screen = Vec::new();
+    let _ = std::fs::File::from(master).read_to_end(&mut screen);
+    let screen = String::from_utf8_lossy(&screen);
+    assert_eq!(screen.matches("\x1b[H\x1b[2J").count(), 2, "{screen:?}");
+    assert!(screen.contains("health     no primary"), "{screen:?}");
 }

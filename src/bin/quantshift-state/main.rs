@@ -134,6 +134,12 @@ fn status(inspector: &Inspector, bots: Vec<String>, json: bool, check: bool) -> 
         .map(|bot| inspector.status(bot))
         .collect::<Result<Vec<_>, _>>()?;
     let server = inspector.server()?;
+    for status in statuses.iter().filter(|s| view::has_no_keys(s)) {
+        eprintln!(
+            "{TOOL}: note: bot {:?} has no keys in this database (check the name and the URL)",
+            status.bot
+        );
+    }
     if json {
         let mut out = Map::new();
         out.insert("redis".into(), view::server_json(inspector, &server));

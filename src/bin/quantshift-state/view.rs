@@ -43,6 +43,16 @@ impl Health {
     }
 }
 
+/// Nothing of the bot is in Redis: most likely a misspelled name or the wrong database.
+pub fn has_no_keys(status: &BotStatus) -> bool {
+    status.holder.is_none()
+        && status.epoch.is_none()
+        && status.heartbeat.is_none()
+        && status.state_last_update.is_none()
+        && status.positions == 0
+        && status.instances.is_empty()
+}
+
 /// `850ms`, `2.7s`, `4m05s`, `3h12m`, `2d04h`.
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
