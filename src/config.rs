@@ -529,6 +529,16 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
+    // The credentials are everything before the last '@', even when an unencoded '/', '?'
+    // or '#' in the password would end the authority early for a URL parser.
+    if let Some(at) = rest.rfind('@') {
+        let hidden = match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:***"),
+            None => "***".to_owned(),
+        };
+        let tail = redact_url(&format!("{scheme}://{}", &rest[at + 1..]));
+        return format!("{scheme}://{hidden}@{}", &tail[scheme.len() + 3..]);
+    }
     // Any `password=` query parameter (some clients accept one) is hidden as well.
     if let Some((before, query)) = rest.split_once('?') {
         let hidden: Vec<String> = query
@@ -581,6 +591,18 @@ mod tests {
         assert_eq!(redact_url("redis://s3cret@host"), "redis://***@host");
         assert_eq!(redact_url("redis://host:1/0"), "redis://host:1/0");
         assert!(!redact_url("redis://u:p@ss@host/0").contains("p@ss"));
+        for url in [
+            "redis://:pa/ss@host/0",
+            "redis://u:pa?ss@host/0",
+            "redis://u:pa#ss@host/0",
+            "redis+sentinel://:pa/ss@h1,h2/svc",
+        ] {
+            assert!(!redact_url(url).contains("ss@"), "{url}: {}", redact_url(url));
+        }
+        assert_eq!(
+            redact_url("redis://:pa/ss@h:1/0?password=x"),
+            "redis://:***@h:1/0?password=***"
+        );
     }
 
     #[test]
