@@ -597,7 +597,11 @@ mod tests {
             "redis://u:pa#ss@host/0",
             "redis+sentinel://:pa/ss@h1,h2/svc",
         ] {
-            assert!(!redact_url(url).contains("ss@"), "{url}: {}", redact_url(url));
+            assert!(
+                !redact_url(url).contains("ss@"),
+                "{url}: {}",
+                redact_url(url)
+            );
         }
         assert_eq!(
             redact_url("redis://:pa/ss@h:1/0?password=x"),
