@@ -499,7 +499,7 @@ impl Store {
                     continue;
                 }
                 Err(err) => {
-                    problems.push(format!("{where_}: {}", describe(&err)));
+                    problems.push(format!("{where_}: {}", self.describe_connect(&err)));
                     continue;
                 }
             };

@@ -270,3 +270,113 @@ fn unusable_tls_files_are_invalid_input() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.message().contains("not a PEM file"), "{err}");
 }
+
+/// A Sentinel with a plain port (for the readiness check) and a TLS port, monitoring the
+/// master over TLS; killed on drop.
+struct TlsSentinel {
+    tls_port: u16,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl TlsSentinel {
+    fn start(master_tls_port: u16) -> TlsSentinel {
+        let pki = Pki::get();
+        for _ in 0..5 {
+            let (port, tls_port) = (free_port(), free_port());
+            let dir =
+                std::env::temp_dir().join(format!("qs-tls-sentinel-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\ntls-port {tls_port}\n\
+                     tls-cert-file {crt}\ntls-key-file {key}\ntls-ca-cert-file {ca}\n\
+                     tls-replication yes\ntls-auth-clients no\n\
+                     sentinel monitor tlssvc 127.0.0.1 {master_tls_port} 1\n\
+                     sentinel auth-pass tlssvc {PASSWORD}\n",
+                    dir = dir.display(),
+                    crt = pki.path("server.crt").display(),
+                    key = pki.path("server.key").display(),
+                    ca = pki.path("ca.crt").display(),
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            // Ready once it sees the master (over TLS).
+            let ready = common::wait_for(Duration::from_secs(10), || {
+                let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+                    return false;
+                };
+                let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(300))
+                else {
+                    return false;
+                };
+                let info: std::collections::HashMap<String, String> = redis::cmd("SENTINEL")
+                    .arg("master")
+                    .arg("tlssvc")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                info.get("flags").is_some_and(|f| f == "master")
+                    && info.get("role-reported").is_some_and(|r| r == "master")
+            });
+            if ready {
+                return TlsSentinel {
+                    tls_port,
+                    child,
+                    dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("could not start a TLS Sentinel");
+    }
+}
+
+impl Drop for TlsSentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `rediss+sentinel://`: TLS to the Sentinel and to the master it names, with the same CA
+/// and client certificate; a wrong CA is refused on the Sentinel already.
+#[test]
+fn rediss_sentinel_finds_the_master_over_tls() {
+    let server = TlsServer::start("server");
+    let sentinel = TlsSentinel::start(server.tls_port);
+    let pki = Pki::get();
+    let url = format!(
+        "rediss+sentinel://:{PASSWORD}@127.0.0.1:{}/tlssvc/0",
+        sentinel.tls_port
+    );
+    let manager = StateManager::new(with_client_cert(
+        config(&url, "tls-sentinel").tls_ca_file(pki.path("ca.crt")),
+    ))
+    .unwrap();
+    assert!(manager.wait_until_primary(Some(Duration::from_secs(5))));
+    manager
+        .save_position("ES:FUT", &mut obj(json!({"quantity": 3})))
+        .unwrap();
+    assert!(server
+        .plain_get("bot:tls-sentinel:position:ES:FUT")
+        .unwrap()
+        .contains("\"quantity\":3"));
+    manager.close().unwrap();
+    let err = refused(with_client_cert(
+        config(&url, "tls-sentinel").tls_ca_file(pki.path("other-ca.crt")),
+    ));
+    assert!(err.message().contains("TLS handshake failed"), "{err}");
+    assert!(err.message().contains("UnknownIssuer"), "{err}");
+}
