@@ -18,7 +18,7 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import _quantshift_core as _core
 from ._quantshift_core import (
@@ -49,20 +49,33 @@ _log = logging.getLogger("quantshift_core")
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-_lock = threading.Lock()
+# Reentrant: a manager collected while the lock is held runs _forget_collected in this thread.
+_lock = threading.RLock()
 # Managers to shut down on a signal, in creation order; every live manager (closed at exit).
 _on_signal_managers: list[weakref.ReferenceType[StateManager]] = []
 _live: weakref.WeakSet[StateManager] = weakref.WeakSet()
-# The host's handlers we replaced, restored when the last of our managers closes.
+# The host's handlers we replaced, restored when the last of our managers is gone.
 _previous_handlers: dict[int, Any] = {}
 _shutting_down = False
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
+def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
     """SIGTERM / SIGINT on the main thread: shut every registered manager down, exit 0."""
     global _shutting_down
     if _shutting_down:
         os._exit(128 + signum)
+    with _lock:
+        managers = [m for m in (ref() for ref in _on_signal_managers) if m is not None]
+        if not managers:
+            # Every manager was collected without close(): the signal is the host's again.
+            previous = _previous_handlers.get(signum, signal.SIG_DFL)
+            _restore_previous_handlers()
+    if not managers:
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signum)  # the default action, now that it is restored
+        return
     _shutting_down = True
     # A second signal during the shutdown ends the process at once (default action), even
     # while the main thread waits for the shutdown inside the compiled code.
@@ -70,14 +83,22 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         signal.signal(sig, signal.SIG_DFL)
     name = signal.Signals(signum).name
     _log.info("%s received: shutting down", name)
-    with _lock:
-        managers = [m for m in (ref() for ref in _on_signal_managers) if m is not None]
     for manager in managers:
         try:
             manager.shutdown()
         except Exception:
             _log.exception("shutdown of %r after %s failed", manager, name)
     raise SystemExit(0)
+
+
+def _restore_previous_handlers() -> None:
+    """Puts the host's handlers back (main thread only; with _lock held)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, previous in _previous_handlers.items():
+        if signal.getsignal(sig) is _on_signal:
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+    _previous_handlers.clear()
 
 
 def _register_for_signals(manager: StateManager) -> bool:
@@ -90,26 +111,24 @@ def _register_for_signals(manager: StateManager) -> bool:
         return False
     with _lock:
         _on_signal_managers[:] = [r for r in _on_signal_managers if r() is not None]
-        _on_signal_managers.append(weakref.ref(manager))
+        _on_signal_managers.append(weakref.ref(manager, _forget_collected))
         if not _previous_handlers:
             for sig in _SIGNALS:
                 _previous_handlers[sig] = signal.signal(sig, _on_signal)
     return True
 
 
-def _unregister_for_signals(manager: StateManager) -> None:
+def _unregister_for_signals(manager: Optional[StateManager]) -> None:
     with _lock:
         _on_signal_managers[:] = [
             r for r in _on_signal_managers if r() is not None and r() is not manager
         ]
-        if _on_signal_managers or not _previous_handlers or _shutting_down:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, previous in _previous_handlers.items():
-            if signal.getsignal(sig) is _on_signal:
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        _previous_handlers.clear()
+        if not _on_signal_managers and _previous_handlers and not _shutting_down:
+            _restore_previous_handlers()
+
+
+def _forget_collected(_: weakref.ReferenceType[StateManager]) -> None:
+    _unregister_for_signals(None)
 
 
 @atexit.register

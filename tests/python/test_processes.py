@@ -145,3 +145,52 @@ def test_frozen_primary_wakes_up_as_standby(
     state = json.loads(r.get(f"bot:{bot_name}:state") or "{}")
     assert "after_freeze" not in state
     assert state.get("owner") == second.wait_for("READY", 1).details[0]
+
+
+EXIT_WITHOUT_CLOSE = """
+import sys, threading
+from quantshift_core import StateManager
+m = StateManager(sys.argv[1], sys.argv[2], lock_ttl=1.0)
+assert m.is_primary()
+m.on_promoted(lambda: m.load_state())
+m.on_demoted(lambda: m.load_state())
+m.register_shutdown_handler(lambda: print("handler ran", flush=True))
+m.save_state({"left": "without close"})
+threading.Thread(target=m.wait_until_primary, daemon=True).start()
+"""
+
+
+def test_interpreter_exit_closes_the_manager(redis_url: str, bot_name: str, r: redis.Redis):
+    import subprocess
+    import sys
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITHOUT_CLOSE, bot_name, redis_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 10
+    assert "handler ran" in done.stdout
+    assert r.get(f"bot:{bot_name}:primary_lock") is None
+    import json
+
+    state = json.loads(r.get(f"bot:{bot_name}:state") or "{}")
+    assert state["left"] == "without close" and "shutdown_time" in state
+
+
+def test_garbage_collected_manager_releases_the_lease(redis_url: str, bot_name: str, r):
+    import gc
+    import weakref
+
+    from quantshift_core import StateManager
+
+    manager = StateManager(bot_name, redis_url, lock_ttl=1.0, install_signal_handlers=False)
+    assert manager.is_primary()
+    ref = weakref.ref(manager)
+    del manager
+    gc.collect()
+    assert ref() is None
+    assert r.get(f"bot:{bot_name}:primary_lock") is None

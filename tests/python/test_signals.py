@@ -102,3 +102,14 @@ def test_wait_until_primary_is_interruptible(make_manager: ManagerFactory):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert time.monotonic() - started < 1.0
+
+
+def test_collected_manager_gives_the_signals_back(redis_url: str, bot_name: str, host_handlers):
+    import gc
+
+    manager = quantshift_core.StateManager(bot_name, redis_url, lock_ttl=1.5)
+    assert signal.getsignal(signal.SIGTERM) is quantshift_core._on_signal
+    del manager
+    gc.collect()
+    assert signal.getsignal(signal.SIGTERM) is host_handler
+    assert signal.getsignal(signal.SIGINT) is host_handler
