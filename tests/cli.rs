@@ -969,3 +969,118 @@ fn watch_redraws_the_screen_on_a_terminal() {
     assert_eq!(screen.matches("\x1b[H\x1b[2J").count(), 2, "{screen:?}");
     assert!(screen.contains("health     no primary"), "{screen:?}");
 }
+
+/// A Sentinel (`redis-server --sentinel`) on a free loopback port, monitoring one master.
+struct Sentinel {
+    port: u16,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    fn start(service: &str, master_port: u16, master_password: &str) -> Self {
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("qs-cli-sentinel-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {service} 127.0.0.1 {master_port} 1\n\
+                     sentinel auth-pass {service} {master_password}\n",
+                    dir.display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            let mut sentinel = Sentinel { port, child, dir };
+            let url = format!("redis://127.0.0.1:{port}/");
+            let up = wait_for(Duration::from_secs(10), || {
+                redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                    .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+                    .is_ok()
+                    || matches!(sentinel.child.try_wait(), Ok(Some(_)))
+            });
+            if up && matches!(sentinel.child.try_wait(), Ok(None)) {
+                return sentinel;
+            }
+        }
+        panic!("could not start a Sentinel on a free loopback port");
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn status_through_sentinel_and_on_a_replica() {
+    let secret = "sentinel-data-Pw5";
+    let master = RedisServer::start();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(secret)
+        .query::<()>(&mut master.connection())
+        .unwrap();
+    let sentinel = Sentinel::start("qsvc", master.port, secret);
+    let url = format!(
+        "redis+sentinel://:{secret}@127.0.0.1:{}/qsvc",
+        sentinel.port
+    );
+    let run = tool(&["--url", &url, "status", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let doc = json_of(&run);
+    assert_eq!(doc["redis"]["role"], "master", "{run:?}");
+    assert_eq!(
+        doc["redis"]["url"],
+        format!("redis+sentinel://:***@127.0.0.1:{}/qsvc", sentinel.port)
+    );
+    assert!(!run.all().contains(secret), "{run:?}");
+    let wrong_service = format!(
+        "redis+sentinel://:{secret}@127.0.0.1:{}/nosuch",
+        sentinel.port
+    );
+    let run = tool(&["--url", &wrong_service, "status"]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(!run.all().contains(secret), "{run:?}");
+
+    // Pointed at a replica: its role, and a warning that it is not the master.
+    let replica = RedisServer::start_with(&[
+        "--maxmemory-policy",
+        "noeviction",
+        "--replicaof",
+        "127.0.0.1",
+        &master.port.to_string(),
+    ]);
+    let run = tool(&["--url", &replica.url(), "status", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let doc = json_of(&run);
+    assert_eq!(doc["redis"]["role"], "slave", "{run:?}");
+    assert!(
+        doc["redis"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("not a master")),
+        "{run:?}"
+    );
+}

@@ -21,9 +21,13 @@ Commands:
 
 Global options:
   --url URL         Redis URL: redis://[[user]:password@]host[:port][/db], rediss://...
-                    (TLS) or unix:///path/to/socket. Without it: $QUANTSHIFT_REDIS_URL,
-                    else $REDIS_URL, else redis://127.0.0.1:6379/0. The password may also
-                    come from $REDIS_PASSWORD; it is never printed.
+                    (TLS), unix:///path/to/socket, or
+                    redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]
+                    Without it: $QUANTSHIFT_REDIS_URL, else $REDIS_URL, else
+                    redis://127.0.0.1:6379/0. The password may also come from
+                    $REDIS_PASSWORD; it is never printed. Sentinel credentials, TLS files:
+                    the library's variables ($QUANTSHIFT_SENTINEL_PASSWORD,
+                    $QUANTSHIFT_TLS_CA_FILE, ...).
   -h, --help        help (also after any command: quantshift-state handover --help)
   -V, --version     the version
 
