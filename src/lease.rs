@@ -104,8 +104,6 @@ pub(crate) struct Lease {
     confirmed_generation: AtomicU64,
     /// The highest fencing epoch this instance has seen (held or observed).
     highest_epoch: AtomicU64,
-    /// Monotonic nanoseconds when an acquisition last found the lease held by another.
-    holder_seen_at: AtomicU64,
     /// The generation a standby last acquired or watched on, and until when it keeps off the
     /// lease after a change of master (`wait_replicas` = 0).
     watched_generation: AtomicU64,
@@ -131,7 +129,6 @@ impl Lease {
             demoted_callbacks: RwLock::new(Vec::new()),
             confirmed_generation: AtomicU64::new(0),
             highest_epoch: AtomicU64::new(0),
-            holder_seen_at: AtomicU64::new(0),
             watched_generation: AtomicU64::new(0),
             failover_hold_off: Mutex::new(None),
         }
@@ -264,7 +261,6 @@ impl Lease {
             other => {
                 let seen = other.unwrap_or(0).unsigned_abs();
                 self.highest_epoch.fetch_max(seen, Ordering::AcqRel);
-                self.holder_seen_at.store(now_nanos(), Ordering::Release);
                 return Ok(false);
             }
         };
@@ -382,22 +378,21 @@ impl Lease {
         }
     }
 
-    /// After a change of master, a standby that saw the lease held within the last
-    /// `lock_ttl` keeps off it for `lock_ttl` when no replica confirms lease writes
-    /// (`wait_replicas` = 0): the former primary's key may not have reached the promoted
-    /// replica, and that primary calls itself primary until its renew deadline.
+    /// After a change of master, an instance without the lease keeps off it for `lock_ttl`
+    /// when no replica confirms lease writes (`wait_replicas` = 0): the former primary's key
+    /// may not have reached the promoted replica, and that primary calls itself primary
+    /// until its renew deadline, which is less than `lock_ttl` after its last renewal on the
+    /// former master. (An instance whose token is on the new master keeps it: renewals are
+    /// not held off.)
     fn holding_off(&self, generation: Option<u64>) -> bool {
         let now = Instant::now();
         let mut hold_off = self.failover_hold_off.lock();
         if let Some(generation) = generation {
             let watched = self.watched_generation.swap(generation, Ordering::AcqRel);
-            let seen_at = self.holder_seen_at.load(Ordering::Acquire);
-            let held_recently = seen_at != 0
-                && now_nanos().saturating_sub(seen_at) < self.timing.lock_ttl.as_nanos() as u64;
-            if generation > watched && self.store.wait_replicas() == 0 && held_recently {
+            if generation > watched && self.store.wait_replicas() == 0 {
                 log::warn!(
-                    "{}: the Redis master changed while another instance held the lease; \
-                     keeping off the lease for lock_ttl ({:?})",
+                    "{}: the Redis master changed; keeping off the lease for lock_ttl ({:?}) \
+                     in case the former primary's lease did not reach the new master",
                     self.instance_id,
                     self.timing.lock_ttl
                 );
@@ -523,12 +518,21 @@ impl Lease {
         }
     }
 
+    fn handover_grace(&self) -> Duration {
+        self.timing
+            .poll_interval
+            .clamp(Duration::from_millis(50), self.timing.lock_ttl / 2)
+    }
+
     fn run(&self) {
         let mut lease_conn: Option<(u64, Connection)> = None;
         let mut seen_generation = self.store.generation();
         let mut next_renewal = Instant::now();
         let mut failing = false;
-        // After handing the lease over on request, leave it to the standby for a while.
+        // After handing the lease over on request, leave the standby (woken by the release
+        // notice within a millisecond or so) one poll interval to take it. If nobody has by
+        // then, this instance competes again like any standby, so a handover with no live
+        // standby costs at most that interval, and a hand-back soon after works.
         let mut hold_off_until: Option<Instant> = None;
         while !self.is_stopping() {
             // The subscription lives in this frame; a broken one is rebuilt on the next pass.
@@ -642,7 +646,7 @@ impl Lease {
                             if let Some(Err(err)) = released {
                                 log::warn!("could not release the lease for the handover: {err}");
                             }
-                            hold_off_until = Some(Instant::now() + self.timing.lock_ttl);
+                            hold_off_until = Some(Instant::now() + self.handover_grace());
                         }
                     }
                     // Listen on the new master after a change of master.

@@ -343,6 +343,15 @@ fn a_requested_handover_waits_for_writes_and_the_standby_takes_over() {
         inspector.status("planned").unwrap().holder.as_deref(),
         Some(b.instance_id())
     );
+    // Handing back well within lock_ttl works too: the old primary is a standby again.
+    let started = Instant::now();
+    assert!(inspector.request_handover("planned").unwrap() >= 2);
+    assert!(
+        a.wait_until_primary(Some(Duration::from_secs(2))),
+        "the first primary did not take the lease back"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(!b.is_primary());
 }
 
 #[test]
