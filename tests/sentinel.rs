@@ -908,3 +908,79 @@ fn unreachable_sentinels_are_a_bounded_clear_error() {
         started.elapsed()
     );
 }
+
+/// The lease did not reach the replica (removed from it after the master was killed, as if
+/// the last replication had been lost), and the replica is promoted: the primary stops calling itself primary as
+/// soon as it learns of the new master, finds its token missing there and is demoted
+/// (`on_demoted`), and its writes are refused meanwhile.
+#[test]
+fn a_lease_lost_in_the_failover_demotes_the_primary() {
+    capture_logs();
+    let mut cluster = Cluster::start(1);
+    let url = cluster.url();
+    let old_master = cluster.agreed_master();
+    let replica_port = cluster.nodes[1].port;
+    let config = ha_config(&url, "ha-lost", 0).lock_ttl(Duration::from_secs(10));
+    let a = StateManager::new(config).unwrap();
+    let demoted = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let sink = Arc::clone(&demoted);
+    a.on_demoted(move |reason| {
+        sink.lock()
+            .unwrap()
+            .push((Instant::now(), reason.to_owned()))
+    });
+    assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    cluster.node_mut(old_master).kill();
+    // As if the last replication had been lost: the replica loses the lease key.
+    let mut replica = cluster.node(replica_port).connection();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-read-only")
+        .arg("no")
+        .query::<()>(&mut replica)
+        .unwrap();
+    let removed: i64 = redis::cmd("DEL")
+        .arg("bot:ha-lost:primary_lock")
+        .query(&mut replica)
+        .unwrap();
+    assert_eq!(removed, 1, "the replica had the lease");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-read-only")
+        .arg("yes")
+        .query::<()>(&mut replica)
+        .unwrap();
+    // Until the switch the primary rides out the dead master (its renew deadline is 6.7 s).
+    assert!(wait_for(Duration::from_secs(15), || cluster
+        .master_port()
+        .is_some_and(|p| p == replica_port)));
+    let switched = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(3), || !a.is_primary()),
+        "still primary after the switch"
+    );
+    let stepped_back = switched.elapsed();
+    let err = a
+        .save_position("AAPL", &mut obj(json!({"quantity": 1})))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotPrimary, "{err}");
+    assert!(wait_for(Duration::from_secs(5), || !demoted
+        .lock()
+        .unwrap()
+        .is_empty()));
+    let (at, reason) = demoted.lock().unwrap()[0].clone();
+    assert!(reason.contains("Redis failover"), "{reason}");
+    println!(
+        "FAILOVER-TIMING lost lease: not primary {:.0} ms after the Sentinels agreed on the \
+         new master, demoted {:.0} ms after",
+        ms(stepped_back),
+        ms(at.saturating_duration_since(switched))
+    );
+    // Nothing was written on the new master by the deposed primary.
+    let position: Option<String> = redis::cmd("GET")
+        .arg("bot:ha-lost:position:AAPL")
+        .query(&mut cluster.node(replica_port).connection())
+        .unwrap();
+    assert_eq!(position, None);
+    drop(a);
+}
