@@ -193,6 +193,24 @@ def main() -> int:
         )
         <= 3,
     }
+    own_ping = statistics.median(samples["quantshift PING (same connection as the operations)"])
+    write = statistics.median(samples["save_state (fenced write)"])
+    load = statistics.median(samples[f"load_positions ({POSITIONS} positions)"])
+    mget = statistics.median(samples[f"redis-py MGET of the {POSITIONS} keys + json.loads each"])
+    load_server = next(u for k, (_, u) in trips.items() if k.startswith("load_positions"))
+    lines += [
+        "",
+        "Reading the figures: redis-py spends most of its PING in Python; the same PING through",
+        f"this library costs {own_ping / ping:.2f}× as much. Against that PING a fenced write",
+        f"(one EVALSHA: compare the lease token, then SET with TTL) is {write / own_ping:.2f}×:",
+        "the script's server time and the JSON encoding of the state. apply_fill takes two",
+        "round trips (read, then a compare-and-set write that is retried if the position moved).",
+        f"load_positions of {POSITIONS} is one round trip whatever else is in Redis; of its "
+        f"{load / 1000:.0f} µs,",
+        f"{load_server:.0f} µs are the script's {POSITIONS} GETs on the server and the rest is",
+        f"parsing and building {POSITIONS} dicts ({mget / load:.1f}× faster than a hand-written",
+        "redis-py MGET of the same keys with json.loads).",
+    ]
     lines += [
         "",
         "Targets: "
