@@ -79,7 +79,7 @@ quantshift-state handover: planned handover of the primary role.
 Usage: quantshift-state [--url URL] handover BOT [--timeout SECS] [--force]
 
 Asks the bot's primary to step down: it finishes its in-flight write, releases its lease and
-leaves it to a standby (it does not compete for the lease again for one lease TTL). The
+leaves it to a standby (it does not compete for the lease again for one poll interval). The
 command waits until another instance holds the lease and prints who leads now and how long
 the handover took.
 

@@ -264,8 +264,8 @@ fn handover(inspector: &Inspector, bot: &str, timeout: Duration, force: bool) ->
             human_duration(timeout)
         ),
         hint: Some(
-            "an instance that stepped down in a handover leaves the lease alone for one lease \
-             TTL: a standby that handed over recently takes over only when that time is up"
+            "the standbys listed may be unreachable from Redis or frozen; an instance that \
+             stepped down competes again after one poll interval"
                 .to_owned(),
         ),
     })
