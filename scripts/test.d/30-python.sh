@@ -20,6 +20,7 @@ PY_PATHS=(python tests/python examples/bot_usage.py examples/failover_demo.py)
 ruff check "${PY_PATHS[@]}"
 ruff format --check "${PY_PATHS[@]}"
 # Run outside the source tree so the installed package is what gets checked.
+export MYPY_CACHE_DIR="$PWD/target/mypy-cache"
 (cd tests && "../$PY" -m mypy.stubtest quantshift_core)
 mypy examples/bot_usage.py examples/failover_demo.py
 

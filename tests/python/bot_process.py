@@ -6,6 +6,7 @@ block ran), and in mode `freeze` FIRST_LOOK_AFTER_GAP and WRITE_AFTER_GAP. Modes
 - `run`: saves state when primary, then idles until a signal ends it.
 - `slow-handler`: like run, but its shutdown handler sleeps 30 s (second-signal test).
 - `no-signals`: install_signal_handlers=False; the host's SIGTERM handler prints HOST_HANDLER.
+- `wait`: blocks in wait_until_primary() (no timeout) and reports WAITED when it returns.
 - `freeze`: samples is_primary() every millisecond; after a gap longer than LOCK_TTL (the
   process was stopped) reports the first sample and then tries a write.
 """
@@ -47,6 +48,9 @@ def main() -> None:
     try:
         if mode == "freeze":
             freeze_loop(state, lock_ttl)
+        elif mode == "wait":
+            report("WAITING")
+            report("WAITED", state.wait_until_primary())
         else:
             while True:
                 if state.is_primary():

@@ -98,6 +98,24 @@ def test_sigterm_saves_final_state(redis_url: str, bot_name: str, r: redis.Redis
     assert r.get(f"bot:{bot_name}:primary_lock") is None
 
 
+def test_sigterm_while_blocked_in_wait_until_primary(redis_url: str, bot_name: str, bots):
+    first = BotProcess(redis_url, bot_name, LOCK_TTL, "run")
+    bots.append(first)
+    first.wait_for("PROMOTED", 15)
+    waiting = BotProcess(redis_url, bot_name, LOCK_TTL, "wait")
+    bots.append(waiting)
+    waiting.wait_for("WAITING", 15)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    os.kill(waiting.pid, signal.SIGTERM)
+    assert waiting.wait_exit(10) == 0
+    assert time.monotonic() - sent < 1.0  # the wait noticed the signal promptly
+    waiting.wait_for("HANDLER_DONE", 1)
+    waiting.wait_for("FINALLY", 1)
+    assert not waiting.has("WAITED")  # SystemExit ended the wait, not a promotion
+    assert first.process.poll() is None
+
+
 def test_second_signal_exits_at_once(redis_url: str, bot_name: str, bots):
     bot = BotProcess(redis_url, bot_name, LOCK_TTL, "slow-handler")
     bots.append(bot)
