@@ -193,12 +193,11 @@ impl Inspector {
                 .map(str::to_owned),
             None => None,
         };
-        let legacy = self.positions_store(&keys).scan_symbols()?;
-        let mut symbols = indexed;
-        symbols.extend(legacy);
-        symbols.sort();
-        symbols.dedup();
-        let positions = self.positions_store(&keys).load_raw(&symbols)?.len();
+        // Counted through the index alone: `watch` calls this every second, and a SCAN of a
+        // large keyspace that often is no operator's friend. Positions of the predecessor
+        // join the index as soon as an instance of this library is primary; `positions()`
+        // scans for them.
+        let positions = self.positions_store(&keys).load_raw(&indexed)?.len();
         let holder = lock.map(instance_of);
         Ok(BotStatus {
             bot: bot.to_owned(),
