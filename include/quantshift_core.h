@@ -204,6 +204,16 @@ typedef struct quantshift_options {
 } quantshift_options;
 
 /**
+ * Receives one log record: `level` is 1 (error), 2 (warning), 3 (info), 4 (debug) or
+ * 5 (trace); `target` is the Rust module (`quantshift_core::lease`, ...); both strings are
+ * borrowed for the duration of the call.
+ */
+typedef void (*quantshift_log_callback)(void *userdata,
+                                        uint32_t level,
+                                        const char *target,
+                                        const char *message);
+
+/**
  * Called with the new fencing epoch each time this instance becomes primary.
  */
 typedef void (*quantshift_promoted_callback)(void *userdata,
@@ -265,6 +275,28 @@ quantshift_status quantshift_options_default(struct quantshift_options *options)
  * never contain a Redis password.
  */
 const char *quantshift_last_error_message(void);
+
+/**
+ * Sends the library's log records up to `max_level` (1 error ... 5 trace; 0 none) to
+ * `callback(userdata, level, target, message)`; a NULL `callback` stops them. Without a
+ * call, nothing is logged: problems found at start are also in
+ * `quantshift_manager_startup_warnings`.
+ *
+ * The callback may run on any thread, including while the library holds internal locks:
+ * it must not call quantshift functions, and it must be safe to call from several threads
+ * at once. Once this function returns, the previous callback is no longer called, and
+ * `userdata` must live until the callback is replaced.
+ *
+ * The library installs itself as the process's Rust `log` logger on the first call with a
+ * callback; `INVALID_INPUT` if another Rust logger was installed first (e.g. by another
+ * Rust library in the same process).
+ *
+ * # Safety
+ * `callback` is NULL or a function safe to call from any thread with `userdata`.
+ */
+quantshift_status quantshift_set_log_callback(quantshift_log_callback callback,
+                                              void *userdata,
+                                              uint32_t max_level);
 
 /**
  * Creates a manager: connects to Redis, checks the server's eviction policy and persistence

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::config::quantshift_options;
 use super::{
     boundary, ensure_non_null, object_to_string, owned_c_string, parse_object, quantshift_status,
-    try_ref, try_str, write_opt_string, write_out, FfiError,
+    try_ref, try_str, write_opt_string, write_out, FfiError, UserData,
 };
 use crate::manager::StateManager;
 
@@ -36,23 +36,6 @@ pub type quantshift_demoted_callback =
 #[allow(non_camel_case_types)]
 pub type quantshift_shutdown_callback =
     Option<unsafe extern "C" fn(userdata: *mut c_void) -> c_int>;
-
-/// The caller's `void *userdata`, handed back to its callback on a library thread.
-#[derive(Clone, Copy)]
-struct UserData(*mut c_void);
-
-// SAFETY: the library never dereferences the pointer; it only passes it back to the
-// caller's callback, which the header documents as running on a library thread. Making
-// what it points to safe to use from there is the caller's part of the contract.
-unsafe impl Send for UserData {}
-// SAFETY: as above; the pointer value itself is only copied.
-unsafe impl Sync for UserData {}
-
-impl UserData {
-    fn get(self) -> *mut c_void {
-        self.0
-    }
-}
 
 /// Creates a manager: connects to Redis, checks the server's eviction policy and persistence
 /// (see `quantshift_manager_startup_warnings`), starts the lease thread and makes one

@@ -26,11 +26,13 @@ use crate::positions::JsonObject;
 
 mod config;
 mod error;
+mod log;
 mod manager;
 mod positions;
 
 pub use config::{quantshift_options, quantshift_options_default};
 pub use error::quantshift_last_error_message;
+pub use log::{quantshift_log_callback, quantshift_set_log_callback};
 pub use manager::*;
 pub use positions::*;
 
@@ -91,6 +93,23 @@ impl From<ErrorKind> for quantshift_status {
             ErrorKind::NotReplicated => quantshift_status::NotReplicated,
             ErrorKind::Redis => quantshift_status::RedisError,
         }
+    }
+}
+
+/// The caller's `void *userdata`, handed back to its callback on a library thread.
+#[derive(Clone, Copy)]
+pub(crate) struct UserData(pub(crate) *mut std::ffi::c_void);
+
+// SAFETY: the library never dereferences the pointer; it only passes it back to the
+// caller's callback, which the header documents as running on a library thread. Making
+// what it points to safe to use from there is the caller's part of the contract.
+unsafe impl Send for UserData {}
+// SAFETY: as above; the pointer value itself is only copied.
+unsafe impl Sync for UserData {}
+
+impl UserData {
+    pub(crate) fn get(self) -> *mut std::ffi::c_void {
+        self.0
     }
 }
 

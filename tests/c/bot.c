@@ -112,13 +112,15 @@ int main(int argc, char **argv) {
       /* Merged into what is stored: a predecessor's shutdown_time stays for the test. */
       snprintf(state, sizeof state, "{\"strategy\": \"c-bot\", \"pid\": %ld}", (long)getpid());
       status = quantshift_manager_update_state(manager, state, NULL);
-      if (status != QUANTSHIFT_STATUS_OK) {
+      if (status == QUANTSHIFT_STATUS_OK) {
+        quantshift_manager_epoch(manager, &epoch);
+        snprintf(line, sizeof line, "primary %llu %lld", (unsigned long long)epoch, wall_ms());
+        say(line);
+        announced = true;
+      } else if (status != QUANTSHIFT_STATUS_NOT_PRIMARY) {
+        quantshift_manager_free(manager);
         return fail("update_state once primary", status);
-      }
-      quantshift_manager_epoch(manager, &epoch);
-      snprintf(line, sizeof line, "primary %llu %lld", (unsigned long long)epoch, wall_ms());
-      say(line);
-      announced = true;
+      } /* else: demoted in between (a starved lease thread); announce on the next turn */
     }
     snprintf(data, sizeof data, "{\"n\": %ld}", n);
     status = quantshift_manager_save_position(manager, "TICK", data, NULL);
@@ -128,6 +130,7 @@ int main(int argc, char **argv) {
       quantshift_manager_is_primary(manager, &primary);
       if (!primary) {
         say("write accepted while standby");
+        quantshift_manager_free(manager);
         return 3;
       }
     }

@@ -12,7 +12,8 @@
 
 #include "check.h"
 
-#define TTL_MS 1000
+/* The lease TTL of the test managers: QS_TTL_MS, 1000 by default (valgrind needs more). */
+static long TTL_MS = 1000;
 
 static const char *url;
 static char bot[64];
@@ -23,7 +24,7 @@ static quantshift_manager *new_manager(const char *bot_name, uint64_t max_payloa
   CHECK_OK(quantshift_options_default(&options));
   options.bot_name = bot_name;
   options.redis_url = url;
-  options.lock_ttl_ms = TTL_MS;
+  options.lock_ttl_ms = (uint64_t)TTL_MS;
   options.command_timeout_ms = 1000;
   options.install_signal_handlers = false;
   if (max_payload != 0) {
@@ -513,12 +514,42 @@ static void test_corrupt_data(void) {
   quantshift_manager_free(m);
 }
 
-/* The eviction policy is checked at start and reported. */
-static void test_startup_warnings(void) {
+/* Log records routed to a C callback, from any thread. */
+typedef struct {
+  pthread_mutex_t lock;
+  int records[6]; /* per level */
+  int bad_target;
+  char warning[512];
+} log_sink;
+
+static void on_log(void *userdata, uint32_t level, const char *target, const char *message) {
+  log_sink *sink = userdata;
+  pthread_mutex_lock(&sink->lock);
+  if (level >= 1 && level <= 5) {
+    sink->records[level]++;
+  }
+  if (strncmp(target, "quantshift_core", 15) != 0) {
+    sink->bad_target++;
+  }
+  if (level == 2 && strstr(message, "maxmemory-policy") != NULL) {
+    snprintf(sink->warning, sizeof sink->warning, "%s", message);
+  }
+  pthread_mutex_unlock(&sink->lock);
+}
+
+/* The eviction policy is checked at start: reported, and logged as a warning. */
+static void test_startup_warnings_and_logging(void) {
   char other[80], reply[64];
   char *text = NULL;
   quantshift_manager *m;
+  log_sink sink;
+  memset(&sink, 0, sizeof sink);
+  pthread_mutex_init(&sink.lock, NULL);
   snprintf(other, sizeof other, "%s-lru", bot);
+
+  CHECK_STATUS(quantshift_set_log_callback(on_log, &sink, 6), QUANTSHIFT_STATUS_INVALID_INPUT);
+  CHECK_MESSAGE("max_level");
+  CHECK_OK(quantshift_set_log_callback(on_log, &sink, 2)); /* errors and warnings */
   qs_redis_cli("CONFIG SET maxmemory-policy allkeys-lru", reply, sizeof reply);
   CHECK(strcmp(reply, "OK") == 0);
   m = new_manager(other, 0);
@@ -527,6 +558,27 @@ static void test_startup_warnings(void) {
   CHECK_CONTAINS(text, "maxmemory-policy is \\\"allkeys-lru\\\"");
   quantshift_string_free(text);
   quantshift_manager_free(m);
+  pthread_mutex_lock(&sink.lock);
+  CHECK_CONTAINS(sink.warning, "maxmemory-policy is \"allkeys-lru\"");
+  CHECK(sink.records[3] == 0 && sink.records[4] == 0 && sink.records[5] == 0);
+  CHECK(sink.bad_target == 0);
+  pthread_mutex_unlock(&sink.lock);
+
+  /* Info records once asked for ("started as", "released the primary lease"). */
+  CHECK_OK(quantshift_set_log_callback(on_log, &sink, 3));
+  m = new_manager(other, 0);
+  quantshift_manager_free(m);
+  pthread_mutex_lock(&sink.lock);
+  CHECK(sink.records[3] >= 1);
+  pthread_mutex_unlock(&sink.lock);
+
+  /* None after NULL. */
+  CHECK_OK(quantshift_set_log_callback(NULL, NULL, 5));
+  memset(sink.records, 0, sizeof sink.records);
+  m = new_manager(other, 0);
+  quantshift_manager_free(m);
+  CHECK(sink.records[1] + sink.records[2] + sink.records[3] + sink.records[4] == 0);
+  pthread_mutex_destroy(&sink.lock);
 }
 
 /* A write the master applied but the requested replica did not confirm in time. */
@@ -544,13 +596,13 @@ static void test_not_replicated(void) {
   CHECK_OK(quantshift_options_default(&options));
   options.bot_name = replicated;
   options.redis_url = url;
-  options.lock_ttl_ms = 3000;
+  options.lock_ttl_ms = (uint64_t)(3 * TTL_MS);
   options.wait_replicas = 1;
-  options.wait_timeout_ms = 200;
+  options.wait_timeout_ms = 1000;
   options.install_signal_handlers = false;
   CHECK_OK(quantshift_manager_new(&options, &m));
-  CHECK_OK(quantshift_manager_wait_until_primary(m, 5000, &primary));
-  CHECK(primary);
+  CHECK_OK(quantshift_manager_wait_until_primary(m, 10000, &primary));
+  CHECK(primary); /* the lease itself was confirmed by the replica */
   CHECK_OK(quantshift_manager_save_state(m, "{\"replicated\": true}", NULL));
   snprintf(command, sizeof command, "kill -STOP %s", replica_pid);
   CHECK(system(command) == 0);
@@ -792,13 +844,16 @@ static void test_roles_and_shutdown(void) {
 
 int main(void) {
   url = qs_env("QS_REDIS_URL");
+  if (getenv("QS_TTL_MS") != NULL) {
+    TTL_MS = strtol(getenv("QS_TTL_MS"), NULL, 10);
+  }
   snprintf(bot, sizeof bot, "c-api-%ld", (long)getpid());
   test_statics();
   test_options();
   test_new_errors();
   test_payload_limit();
   test_corrupt_data();
-  test_startup_warnings();
+  test_startup_warnings_and_logging();
   test_not_replicated();
   test_roles_and_shutdown();
   printf("test_api: %d checks passed\n", qs_checks_run);

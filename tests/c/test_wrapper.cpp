@@ -53,9 +53,11 @@ static const char *env(const char *name) {
 }
 
 static quantshift::Options options_for(const std::string &bot) {
+  // QS_TTL_MS: the lease TTL, 1000 ms by default (valgrind needs more).
+  const char *ttl = std::getenv("QS_TTL_MS");
   quantshift::Options options(bot);
   options.redis_url(env("QS_REDIS_URL"))
-      .lock_ttl(1000ms)
+      .lock_ttl(std::chrono::milliseconds(ttl ? std::atoll(ttl) : 1000))
       .command_timeout(1000ms)
       .install_signal_handlers(false);
   return options;

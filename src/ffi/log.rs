@@ -1,0 +1,127 @@
+//! Routing the library's log records (warnings, handler failures, role changes) to the host.
+
+use std::ffi::{c_char, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+
+use super::{boundary, quantshift_status, FfiError, UserData};
+
+/// Receives one log record: `level` is 1 (error), 2 (warning), 3 (info), 4 (debug) or
+/// 5 (trace); `target` is the Rust module (`quantshift_core::lease`, ...); both strings are
+/// borrowed for the duration of the call.
+#[allow(non_camel_case_types)]
+pub type quantshift_log_callback = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        level: u32,
+        target: *const c_char,
+        message: *const c_char,
+    ),
+>;
+
+#[derive(Clone, Copy)]
+struct Sink {
+    callback: unsafe extern "C" fn(*mut c_void, u32, *const c_char, *const c_char),
+    userdata: UserData,
+}
+
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static LOGGER: HostLogger = HostLogger;
+
+struct HostLogger;
+
+fn c_text(text: &str) -> CString {
+    CString::new(text.replace('\0', " ")).unwrap_or_default()
+}
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        // Held while the callback runs, so that once quantshift_set_log_callback returns
+        // the previous callback is never called again.
+        let sink = SINK.read();
+        if let Some(sink) = *sink {
+            let target = c_text(record.target());
+            let message = c_text(&record.args().to_string());
+            // SAFETY: the host's callback with its own userdata and two NUL-terminated
+            // strings that outlive the call, as documented.
+            unsafe {
+                (sink.callback)(
+                    sink.userdata.get(),
+                    record.level() as u32,
+                    target.as_ptr(),
+                    message.as_ptr(),
+                )
+            };
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the library's log records up to `max_level` (1 error ... 5 trace; 0 none) to
+/// `callback(userdata, level, target, message)`; a NULL `callback` stops them. Without a
+/// call, nothing is logged: problems found at start are also in
+/// `quantshift_manager_startup_warnings`.
+///
+/// The callback may run on any thread, including while the library holds internal locks:
+/// it must not call quantshift functions, and it must be safe to call from several threads
+/// at once. Once this function returns, the previous callback is no longer called, and
+/// `userdata` must live until the callback is replaced.
+///
+/// The library installs itself as the process's Rust `log` logger on the first call with a
+/// callback; `INVALID_INPUT` if another Rust logger was installed first (e.g. by another
+/// Rust library in the same process).
+///
+/// # Safety
+/// `callback` is NULL or a function safe to call from any thread with `userdata`.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_set_log_callback(
+    callback: quantshift_log_callback,
+    userdata: *mut c_void,
+    max_level: u32,
+) -> quantshift_status {
+    boundary(|| {
+        let filter = match max_level {
+            0 => log::LevelFilter::Off,
+            1 => log::LevelFilter::Error,
+            2 => log::LevelFilter::Warn,
+            3 => log::LevelFilter::Info,
+            4 => log::LevelFilter::Debug,
+            5 => log::LevelFilter::Trace,
+            other => {
+                return Err(FfiError::invalid(format!(
+                    "max_level must be 0 (none) to 5 (trace), got {other}"
+                )))
+            }
+        };
+        let Some(callback) = callback else {
+            *SINK.write() = None;
+            log::set_max_level(log::LevelFilter::Off);
+            return Ok(());
+        };
+        if !INSTALLED.load(Ordering::Acquire) {
+            log::set_logger(&LOGGER).map_err(|_| {
+                FfiError::invalid(
+                    "another Rust logger is installed in this process; its records cannot be \
+                     routed to a C callback",
+                )
+            })?;
+            INSTALLED.store(true, Ordering::Release);
+        }
+        *SINK.write() = Some(Sink {
+            callback,
+            userdata: UserData(userdata),
+        });
+        log::set_max_level(filter);
+        Ok(())
+    })
+}
