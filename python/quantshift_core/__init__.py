@@ -140,21 +140,44 @@ def _close_all_at_exit() -> None:
             _log.exception("closing %r at exit failed", manager)
 
 
-def _redis_py_client(url: str, timeout: float) -> redis.Redis:
+def _redis_py_client(options: dict[str, Any]) -> redis.Redis:
+    """A redis-py client from the manager's connection options (URL or Sentinels, password,
+    TLS files, timeouts)."""
     try:
         import redis
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "StateManager.redis_client needs redis-py: pip install 'quantshift-core[redis]'"
         ) from err
-    if url.startswith("redis+unix://"):
-        url = "unix://" + url[len("redis+unix://") :]
-    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    password = os.environ.get("REDIS_PASSWORD")
-    if password:
-        # Used only when the URL carries no password (values in the URL win in redis-py).
-        kwargs["password"] = password
-    return redis.Redis.from_url(url, **kwargs)
+    timeout = options["timeout"]
+    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    tls: dict[str, Any] = {}
+    if options["ssl"]:
+        tls = {k: options[k] for k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if options[k]}
+    if "sentinels" in options:
+        from redis.sentinel import Sentinel
+
+        sentinel_kwargs: dict[str, Any] = dict(common)
+        if options["sentinel_password"]:
+            sentinel_kwargs["password"] = options["sentinel_password"]
+        if options["sentinel_username"]:
+            sentinel_kwargs["username"] = options["sentinel_username"]
+        if options["ssl"]:
+            sentinel_kwargs.update(ssl=True, **tls)
+            common.update(ssl=True, **tls)
+        sentinel = Sentinel(
+            [tuple(s) for s in options["sentinels"]],
+            sentinel_kwargs=sentinel_kwargs,
+            db=options["db"],
+            username=options["username"],
+            password=options["password"],
+            **common,
+        )
+        return sentinel.master_for(options["service_name"])
+    if options["password"]:
+        # Used only when the URL carries none (values in the URL win in redis-py).
+        common["password"] = options["password"]
+    return redis.Redis.from_url(options["url"], **common, **tls)
 
 
 class StateManager(_core.StateManager):
@@ -162,7 +185,11 @@ class StateManager(_core.StateManager):
 
     ``StateManager(bot_name, redis_url=None, *, state_ttl=3600, position_ttl=86400,
     heartbeat_ttl=60, lock_ttl=30, renew_deadline=None, poll_interval=None,
-    install_signal_handlers=True, shutdown_timeout=20.0)``; durations in seconds.
+    install_signal_handlers=True, shutdown_timeout=20.0, wait_replicas=0, wait_timeout=1.0,
+    connect_timeout=2.0, command_timeout=2.0)``; durations in seconds. With
+    ``wait_replicas=n`` every fenced write (and the lease) waits for n replicas to confirm it,
+    else raises ``NotReplicatedError``. TLS files and Sentinel credentials come from the
+    environment (``QUANTSHIFT_TLS_CA_FILE``, ``QUANTSHIFT_SENTINEL_PASSWORD``, ...).
 
     The instance starts as standby and becomes primary as soon as nobody else holds the
     lease. With ``install_signal_handlers`` (and when created on the main thread), SIGTERM
@@ -184,6 +211,10 @@ class StateManager(_core.StateManager):
         poll_interval: float | None = None,
         install_signal_handlers: bool = True,
         shutdown_timeout: float = 20.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 2.0,
     ) -> None:
         # The compiled __new__ has connected and started the lease thread already.
         self._client: redis.Redis | None = None
@@ -196,7 +227,7 @@ class StateManager(_core.StateManager):
         """A redis-py client on the same URL, made on first use (extra ``[redis]``)."""
         with self._client_lock:
             if self._client is None:
-                self._client = _redis_py_client(self._connection_url(), 2.0)
+                self._client = _redis_py_client(self._redis_py_options())
             return self._client
 
     def shutdown(self) -> None:

@@ -50,6 +50,10 @@ class StateManager(_core.StateManager):
         poll_interval: Optional[float] = None,
         install_signal_handlers: bool = True,
         shutdown_timeout: float = 20.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 2.0,
     ) -> None: ...
     @property
     def redis_client(self) -> redis.Redis: ...

@@ -17,7 +17,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::convert::{object_from_py, object_to_py};
 use super::detach::detached;
 use super::errors::{invalid, IntoPy};
-use crate::config::{redact_url, Config};
+use crate::config::{redact_url, Config, SentinelUrl, PASSWORD_ENV_VAR};
 use crate::manager::StateManager;
 use crate::positions::JsonObject;
 
@@ -37,7 +37,8 @@ const SIGNAL_CHECK_SLICE: Duration = Duration::from_millis(100);
 pub struct PyStateManager {
     /// `Some` until the object is dropped (taken there to close it without the GIL).
     core: Option<StateManager>,
-    url: String,
+    /// The configuration as given (the core's keeps no copy of the environment's values).
+    client_config: Config,
     redacted_url: String,
 }
 
@@ -117,6 +118,10 @@ impl PyStateManager {
         poll_interval = None,
         install_signal_handlers = true,
         shutdown_timeout = 20.0,
+        wait_replicas = 0,
+        wait_timeout = 1.0,
+        connect_timeout = 2.0,
+        command_timeout = 2.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -131,6 +136,10 @@ impl PyStateManager {
         poll_interval: Option<f64>,
         install_signal_handlers: bool,
         shutdown_timeout: f64,
+        wait_replicas: u32,
+        wait_timeout: f64,
+        connect_timeout: f64,
+        command_timeout: f64,
     ) -> PyResult<Self> {
         // Signals are Python's business here (the subclass in quantshift_core installs them).
         let _ = install_signal_handlers;
@@ -140,6 +149,10 @@ impl PyStateManager {
             .heartbeat_ttl(seconds(py, "heartbeat_ttl", heartbeat_ttl)?)
             .lock_ttl(seconds(py, "lock_ttl", lock_ttl)?)
             .shutdown_timeout(seconds(py, "shutdown_timeout", shutdown_timeout)?)
+            .wait_replicas(wait_replicas)
+            .wait_timeout(seconds(py, "wait_timeout", wait_timeout)?)
+            .connect_timeout(seconds(py, "connect_timeout", connect_timeout)?)
+            .command_timeout(seconds(py, "command_timeout", command_timeout)?)
             .install_signal_handlers(false);
         if let Some(url) = redis_url {
             config = config.redis_url(url);
@@ -150,8 +163,8 @@ impl PyStateManager {
         if let Some(interval) = poll_interval {
             config = config.poll_interval(seconds(py, "poll_interval", interval)?);
         }
-        let url = config.effective_url();
-        let redacted_url = redact_url(&url);
+        let redacted_url = redact_url(&config.effective_url());
+        let client_config = config.clone();
         let core = detached(py, || {
             let core = StateManager::new(config)?;
             // One acquisition attempt now, so that an instance that finds the lease free
@@ -166,7 +179,7 @@ impl PyStateManager {
         .py_err(py)?;
         Ok(PyStateManager {
             core: Some(core),
-            url,
+            client_config,
             redacted_url,
         })
     }
@@ -195,9 +208,14 @@ impl PyStateManager {
         self.core().startup_warnings().to_vec()
     }
 
-    /// The URL this manager connects to (with its password): for the redis-py client.
-    fn _connection_url(&self) -> &str {
-        &self.url
+    /// Keyword arguments for a redis-py client on the same server (see `redis_client`),
+    /// with the same URL, password, TLS files and Sentinel rules as this manager.
+    fn _redis_py_options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        redis_py_options(
+            py,
+            &self.client_config,
+            self.core().config().command_timeout,
+        )
     }
 
     fn register_shutdown_handler(
@@ -438,6 +456,52 @@ impl PyStateManager {
             PyString::new(py, &self.redacted_url).repr()?,
         ))
     }
+}
+
+/// `{"url": ...}` or, for a Sentinel URL, `{"sentinels": [(host, port)], "service_name": ...}`,
+/// plus `password`, `username`, `db` and the TLS and timeout options redis-py takes.
+fn redis_py_options<'py>(
+    py: Python<'py>,
+    config: &Config,
+    timeout: Duration,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    let url = config.effective_url();
+    let env_password = std::env::var(PASSWORD_ENV_VAR)
+        .ok()
+        .filter(|p| !p.is_empty());
+    let tls = if SentinelUrl::is_sentinel(&url) {
+        let parsed = SentinelUrl::parse(&url).py_err(py)?;
+        out.set_item("sentinels", parsed.sentinels.clone())?;
+        out.set_item("service_name", &parsed.service_name)?;
+        out.set_item("db", parsed.db)?;
+        out.set_item("username", parsed.username.clone())?;
+        out.set_item("password", parsed.password.clone().or(env_password))?;
+        let (user, password) = config.effective_sentinel_auth();
+        out.set_item("sentinel_username", user)?;
+        out.set_item("sentinel_password", password)?;
+        parsed.tls
+    } else {
+        let url = match url.strip_prefix("redis+unix://") {
+            Some(path) => format!("unix://{path}"),
+            None => url.clone(),
+        };
+        // redis-py takes the URL's password over this one, as the core does.
+        out.set_item("password", env_password)?;
+        let tls = url.starts_with("rediss://");
+        out.set_item("url", url)?;
+        tls
+    };
+    out.set_item("ssl", tls)?;
+    if tls {
+        let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+        out.set_item("ssl_ca_certs", config.effective_tls_ca_file().map(path))?;
+        let (cert, key) = config.effective_tls_client_cert().unzip();
+        out.set_item("ssl_certfile", cert.map(path))?;
+        out.set_item("ssl_keyfile", key.map(path))?;
+    }
+    out.set_item("timeout", timeout.as_secs_f64())?;
+    Ok(out)
 }
 
 fn set_last_update(target: &Bound<'_, PyAny>, map: &JsonObject) -> PyResult<()> {
