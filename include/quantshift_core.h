@@ -19,7 +19,9 @@
  * - Handles: quantshift_manager_new() / quantshift_manager_free() (free accepts NULL). A
  *   handle may be used from several threads at once; free must be its last use.
  * - No Rust panic unwinds into C: a bug surfaces as QUANTSHIFT_STATUS_PANIC.
- * - Callbacks run on library threads, never while the library holds a lock.
+ * - Callbacks (promoted, demoted, shutdown) run on library threads, never while the library
+ *   holds a lock, and may call back into the manager. The log callback is the exception: it
+ *   must not call quantshift functions.
  * - Signals: unless options.install_signal_handlers is false, SIGTERM / SIGINT run the
  *   registered shutdown handlers, save the last state, release the lease and exit(0).
  */
@@ -341,6 +343,16 @@ void quantshift_manager_free(struct quantshift_manager *manager);
 quantshift_status quantshift_manager_shutdown(const struct quantshift_manager *manager);
 
 /**
+ * Whether `quantshift_manager_shutdown` has run (or a signal-triggered shutdown started):
+ * writes then fail with `NOT_PRIMARY`.
+ *
+ * # Safety
+ * `manager` is NULL or a live handle; `out_closed` is NULL or writable.
+ */
+quantshift_status quantshift_manager_is_closed(const struct quantshift_manager *manager,
+                                               bool *out_closed);
+
+/**
  * Whether this instance holds the primary lease now. Local state only: no network, never
  * blocks, and correct right after the process was frozen past its lease.
  *
@@ -448,7 +460,9 @@ quantshift_status quantshift_manager_on_demoted(const struct quantshift_manager 
  * Handlers run in registration order on a library thread; one that returns non-zero is
  * logged and the next still runs; all together are bounded by `shutdown_timeout_ms`.
  * They may save state and positions. `userdata` must stay valid until
- * `quantshift_manager_free` returns.
+ * `quantshift_manager_free` returns; with the library's signal handlers installed, a
+ * signal may start the handlers at any moment until the process exits, so keep it valid
+ * for the life of the process (static or never freed).
  *
  * # Safety
  * As `quantshift_manager_on_promoted`.

@@ -323,6 +323,15 @@ class Manager {
         stored));
   }
 
+  bool is_closed() const {
+    bool closed = false;
+    detail::check(quantshift_manager_is_closed(live(), &closed));
+    return closed;
+  }
+
+  // Optional: route the library's log records (1 error ... 5 trace) to a C callback; see
+  // quantshift_set_log_callback in quantshift_core.h (process-wide, not per manager).
+
   // Handlers, final state, lease released; the object stays usable for reads.
   void shutdown() const { detail::check(quantshift_manager_shutdown(live())); }
 

@@ -113,6 +113,26 @@ pub unsafe extern "C" fn quantshift_manager_shutdown(
     })
 }
 
+/// Whether `quantshift_manager_shutdown` has run (or a signal-triggered shutdown started):
+/// writes then fail with `NOT_PRIMARY`.
+///
+/// # Safety
+/// `manager` is NULL or a live handle; `out_closed` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_manager_is_closed(
+    manager: *const quantshift_manager,
+    out_closed: *mut bool,
+) -> quantshift_status {
+    boundary(|| {
+        let manager = try_ref!(manager);
+        ensure_non_null!(out_closed);
+        let closed = manager.inner.is_closed();
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { write_out(out_closed, closed) };
+        Ok(())
+    })
+}
+
 /// Whether this instance holds the primary lease now. Local state only: no network, never
 /// blocks, and correct right after the process was frozen past its lease.
 ///
@@ -322,7 +342,9 @@ pub unsafe extern "C" fn quantshift_manager_on_demoted(
 /// Handlers run in registration order on a library thread; one that returns non-zero is
 /// logged and the next still runs; all together are bounded by `shutdown_timeout_ms`.
 /// They may save state and positions. `userdata` must stay valid until
-/// `quantshift_manager_free` returns.
+/// `quantshift_manager_free` returns; with the library's signal handlers installed, a
+/// signal may start the handlers at any moment until the process exits, so keep it valid
+/// for the life of the process (static or never freed).
 ///
 /// # Safety
 /// As `quantshift_manager_on_promoted`.

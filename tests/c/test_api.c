@@ -232,6 +232,8 @@ static void test_null_arguments(quantshift_manager *m) {
   uint64_t u = 0;
   const quantshift_status null = QUANTSHIFT_STATUS_NULL_ARGUMENT;
   CHECK_STATUS(quantshift_manager_shutdown(NULL), null);
+  CHECK_STATUS(quantshift_manager_is_closed(NULL, &b), null);
+  CHECK_STATUS(quantshift_manager_is_closed(m, NULL), null);
   CHECK_STATUS(quantshift_manager_is_primary(NULL, &b), null);
   CHECK_STATUS(quantshift_manager_is_primary(m, NULL), null);
   CHECK_MESSAGE("out_primary");
@@ -806,8 +808,12 @@ static void test_roles_and_shutdown(void) {
   CHECK_OK(quantshift_manager_register_shutdown_handler(a, handler_first, &log));
   CHECK_OK(quantshift_manager_register_shutdown_handler(a, handler_second, &log));
   CHECK_OK(quantshift_manager_instance_id(b, &id_b));
+  CHECK_OK(quantshift_manager_is_closed(a, &primary));
+  CHECK(!primary);
   started = qs_now_ms();
   CHECK_OK(quantshift_manager_shutdown(a));
+  CHECK_OK(quantshift_manager_is_closed(a, &primary));
+  CHECK(primary);
   CHECK(atomic_load(&log.calls) == 2 && log.order[0] == 1 && log.order[1] == 2);
   CHECK(atomic_load(&log.saved_in_handler) == 1);
   CHECK(wait_until(&ev_b.promoted, 1, 2000));

@@ -147,7 +147,9 @@ int main() {
 
   moved.register_shutdown_handler([&] { ++handlers; throw std::runtime_error("reported"); });
   moved.register_shutdown_handler([&] { ++handlers; });
+  CHECK(!moved.is_closed());
   moved.shutdown();
+  CHECK(moved.is_closed());
   CHECK(handlers == 2);
   CHECK(eventually([&] { return promoted.load() == 1; }, 2000ms));
   CHECK(promoted_epoch > *first_epoch);
