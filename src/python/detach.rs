@@ -7,7 +7,9 @@
 //! with the asynchronous signals blocked in its thread; a signal that arrives meanwhile stays
 //! pending and is delivered when the call returns (Python then runs its handler at the next
 //! bytecode). Threads the core starts inside such a call (lease, events, shutdown handlers)
-//! inherit the blocked mask, so signals are never delivered to them at all.
+//! inherit the blocked mask, so signals are never delivered to them at all. Python code that
+//! such a thread runs (callbacks, shutdown handlers) runs with the caller's mask instead
+//! ([`with_python_signal_mask`]): a process it starts must not inherit blocked signals.
 
 use pyo3::Python;
 
@@ -19,6 +21,19 @@ pub fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Runs `f` (Python code, on a thread the core started) with the asynchronous signals
+/// unblocked, as in any Python thread, then restores the thread's mask.
+pub fn with_python_signal_mask<T>(f: impl FnOnce() -> T) -> T {
+    let _unblocked = SignalsBlocked::change(Change::Unblock);
+    f()
+}
+
+#[cfg(unix)]
+enum Change {
+    Block,
+    Unblock,
+}
+
 #[cfg(unix)]
 struct SignalsBlocked {
     previous: libc::sigset_t,
@@ -27,6 +42,10 @@ struct SignalsBlocked {
 #[cfg(unix)]
 impl SignalsBlocked {
     fn new() -> Self {
+        Self::change(Change::Block)
+    }
+
+    fn change(change: Change) -> Self {
         // SAFETY: sigset_t is plain data initialised by sigemptyset / sigfillset before use,
         // and pthread_sigmask only changes the calling thread's mask.
         unsafe {
@@ -46,7 +65,11 @@ impl SignalsBlocked {
             }
             let mut previous: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut previous);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+            let how = match change {
+                Change::Block => libc::SIG_BLOCK,
+                Change::Unblock => libc::SIG_UNBLOCK,
+            };
+            libc::pthread_sigmask(how, &block, &mut previous);
             SignalsBlocked { previous }
         }
     }
@@ -63,11 +86,20 @@ impl Drop for SignalsBlocked {
 }
 
 #[cfg(not(unix))]
+enum Change {
+    Unblock,
+}
+
+#[cfg(not(unix))]
 struct SignalsBlocked;
 
 #[cfg(not(unix))]
 impl SignalsBlocked {
     fn new() -> Self {
+        SignalsBlocked
+    }
+
+    fn change(_: Change) -> Self {
         SignalsBlocked
     }
 }

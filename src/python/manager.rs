@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::convert::{object_from_py, object_to_py};
-use super::detach::detached;
+use super::detach::{detached, with_python_signal_mask};
 use super::errors::{invalid, IntoPy};
 use crate::config::{redact_url, Config, SentinelUrl, PASSWORD_ENV_VAR};
 use crate::manager::StateManager;
@@ -85,13 +85,15 @@ fn format_exception(py: Python<'_>, err: &PyErr) -> String {
 /// Runs a user callback on a core thread; an exception is logged with its traceback.
 fn call_logged(what: &'static str, callback: &Py<PyAny>) {
     // Not at all once the interpreter is shutting down.
-    Python::try_attach(|py| {
-        if let Err(err) = callback.call0(py) {
-            log::error!(
-                "{what} callback raised: {}",
-                format_exception(py, &err).trim_end()
-            );
-        }
+    with_python_signal_mask(|| {
+        Python::try_attach(|py| {
+            if let Err(err) = callback.call0(py) {
+                log::error!(
+                    "{what} callback raised: {}",
+                    format_exception(py, &err).trim_end()
+                );
+            }
+        })
     });
 }
 
@@ -226,11 +228,13 @@ impl PyStateManager {
         let handler = callable(handler, "register_shutdown_handler")?;
         detached(py, || {
             self.core().register_shutdown_handler(move || {
-                Python::try_attach(|py| {
-                    handler
-                        .call0(py)
-                        .map(drop)
-                        .map_err(|err| format_exception(py, &err).trim_end().to_owned())
+                with_python_signal_mask(|| {
+                    Python::try_attach(|py| {
+                        handler
+                            .call0(py)
+                            .map(drop)
+                            .map_err(|err| format_exception(py, &err).trim_end().to_owned())
+                    })
                 })
                 .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
             })

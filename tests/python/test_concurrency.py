@@ -173,3 +173,31 @@ def test_callbacks_while_the_main_thread_is_busy(make_manager: ManagerFactory):
         second.is_primary()
         _ = second.epoch
     assert done.is_set() and count[0] == 20
+
+
+def blocked_signals_of_a_child() -> str:
+    """The SigBlk mask of a process started from the calling thread."""
+    import subprocess
+
+    out = subprocess.run(
+        ["grep", "SigBlk", "/proc/self/status"], capture_output=True, text=True, timeout=10
+    ).stdout
+    return out.split()[1]
+
+
+def test_processes_started_from_callbacks_get_signals(make_manager: ManagerFactory):
+    # The core's threads block signals; Python code they run must not pass that on.
+    first = make_manager()
+    second = make_manager()
+    masks: dict[str, str] = {}
+    done = threading.Event()
+
+    def promoted() -> None:
+        masks["on_promoted"] = blocked_signals_of_a_child()
+        done.set()
+
+    second.on_promoted(promoted)
+    first.register_shutdown_handler(lambda: masks.update(handler=blocked_signals_of_a_child()))
+    first.close()
+    assert done.wait(5)
+    assert masks == {"on_promoted": "0" * 16, "handler": "0" * 16}
