@@ -682,6 +682,18 @@ static void test_concurrent_fills(quantshift_manager *m) {
   quantshift_string_free(after);
 }
 
+typedef struct {
+  quantshift_manager *manager;
+  quantshift_status status;
+  bool primary;
+} forever_wait;
+
+static void *wait_forever(void *arg) {
+  forever_wait *w = arg;
+  w->status = quantshift_manager_wait_until_primary(w->manager, -1, &w->primary);
+  return NULL;
+}
+
 /* ---- two instances: roles, fencing, callbacks, shutdown --------------------------------- */
 
 static void test_roles_and_shutdown(void) {
@@ -693,6 +705,8 @@ static void test_roles_and_shutdown(void) {
   events ev_a, ev_b;
   shutdown_log log;
   int64_t started;
+  forever_wait forever;
+  pthread_t waiter;
 
   memset(&ev_a, 0, sizeof ev_a);
   memset(&ev_b, 0, sizeof ev_b);
@@ -810,6 +824,12 @@ static void test_roles_and_shutdown(void) {
   CHECK_OK(quantshift_manager_instance_id(b, &id_b));
   CHECK_OK(quantshift_manager_is_closed(a, &primary));
   CHECK(!primary);
+  /* A negative timeout waits for ever: until a's shutdown hands the lease over. */
+  forever.manager = b;
+  forever.status = QUANTSHIFT_STATUS_PANIC;
+  forever.primary = false;
+  CHECK(pthread_create(&waiter, NULL, wait_forever, &forever) == 0);
+  qs_sleep_ms(50);
   started = qs_now_ms();
   CHECK_OK(quantshift_manager_shutdown(a));
   CHECK_OK(quantshift_manager_is_closed(a, &primary));
@@ -817,6 +837,8 @@ static void test_roles_and_shutdown(void) {
   CHECK(atomic_load(&log.calls) == 2 && log.order[0] == 1 && log.order[1] == 2);
   CHECK(atomic_load(&log.saved_in_handler) == 1);
   CHECK(wait_until(&ev_b.promoted, 1, 2000));
+  CHECK(pthread_join(waiter, NULL) == 0);
+  CHECK(forever.status == QUANTSHIFT_STATUS_OK && forever.primary);
   fprintf(stderr, "test_api: standby promoted %ld ms after the primary's shutdown began\n",
           (long)(qs_now_ms() - started));
   CHECK(atomic_load(&ev_b.last_epoch) > epoch_a);
