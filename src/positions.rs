@@ -145,8 +145,12 @@ pub fn apply_fill_to(
     let new_quantity = held + quantity;
     let scale = held.abs().max(quantity.abs());
     let flat = new_quantity.abs() <= FLAT_EPSILON * scale;
-    let new_entry = if held == 0.0 || held.signum() == quantity.signum() {
-        // Adding to (or opening) a position: volume-weighted entry price.
+    let new_entry = if held == 0.0 {
+        // Opening: the fill's price (the weighted formula below underflows to 0 when
+        // quantity × price is below the smallest normal number).
+        price
+    } else if held.signum() == quantity.signum() {
+        // Adding to a position: volume-weighted entry price.
         (held.abs() * entry + quantity.abs() * price) / (held.abs() + quantity.abs())
     } else {
         // Reducing: the closed part realizes P&L against the entry price.
@@ -507,6 +511,15 @@ mod tests {
             apply_fill_to("X", Some(&bad), 1.0, 1.0).unwrap_err().kind(),
             ErrorKind::CorruptData
         );
+    }
+
+    #[test]
+    fn opening_enters_at_the_fill_price_even_for_tiny_sizes() {
+        // Found by fuzzing: (0 × entry + 5e-324 × 9.4e-7) / 5e-324 gave 0.
+        let p = apply_fill_to("X", None, 5e-324, 9.4e-7).unwrap().unwrap();
+        assert_eq!(p["entry_price"], json!(9.4e-7));
+        let p = apply_fill_to("X", None, 1e-200, 1e-200).unwrap().unwrap();
+        assert_eq!(p["entry_price"], json!(1e-200));
     }
 
     #[test]
