@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use redis::Connection;
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -372,7 +371,7 @@ impl PositionStore<'_> {
 
     fn invoke_write(
         &self,
-        conn: &mut Connection,
+        conn: &mut dyn redis::ConnectionLike,
         token: &str,
         writes: &[PositionWrite],
         fill: Option<&str>,

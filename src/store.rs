@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::{
-    Client, Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
-    RedisResult, TlsCertificates,
+    Client, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo,
+    RedisConnectionInfo, RedisResult, TlsCertificates, Value,
 };
 
 use crate::clock::millis;
@@ -40,14 +40,29 @@ pub(crate) struct Scripts {
     pub positions_adopt: redis::Script,
 }
 
-pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    lease_acquire: redis::Script::new(include_str!("scripts/lease_acquire.lua")),
-    lease_renew: redis::Script::new(include_str!("scripts/lease_renew.lua")),
-    lease_release: redis::Script::new(include_str!("scripts/lease_release.lua")),
-    fenced_set: redis::Script::new(include_str!("scripts/fenced_set.lua")),
-    positions_write: redis::Script::new(include_str!("scripts/positions_write.lua")),
-    positions_load: redis::Script::new(include_str!("scripts/positions_load.lua")),
-    positions_adopt: redis::Script::new(include_str!("scripts/positions_adopt.lua")),
+/// The scripts' sources, in the field order of [`Scripts`].
+const SCRIPT_SOURCES: [&str; 7] = [
+    include_str!("scripts/lease_acquire.lua"),
+    include_str!("scripts/lease_renew.lua"),
+    include_str!("scripts/lease_release.lua"),
+    include_str!("scripts/fenced_set.lua"),
+    include_str!("scripts/positions_write.lua"),
+    include_str!("scripts/positions_load.lua"),
+    include_str!("scripts/positions_adopt.lua"),
+];
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    let [lease_acquire, lease_renew, lease_release, fenced_set, positions_write, positions_load, positions_adopt] =
+        SCRIPT_SOURCES.map(redis::Script::new);
+    Scripts {
+        lease_acquire,
+        lease_renew,
+        lease_release,
+        fenced_set,
+        positions_write,
+        positions_load,
+        positions_adopt,
+    }
 });
 
 /// The Sentinel channel announcing a completed failover:
@@ -232,6 +247,11 @@ impl Store {
         conn.set_read_timeout(Some(command_timeout))
             .and_then(|()| conn.set_write_timeout(Some(command_timeout)))
             .map_err(|err| self.unavailable(err))?;
+        let mut conn = conn;
+        if self.wait_replicas > 0 {
+            // Script calls carry a WAIT behind them: never let one meet NOSCRIPT first.
+            preload_scripts(&mut conn);
+        }
         Ok((generation, conn))
     }
 
@@ -304,16 +324,37 @@ impl Store {
         }
     }
 
-    /// A fenced write: [`run`](Self::run), then, when `wait_replicas` > 0, `WAIT` for that
-    /// many replicas on the same connection. Not confirmed within `wait_timeout`:
+    /// A fenced write: [`run`](Self::run), and when `wait_replicas` > 0, `WAIT` for that
+    /// many replicas on the same connection, sent right behind the script call so both cost
+    /// one round trip. Not confirmed within `wait_timeout`:
     /// [`NotReplicated`](ErrorKind::NotReplicated), although the master applied the write.
-    pub fn write<T>(&self, mut op: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
+    pub fn write<T>(
+        &self,
+        mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
         if self.wait_replicas == 0 {
-            return self.run(op);
+            return self.run(|conn| op(conn));
         }
+        let wait = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(millis(self.wait_timeout))
+            .get_packed_command();
         let (value, acked) = self.run(|conn| {
-            let value = op(conn)?;
-            let acked = self.wait(conn, self.wait_timeout, self.command_timeout)?;
+            conn.set_read_timeout(Some(self.command_timeout + self.wait_timeout))?;
+            let mut behind = WaitBehind {
+                conn: &mut *conn,
+                wait: &wait,
+                acked: None,
+            };
+            let value = op(&mut behind);
+            let acked = behind.acked.take();
+            conn.set_read_timeout(Some(self.command_timeout))?;
+            let value = value?;
+            let acked = match acked {
+                Some(acked) => acked?,
+                // The write sent no script call: WAIT on its own.
+                None => self.wait(conn, self.wait_timeout, self.command_timeout)?,
+            };
             Ok((value, acked))
         })?;
         if acked < i64::from(self.wait_replicas) {
@@ -607,6 +648,77 @@ enum Failure {
     Redis(redis::RedisError),
 }
 
+/// A connection that sends a packed `WAIT` in the same write as each script call (`EVALSHA`)
+/// and keeps the last `WAIT` reply: a fenced write and its replication check in one round
+/// trip. Other commands (`SCRIPT LOAD` after `NOSCRIPT`) pass through.
+struct WaitBehind<'a> {
+    conn: &'a mut Connection,
+    wait: &'a [u8],
+    acked: Option<RedisResult<i64>>,
+}
+
+impl ConnectionLike for WaitBehind<'_> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        if !is_evalsha(cmd) {
+            return self.conn.req_packed_command(cmd);
+        }
+        let both = [cmd, self.wait].concat();
+        let mut replies = self.conn.req_packed_commands(&both, 0, 2)?.into_iter();
+        let (Some(reply), Some(waited)) = (replies.next(), replies.next()) else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "expected the replies of a script call and of WAIT",
+            )));
+        };
+        self.acked = Some(redis::from_redis_value::<i64>(waited).map_err(Into::into));
+        Ok(reply)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.conn.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.conn.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+}
+
+/// Whether a packed command is `EVALSHA` (`*<n>\r\n$7\r\nEVALSHA\r\n...`).
+fn is_evalsha(packed: &[u8]) -> bool {
+    let Some(start) = packed.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    packed[start + 2..]
+        .get(..13)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"$7\r\nEVALSHA\r\n"))
+}
+
+/// Loads every script on a new connection, so a script call never meets `NOSCRIPT` (a new
+/// master after a failover, a restarted server) and its `WAIT` is not sent twice. A failure
+/// here is left to the calls themselves, which load a missing script by themselves.
+fn preload_scripts(conn: &mut Connection) {
+    let mut pipe = redis::pipe();
+    for source in SCRIPT_SOURCES {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(source);
+    }
+    if let Err(err) = pipe.query::<Vec<String>>(conn) {
+        log::debug!("could not preload the Lua scripts: {}", describe(&err));
+    }
+}
+
 impl SentinelTarget {
     fn node_client(&self, addr: &(String, u16)) -> RedisResult<Client> {
         let (host, port) = addr.clone();
@@ -892,6 +1004,20 @@ mod tests {
             parse_switch_master("svc 127.0.0.1 6380 127.0.0.1 x", "svc"),
             None
         );
+    }
+
+    #[test]
+    fn script_calls_are_recognised_in_packed_form() {
+        let evalsha = redis::cmd("EVALSHA").arg("abc").arg(0).get_packed_command();
+        assert!(is_evalsha(&evalsha));
+        let lower = redis::cmd("evalsha").arg("abc").arg(0).get_packed_command();
+        assert!(is_evalsha(&lower));
+        for other in ["EVAL", "GET", "SCRIPT"] {
+            assert!(!is_evalsha(
+                &redis::cmd(other).arg("x").get_packed_command()
+            ));
+        }
+        assert!(!is_evalsha(b""));
     }
 
     #[test]

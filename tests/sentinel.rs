@@ -920,7 +920,7 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
     let url = cluster.url();
     let old_master = cluster.agreed_master();
     let replica_port = cluster.nodes[1].port;
-    let config = ha_config(&url, "ha-lost", 0).lock_ttl(Duration::from_secs(10));
+    let config = ha_config(&url, "ha-lost", 0).lock_ttl(Duration::from_secs(20));
     let a = StateManager::new(config).unwrap();
     let demoted = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
     let sink = Arc::clone(&demoted);
@@ -950,7 +950,7 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
         .arg("yes")
         .query::<()>(&mut replica)
         .unwrap();
-    // Until the switch the primary rides out the dead master (its renew deadline is 6.7 s).
+    // Until the switch the primary rides out the dead master (its renew deadline is 13 s).
     assert!(wait_for(Duration::from_secs(15), || cluster
         .master_port()
         .is_some_and(|p| p == replica_port)));
