@@ -217,6 +217,21 @@ run_pass() {  # <label> <bin-dir> <ttl-ms> <slack-ms> <runner...>
   check_handlers_ran "$pass-c"
   [ "$(rcli EXISTS "bot:$bot:primary_lock")" = 0 ] || fail "[$pass] SIGINT left the lease in Redis"
 
+  # A second signal during a slow shutdown ends the process at once (status 130), without
+  # waiting for the rest of the handlers.
+  bot="c-second-$pass-$$"
+  QS_HANDLER_SLEEP_MS=30000 start_bot "$pass-second" "$bot" "$ttl" library
+  wait_line "$RUN/$pass-second.out" '^primary ' 20000
+  kill -TERM "$BOT_PID"
+  wait_line "$RUN/$pass-second.out" '^handler 0' 10000
+  kill -TERM "$BOT_PID"
+  started=$(now_ms)
+  wait_exit "$BOT_PID" 5000
+  [ "$EXIT_CODE" -eq 130 ] || { show "$RUN/$pass-second.out" "$RUN/$pass-second.err"; fail "[$pass] second signal: exit $EXIT_CODE, expected 130"; }
+  ! grep -q '^handler 1' "$RUN/$pass-second.out" || fail "[$pass] second signal: handlers went on"
+  ! grep -q "ERROR SUMMARY\|Sanitizer\|runtime error" "$RUN/$pass-second.err" || { show "$RUN/$pass-second.err"; fail "[$pass] second signal: sanitizer or valgrind report"; }
+  echo "40-c: [$pass] second SIGTERM during shutdown: exit 130 after $(( $(now_ms) - started )) ms"
+
   # The host handles SIGTERM itself (install_signal_handlers = false) and calls shutdown.
   bot="c-host-$pass-$$"
   start_bot "$pass-host" "$bot" "$ttl" host

@@ -26,9 +26,22 @@ struct Sink {
     userdata: UserData,
 }
 
-static SINK: RwLock<Option<Sink>> = RwLock::new(None);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
-static LOGGER: HostLogger = HostLogger;
+/// The host's callback; process-wide like the `log` logger itself. (Statics live inside
+/// functions here so that cbindgen, which reads this module, does not list them.)
+fn sink() -> &'static RwLock<Option<Sink>> {
+    static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+    &SINK
+}
+
+fn logger() -> &'static HostLogger {
+    static LOGGER: HostLogger = HostLogger;
+    &LOGGER
+}
+
+fn installed() -> &'static AtomicBool {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    &INSTALLED
+}
 
 struct HostLogger;
 
@@ -47,7 +60,7 @@ impl log::Log for HostLogger {
         }
         // Held while the callback runs, so that once quantshift_set_log_callback returns
         // the previous callback is never called again.
-        let sink = SINK.read();
+        let sink = sink().read();
         if let Some(sink) = *sink {
             let target = c_text(record.target());
             let message = c_text(&record.args().to_string());
@@ -104,20 +117,20 @@ pub unsafe extern "C" fn quantshift_set_log_callback(
             }
         };
         let Some(callback) = callback else {
-            *SINK.write() = None;
+            *sink().write() = None;
             log::set_max_level(log::LevelFilter::Off);
             return Ok(());
         };
-        if !INSTALLED.load(Ordering::Acquire) {
-            log::set_logger(&LOGGER).map_err(|_| {
+        if !installed().load(Ordering::Acquire) {
+            log::set_logger(logger()).map_err(|_| {
                 FfiError::invalid(
                     "another Rust logger is installed in this process; its records cannot be \
                      routed to a C callback",
                 )
             })?;
-            INSTALLED.store(true, Ordering::Release);
+            installed().store(true, Ordering::Release);
         }
-        *SINK.write() = Some(Sink {
+        *sink().write() = Some(Sink {
             callback,
             userdata: UserData(userdata),
         });

@@ -9,7 +9,8 @@
  * Prints, one line each, flushed: "standby" once started, "primary <epoch> <wall-ms>" when
  * it first sees itself primary (after updating its state), "promoted <epoch>" from the
  * callback, "handler <n>" from its shutdown handlers, "host shutdown <signal>" and
- * "host done" in host mode. Every 2 ms it tries a fenced write whatever its role and exits
+ * "host done" in host mode. With QS_HANDLER_SLEEP_MS set, the first handler then sleeps that
+ * long (for the second-signal test). Every 2 ms it tries a fenced write whatever its role and exits
  * 3 if a write succeeded while it did not think itself primary. Runs at most 60 s. */
 #define _POSIX_C_SOURCE 200809L
 
@@ -27,10 +28,13 @@ static volatile sig_atomic_t host_signal = 0;
 
 static void on_host_signal(int sig) { host_signal = sig; }
 
+/* One whole line at a time: callbacks print from library threads. */
 static void say(const char *line) {
+  flockfile(stdout);
   fputs(line, stdout);
   fputc('\n', stdout);
   fflush(stdout);
+  funlockfile(stdout);
 }
 
 static void on_promoted(void *userdata, uint64_t epoch) {
@@ -42,8 +46,15 @@ static void on_promoted(void *userdata, uint64_t epoch) {
 
 static int handler(void *userdata) {
   char line[32];
+  const char *sleep_ms = getenv("QS_HANDLER_SLEEP_MS");
   snprintf(line, sizeof line, "handler %d", *(const int *)userdata);
   say(line);
+  if (sleep_ms != NULL && *(const int *)userdata == 0) {
+    /* A slow first handler, for the second-signal test. */
+    long ms = strtol(sleep_ms, NULL, 10);
+    struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&pause, NULL);
+  }
   return 0;
 }
 
