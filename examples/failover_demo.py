@@ -29,7 +29,9 @@ def bot(url: str, name: str) -> None:
     from quantshift_core import StateManager
 
     def say(event: str, **fields: object) -> None:
-        print(json.dumps({"event": event, "at": time.time(), **fields}), flush=True)
+        # One write per line: threads (callbacks, handlers) cannot split it.
+        sys.stdout.write(json.dumps({"event": event, "at": time.time(), **fields}) + "\n")
+        sys.stdout.flush()
 
     class ToTimeline(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

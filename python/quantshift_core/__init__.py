@@ -131,6 +131,20 @@ def _forget_collected(_: weakref.ReferenceType[StateManager]) -> None:
     _unregister_for_signals(None)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child owns none of the parent's managers: it must neither close them (that
+    would release the parent's lease) nor shut them down on a signal."""
+    global _lock
+    _lock = threading.RLock()  # another thread of the parent may have held it
+    _on_signal_managers.clear()
+    _live.clear()
+    _restore_previous_handlers()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _close_all_at_exit() -> None:
     for manager in list(_live):

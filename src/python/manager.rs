@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::convert::{object_from_py, object_to_py};
 use super::detach::{detached, with_python_signal_mask};
-use super::errors::{invalid, IntoPy};
+use super::errors::{self, invalid, IntoPy};
 use crate::config::{redact_url, Config, SentinelUrl, PASSWORD_ENV_VAR};
 use crate::manager::StateManager;
 use crate::positions::JsonObject;
@@ -40,6 +40,9 @@ pub struct PyStateManager {
     /// The configuration as given (the core's keeps no copy of the environment's values).
     client_config: Config,
     redacted_url: String,
+    /// The process that made it: a forked child must not use the parent's lease or
+    /// connections (it would write with the parent's fencing token).
+    pid: u32,
 }
 
 fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
@@ -102,6 +105,25 @@ impl PyStateManager {
         self.core
             .as_ref()
             .expect("the state manager is only taken when dropped")
+    }
+
+    fn in_forked_child(&self) -> bool {
+        self.pid != super::fork::current_pid()
+    }
+
+    /// The core, unless this is a forked child of the process that made the manager.
+    fn usable(&self, py: Python<'_>) -> PyResult<&StateManager> {
+        if self.in_forked_child() {
+            return Err(errors::to_py(
+                py,
+                crate::Error::not_primary(format!(
+                    "this StateManager belongs to process {}; a forked child cannot use its \
+                     lease or connections (create a new StateManager in the child)",
+                    self.pid
+                )),
+            ));
+        }
+        Ok(self.core())
     }
 }
 
@@ -183,6 +205,7 @@ impl PyStateManager {
             core: Some(core),
             client_config,
             redacted_url,
+            pid: std::process::id(),
         })
     }
 
@@ -199,6 +222,9 @@ impl PyStateManager {
     /// The fencing epoch of the lease held, while primary; else None.
     #[getter]
     fn epoch(&self, py: Python<'_>) -> Option<u64> {
+        if self.in_forked_child() {
+            return None;
+        }
         // A lock of the core, held only briefly and never while waiting for the GIL; no
         // I/O, so no need to block signals.
         py.detach(|| self.core().epoch())
@@ -225,9 +251,10 @@ impl PyStateManager {
         py: Python<'_>,
         handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        let core = self.usable(py)?;
         let handler = callable(handler, "register_shutdown_handler")?;
         detached(py, || {
-            self.core().register_shutdown_handler(move || {
+            core.register_shutdown_handler(move || {
                 with_python_signal_mask(|| {
                     Python::try_attach(|py| {
                         handler
@@ -247,17 +274,18 @@ impl PyStateManager {
     /// right away, in the caller's thread, so that no promotion is missed (the constructor
     /// takes a free lease before returning): exactly once per promotion (per epoch).
     fn on_promoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let core = self.usable(py)?;
         let callback = Arc::new(callable(callback, "on_promoted")?);
         // The highest epoch the callback ran for.
         let last_epoch = Arc::new(AtomicU64::new(0));
         let (cb, last) = (Arc::clone(&callback), Arc::clone(&last_epoch));
         let current = detached(py, || {
-            self.core().on_promoted(move |epoch| {
+            core.on_promoted(move |epoch| {
                 if last.fetch_max(epoch, Ordering::AcqRel) < epoch {
                     call_logged("on_promoted", &cb);
                 }
             });
-            self.core().epoch()
+            core.epoch()
         });
         if let Some(epoch) = current {
             if last_epoch.fetch_max(epoch, Ordering::AcqRel) < epoch {
@@ -275,22 +303,24 @@ impl PyStateManager {
     /// Called with no arguments on a background thread each time this instance stops
     /// being primary.
     fn on_demoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
+        let core = self.usable(py)?;
         let callback = callable(callback, "on_demoted")?;
         detached(py, || {
-            self.core()
-                .on_demoted(move |_reason| call_logged("on_demoted", &callback))
+            core.on_demoted(move |_reason| call_logged("on_demoted", &callback))
         });
         Ok(())
     }
 
     fn heartbeat(&self, py: Python<'_>) -> PyResult<()> {
-        detached(py, || self.core().heartbeat()).py_err(py)
+        let core = self.usable(py)?;
+        detached(py, || core.heartbeat()).py_err(py)
     }
 
     /// Saves the state (fenced) and sets `last_update` on the dict passed, as before.
     fn save_state(&self, py: Python<'_>, state: &Bound<'_, PyAny>) -> PyResult<()> {
+        let core = self.usable(py)?;
         let mut map = object_from_py(py, state, "state")?;
-        let saved = detached(py, || self.core().save_state(&mut map));
+        let saved = detached(py, || core.save_state(&mut map));
         set_last_update(state, &map)?;
         saved.py_err(py)
     }
@@ -301,13 +331,15 @@ impl PyStateManager {
         py: Python<'py>,
         changes: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let core = self.usable(py)?;
         let changes = object_from_py(py, changes, "changes")?;
-        let merged = detached(py, || self.core().update_state(&changes)).py_err(py)?;
+        let merged = detached(py, || core.update_state(&changes)).py_err(py)?;
         object_to_py(py, &merged)
     }
 
     fn load_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let state = detached(py, || self.core().load_state()).py_err(py)?;
+        let core = self.usable(py)?;
+        let state = detached(py, || core.load_state()).py_err(py)?;
         state.map(|s| object_to_py(py, &s)).transpose()
     }
 
@@ -318,14 +350,16 @@ impl PyStateManager {
         symbol: String,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
+        let core = self.usable(py)?;
         let mut map = object_from_py(py, data, "position")?;
-        let saved = detached(py, || self.core().save_position(&symbol, &mut map));
+        let saved = detached(py, || core.save_position(&symbol, &mut map));
         set_last_update(data, &map)?;
         saved.py_err(py)
     }
 
     fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let positions = detached(py, || self.core().load_positions()).py_err(py)?;
+        let core = self.usable(py)?;
+        let positions = detached(py, || core.load_positions()).py_err(py)?;
         let out = PyDict::new(py);
         for (symbol, data) in &positions {
             out.set_item(symbol, object_to_py(py, data)?)?;
@@ -334,7 +368,8 @@ impl PyStateManager {
     }
 
     fn clear_position(&self, py: Python<'_>, symbol: String) -> PyResult<bool> {
-        detached(py, || self.core().clear_position(&symbol)).py_err(py)
+        let core = self.usable(py)?;
+        detached(py, || core.clear_position(&symbol)).py_err(py)
     }
 
     #[pyo3(signature = (symbol, quantity, price, fill_id = None))]
@@ -346,9 +381,9 @@ impl PyStateManager {
         price: f64,
         fill_id: Option<String>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let core = self.usable(py)?;
         let position = detached(py, || {
-            self.core()
-                .apply_fill(&symbol, quantity, price, fill_id.as_deref())
+            core.apply_fill(&symbol, quantity, price, fill_id.as_deref())
         })
         .py_err(py)?;
         position.map(|p| object_to_py(py, &p)).transpose()
@@ -361,6 +396,7 @@ impl PyStateManager {
         py: Python<'py>,
         broker_positions: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let core = self.usable(py)?;
         let dict = broker_positions.cast::<PyDict>().map_err(|_| {
             PyTypeError::new_err("broker_positions must be a dict of symbol -> position dict")
         })?;
@@ -374,24 +410,26 @@ impl PyStateManager {
             let data = object_from_py(py, &data, &format!("broker_positions[{symbol:?}]"))?;
             broker.push((symbol, data));
         }
-        let report = detached(py, || self.core().sync_positions(&broker)).py_err(py)?;
+        let report = detached(py, || core.sync_positions(&broker)).py_err(py)?;
         object_to_py(py, &report.to_json())
     }
 
     /// One PING on the connection every operation uses (health check, benchmark baseline).
     fn _ping(&self, py: Python<'_>) -> PyResult<()> {
-        detached(py, || self.core().ping()).py_err(py)
+        let core = self.usable(py)?;
+        detached(py, || core.ping()).py_err(py)
     }
 
     /// Local state only: no network, never blocks.
     fn is_primary(&self) -> bool {
-        self.core().is_primary()
+        !self.in_forked_child() && self.core().is_primary()
     }
 
     /// Blocks (GIL released) until this instance is primary or `timeout` seconds pass;
     /// `None` waits for ever. Pending signals (Ctrl-C) are handled while waiting.
     #[pyo3(signature = (timeout = None))]
     fn wait_until_primary(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        self.usable(py)?;
         let give_up = match timeout {
             None => None,
             Some(0.0) => Some(Instant::now()),
@@ -420,11 +458,17 @@ impl PyStateManager {
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         // Signals stay deliverable: a second SIGTERM / SIGINT during a shutdown run from the
         // signal handler must end the process at once.
+        if self.in_forked_child() {
+            return Ok(()); // the parent's lease is not the child's to release
+        }
         py.detach(|| self.core().shutdown()).py_err(py)
     }
 
     /// The same as `shutdown()`.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if self.in_forked_child() {
+            return Ok(());
+        }
         py.detach(|| self.core().close()).py_err(py)
     }
 
@@ -520,6 +564,12 @@ fn set_last_update(target: &Bound<'_, PyAny>, map: &JsonObject) -> PyResult<()> 
 impl Drop for PyStateManager {
     fn drop(&mut self) {
         if let Some(core) = self.core.take() {
+            if self.pid != super::fork::current_pid() {
+                // A forked child: closing would release the parent's lease. Its threads do
+                // not exist here; leave everything as it is.
+                std::mem::forget(core);
+                return;
+            }
             if core.is_closed() {
                 return;
             }

@@ -5,6 +5,7 @@
 mod convert;
 mod detach;
 mod errors;
+mod fork;
 mod manager;
 
 use pyo3::prelude::*;
@@ -24,6 +25,7 @@ fn install_logging(py: Python<'_>) {
 #[pymodule]
 #[pyo3(name = "_quantshift_core")]
 fn quantshift_core_module(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork::install();
     install_logging(py);
     errors::register(py, module)?;
     module.add_class::<manager::PyStateManager>()?;

@@ -21,7 +21,10 @@ from quantshift_core import NotPrimaryError, StateManager
 
 
 def report(event: str, *details: object) -> None:
-    print(event, f"{time.time():.6f}", *details, flush=True)
+    # One write per line: a signal handler or another thread cannot split it.
+    line = " ".join([event, f"{time.time():.6f}", *map(str, details)]) + "\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
 
 
 def main() -> None:

@@ -38,8 +38,10 @@ class BotProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             parts = line.split()
-            if len(parts) >= 2:
+            try:
                 self._queue.put(Event(parts[0], float(parts[1]), parts[2:]))
+            except (IndexError, ValueError):
+                self.stderr += f"[unparsed stdout line] {line}"
         self._queue.put(None)
 
     def _read_stderr(self) -> None:

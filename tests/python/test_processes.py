@@ -133,7 +133,7 @@ def test_second_signal_exits_at_once(redis_url: str, bot_name: str, bots):
 def test_no_signal_handlers_leaves_the_host_handler(redis_url: str, bot_name: str, bots):
     bot = BotProcess(redis_url, bot_name, LOCK_TTL, "no-signals")
     bots.append(bot)
-    bot.wait_for("PROMOTED", 15)
+    bot.wait_for("READY", 15)
     os.kill(bot.pid, signal.SIGTERM)
     bot.wait_for("HOST_HANDLER", 5)
     time.sleep(0.3)
@@ -212,3 +212,56 @@ def test_garbage_collected_manager_releases_the_lease(redis_url: str, bot_name: 
     gc.collect()
     assert ref() is None
     assert r.get(f"bot:{bot_name}:primary_lock") is None
+
+
+FORK_CHILD = """
+import json, os, sys
+from quantshift_core import NotPrimaryError, StateManager
+m = StateManager(sys.argv[1], sys.argv[2], lock_ttl=1.0)
+assert m.is_primary()
+m.save_state({"by": "parent"})
+pid = os.fork()
+if pid == 0:
+    seen = {"primary": m.is_primary(), "epoch": m.epoch}
+    for name, call in [("save", lambda: m.save_state({"by": "child"})),
+                       ("load", m.load_state), ("fill", lambda: m.apply_fill("X", 1, 1.0))]:
+        try:
+            call()
+            seen[name] = "allowed"
+        except NotPrimaryError:
+            seen[name] = "refused"
+    m.close()
+    print(json.dumps(seen), flush=True)
+    sys.exit(0)  # atexit runs in the child too
+_, status = os.waitpid(pid, 0)
+after = {"child_status": status, "primary": m.is_primary()}
+m.save_state({"by": "parent after fork"})
+print(json.dumps(after), flush=True)
+m.close()
+"""
+
+
+def test_forked_child_cannot_use_the_parents_manager(redis_url: str, bot_name: str, r):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FORK_CHILD, bot_name, redis_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    child, parent = (json.loads(line) for line in done.stdout.splitlines())
+    assert child == {
+        "primary": False,
+        "epoch": None,
+        "save": "refused",
+        "load": "refused",
+        "fill": "refused",
+    }
+    # The child's close() and exit released nothing: the parent stayed primary throughout.
+    assert parent == {"child_status": 0, "primary": True}
+    state = json.loads(r.get(f"bot:{bot_name}:state"))
+    assert state["by"] == "parent after fork"
