@@ -12,8 +12,8 @@
 //! it has renewed its token on the new master (and is demoted if the token is gone); with
 //! `wait_replicas` > 0 an acquisition or renewal counts only once that many replicas
 //! confirmed it (`WAIT`), so the promoted replica holds the key at least as long as we call
-//! ourselves primary; with `wait_replicas` = 0 a standby that saw the lease held and then a
-//! change of master waits `lock_ttl` before taking the lease. The epoch never goes backwards:
+//! ourselves primary; with `wait_replicas` = 0 an instance without the lease waits `lock_ttl`
+//! after a change of master before taking the lease. The epoch never goes backwards:
 //! each acquisition passes the highest epoch this instance has seen, and the script moves
 //! the counter past it when the promoted replica missed the last `INCR` (docs/deployment.md).
 
@@ -314,6 +314,11 @@ impl Lease {
         let Some(token) = self.held.lock().token.clone() else {
             return Ok(false);
         };
+        if let Some(generation) = generation {
+            // Seen while holding the lease: no hold-off for this change once standby.
+            self.watched_generation
+                .fetch_max(generation, Ordering::AcqRel);
+        }
         let started = Instant::now();
         let renewed: i64 = SCRIPTS
             .lease_renew
