@@ -21,6 +21,10 @@ use crate::config::{redact_url, Config, SentinelUrl, PASSWORD_ENV_VAR};
 use crate::manager::StateManager;
 use crate::positions::JsonObject;
 
+/// How long the constructor waits for the lease thread's own first acquisition attempt when
+/// the constructor's attempt lost the race to it.
+const FIRST_ACQUISITION_GRACE: Duration = Duration::from_millis(50);
+
 /// How long `wait_until_primary` waits between two looks at pending signals (Ctrl-C).
 const SIGNAL_CHECK_SLICE: Duration = Duration::from_millis(100);
 
@@ -197,6 +201,12 @@ impl PyStateManager {
             // thread's to retry.
             if let Err(err) = core.heartbeat() {
                 log::debug!("first acquisition attempt failed: {err}");
+            }
+            // The lease thread makes its own first attempt at the same time; when its attempt
+            // won, ours found the key taken (by us) and returned before the lease thread had
+            // recorded it. Its round trip is over within a few milliseconds.
+            if !core.is_primary() {
+                core.wait_until_primary(Some(FIRST_ACQUISITION_GRACE));
             }
             Ok(core)
         })

@@ -40,9 +40,18 @@ def test_properties_and_repr(primary: StateManager, bot_name: str, redis_url: st
     assert isinstance(primary, quantshift_core._quantshift_core.StateManager)
 
 
-def test_constructor_takes_a_free_lease_before_returning(make_manager: ManagerFactory):
-    manager = make_manager()
-    assert manager.is_primary()
+def test_constructor_takes_a_free_lease_before_returning(
+    make_manager: ManagerFactory, bot_name: str
+):
+    # The constructor's attempt races the lease thread's first one; either way the instance
+    # is primary on return. Many bots, to meet the race.
+    for n in range(60):
+        manager = make_manager(f"{bot_name}-{n}")
+        assert manager.is_primary(), n
+        manager.close()
+    standby = make_manager(f"{bot_name}-59")
+    other = make_manager(f"{bot_name}-59")
+    assert standby.is_primary() != other.is_primary()
 
 
 def test_save_and_load_state_sets_last_update(primary: StateManager, r: redis.Redis, bot_name):
