@@ -3,8 +3,8 @@
 //! threads with the GIL taken there.
 //!
 //! Deadlock rule: a thread holding the GIL never waits for a lock of the core (every such
-//! call runs in `detached` / `py.detach`), so the core's threads, which may need the GIL to log or to run
-//! a callback while holding one of their locks, can always make progress.
+//! call runs in `detached` or `py.detach`), so the core's threads, which may need the GIL to
+//! log or to run a callback while holding one of their locks, can always make progress.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -215,7 +215,7 @@ impl PyStateManager {
             core: Some(core),
             client_config,
             redacted_url,
-            pid: std::process::id(),
+            pid: super::fork::current_pid(),
         })
     }
 
