@@ -39,9 +39,10 @@ pub type quantshift_shutdown_callback =
 
 /// Creates a manager: connects to Redis, checks the server's eviction policy and persistence
 /// (see `quantshift_manager_startup_warnings`), starts the lease thread and makes one
-/// attempt to take the lease. An instance that finds the lease free is primary when this
-/// returns; otherwise it is standby and the lease thread keeps trying (see
-/// `quantshift_manager_wait_until_primary` and `quantshift_manager_on_promoted`).
+/// attempt to take the lease. An instance that finds the lease free is normally primary when
+/// this returns (the lease thread's own first attempt can win the race by a moment); one
+/// that does not is standby and the lease thread keeps trying. Before the first write, use
+/// `quantshift_manager_wait_until_primary` (or `quantshift_manager_on_promoted`).
 ///
 /// On success `*out` is the new handle, to free with `quantshift_manager_free`.
 /// Errors: `NULL_ARGUMENT` (`options`, `options->bot_name`, `out`), `INVALID_UTF8` (any

@@ -486,8 +486,9 @@ static void test_payload_limit(void) {
   char *loaded = (char *)"untouched";
   snprintf(small_bot, sizeof small_bot, "%s-small", bot);
   m = new_manager(small_bot, 64);
-  /* The only instance is primary as soon as quantshift_manager_new returns. */
-  CHECK_OK(quantshift_manager_is_primary(m, &primary));
+  /* quantshift_manager_new makes one acquisition attempt, but the lease thread's own attempt
+   * may win by a moment (then it is primary an instant later): wait, briefly. */
+  CHECK_OK(quantshift_manager_wait_until_primary(m, 5000, &primary));
   CHECK(primary);
   CHECK_STATUS(quantshift_manager_save_state(
                    m, "{\"text\": \"0123456789012345678901234567890123456789012345678\"}", NULL),
