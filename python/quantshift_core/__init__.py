@@ -206,10 +206,11 @@ class StateManager(_core.StateManager):
     environment (``QUANTSHIFT_TLS_CA_FILE``, ``QUANTSHIFT_SENTINEL_PASSWORD``, ...).
 
     If nobody holds the lease, the instance is primary when the constructor returns;
-    otherwise it is standby, and takes over when the lease is released or expires. With ``install_signal_handlers`` (and when created on the main thread), SIGTERM
-    and SIGINT run ``shutdown()`` and raise ``SystemExit(0)``; a second signal during the
-    shutdown ends the process at once. ``on_promoted`` / ``on_demoted`` callbacks and
-    shutdown handlers are called with no arguments, on background threads.
+    otherwise it is standby, and takes over when the lease is released or expires. With
+    ``install_signal_handlers`` (and when created on the main thread), SIGTERM and SIGINT run
+    ``shutdown()`` and raise ``SystemExit(0)``; a second signal during the shutdown ends the
+    process at once. ``on_promoted`` / ``on_demoted`` callbacks and shutdown handlers are
+    called with no arguments, on background threads.
     """
 
     def __init__(
