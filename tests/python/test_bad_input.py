@@ -231,3 +231,13 @@ def test_callbacks_must_be_callable(primary: StateManager):
 def test_bad_wait_timeout(primary: StateManager, timeout: float):
     with pytest.raises(InvalidInputError):
         primary.wait_until_primary(timeout)
+
+
+def test_oversized_values_are_refused_before_sending(primary: StateManager, r, bot_name: str):
+    huge = {"blob": "x" * (16 * 1024 * 1024 + 1)}
+    with pytest.raises(InvalidInputError, match="over the limit"):
+        primary.save_state(huge)
+    with pytest.raises(InvalidInputError, match="over the limit"):
+        primary.save_position("AAPL", huge)
+    assert r.get(f"bot:{bot_name}:state") is None
+    assert r.get(f"bot:{bot_name}:position:AAPL") is None
