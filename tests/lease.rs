@@ -81,7 +81,13 @@ fn dump(server: &RedisServer) -> Vec<(String, Option<String>)> {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
     keys.sort();
     keys.into_iter()
-        .filter(|k| !k.ends_with(":heartbeat") && !k.ends_with(":primary_lock"))
+        // The lease thread's own bookkeeping (heartbeat, lease, live-instance scores) moves
+        // with every renewal and acquisition attempt of either instance.
+        .filter(|k| {
+            !k.ends_with(":heartbeat")
+                && !k.ends_with(":primary_lock")
+                && !k.ends_with(":instances")
+        })
         .map(|k| {
             let value: Option<String> = redis::cmd("DUMP")
                 .arg(&k)
