@@ -514,7 +514,10 @@ mod tests {
 
     #[test]
     fn opening_enters_at_the_fill_price_even_for_tiny_sizes() {
-        // Found by fuzzing: (0 × entry + 5e-324 × 9.4e-7) / 5e-324 gave 0.
+        // Found by fuzzing: (0 × entry + q × price) / q is not price after rounding:
+        // 3 @ 0.1 gave 0.10000000000000002, and 5e-324 @ 9.4e-7 gave 0.
+        let p = apply_fill_to("X", None, 3.0, 0.1).unwrap().unwrap();
+        assert_eq!(p["entry_price"], json!(0.1));
         let p = apply_fill_to("X", None, 5e-324, 9.4e-7).unwrap().unwrap();
         assert_eq!(p["entry_price"], json!(9.4e-7));
         let p = apply_fill_to("X", None, 1e-200, 1e-200).unwrap().unwrap();
