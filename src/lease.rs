@@ -274,7 +274,8 @@ impl Lease {
                  giving it back",
                 self.instance_id
             );
-            self.release_token(conn, &token)?;
+            // Quietly: a notice would wake the standbys into the same unconfirmed attempt.
+            self.release(conn, &token, "")?;
             return Ok(false);
         }
         {
@@ -426,11 +427,22 @@ impl Lease {
     /// Deletes the lease key if it still carries `token`, and announces the release so a
     /// standby takes over at once.
     pub fn release_token(&self, conn: &mut Connection, token: &str) -> redis::RedisResult<bool> {
+        self.release(conn, token, &self.keys.lease_channel)
+    }
+
+    /// Deletes the lease key if it still carries `token`; announces it on `channel` unless
+    /// that is empty.
+    fn release(
+        &self,
+        conn: &mut Connection,
+        token: &str,
+        channel: &str,
+    ) -> redis::RedisResult<bool> {
         let released: i64 = SCRIPTS
             .lease_release
             .key(&self.keys.lock)
             .arg(token)
-            .arg(&self.keys.lease_channel)
+            .arg(channel)
             .arg(format!("{RELEASED_NOTICE} {}", self.instance_id))
             .invoke(conn)?;
         Ok(released == 1)
