@@ -94,7 +94,8 @@ impl Inspect {
     }
 
     /// Runs `refused` (which must fail with `kind`, its message containing `needle`) and
-    /// checks that the keyspace did not change and no write command reached the server.
+    /// checks that the keyspace did not change and the server applied no change. Returns
+    /// how many bytes the server received while `refused` ran (plus one INFO request).
     #[track_caller]
     fn refused<T: std::fmt::Debug>(
         &mut self,
@@ -102,10 +103,13 @@ impl Inspect {
         kind: ErrorKind,
         needle: &str,
         refused: impl FnOnce() -> quantshift_core::Result<T>,
-    ) {
+    ) -> u64 {
         let before = self.snapshot();
         let calls = self.write_calls();
-        let err = match refused() {
+        let received = self.net_input_bytes();
+        let result = refused();
+        let sent = self.net_input_bytes() - received;
+        let err = match result {
             Ok(value) => panic!("{what}: accepted ({value:?})"),
             Err(err) => err,
         };
@@ -120,6 +124,7 @@ impl Inspect {
             "{what}: the server applied a change"
         );
         assert!(self.snapshot() == before, "{what}: the keyspace changed");
+        sent
     }
 }
 
@@ -406,41 +411,24 @@ fn payloads_over_the_limit_are_refused_before_sending() {
     let m = primary_with(fast_config(&server, "big", QUIET_TTL_MS).max_payload_bytes(4096));
     m.save_state(&mut obj(json!({"small": 1}))).unwrap();
     m.save_position("AAPL", &mut position(1.0)).unwrap();
-    let blob = "x".repeat(5000);
-    let received = inspect.net_input_bytes();
-    inspect.refused(
-        "big state",
-        ErrorKind::InvalidInput,
-        "over the limit",
-        || m.save_state(&mut obj(json!({ "blob": blob }))),
-    );
-    inspect.refused(
-        "state grown big by update_state",
-        ErrorKind::InvalidInput,
-        "over the limit",
-        || m.update_state(&obj(json!({ "blob": blob }))),
-    );
-    inspect.refused(
-        "big position",
-        ErrorKind::InvalidInput,
-        "over the limit",
-        || m.save_position("AAPL", &mut obj(json!({"quantity": 1, "note": blob}))),
-    );
+    let blob = "x".repeat(20_000);
+    refused_unsent(&mut inspect, "big state", || {
+        m.save_state(&mut obj(json!({ "blob": blob })))
+    });
+    refused_unsent(&mut inspect, "state grown big by update_state", || {
+        m.update_state(&obj(json!({ "blob": blob })))
+    });
+    refused_unsent(&mut inspect, "big position", || {
+        m.save_position("AAPL", &mut obj(json!({"quantity": 1, "note": blob})))
+    });
     let broker = vec![
         ("AAPL".to_owned(), position(3.0)),
         ("MSFT".to_owned(), obj(json!({"quantity": 1, "note": blob}))),
     ];
-    inspect.refused(
+    refused_unsent(
+        &mut inspect,
         "big position in a sync (one good, one too big: neither written)",
-        ErrorKind::InvalidInput,
-        "over the limit",
         || m.sync_positions(&broker),
-    );
-    // Four refusals of 5000-byte values: none of them was sent (only our INFO calls were).
-    let sent = inspect.net_input_bytes() - received;
-    assert!(
-        sent < 5000,
-        "{sent} bytes reached the server during the refusals"
     );
     // Just under the limit is accepted (the limit is on the serialized size).
     let room = 4096
@@ -453,14 +441,25 @@ fn payloads_over_the_limit_are_refused_before_sending() {
     let d = StateManager::new(fast_config(&server, "default-limit", QUIET_TTL_MS)).unwrap();
     assert!(d.wait_until_primary(Some(Duration::from_secs(5))));
     let huge = "z".repeat(16 * 1024 * 1024);
-    let received = inspect.net_input_bytes();
-    inspect.refused(
-        "a 16 MiB state",
-        ErrorKind::InvalidInput,
-        "over the limit",
-        || d.save_state(&mut obj(json!({ "blob": huge }))),
+    refused_unsent(&mut inspect, "a 16 MiB state", || {
+        d.save_state(&mut obj(json!({ "blob": huge })))
+    });
+}
+
+/// An oversized value (20 000 bytes or more) refused before sending: the server received
+/// far less than that while the call ran (reads of what is stored, a Lua script loaded on
+/// first use, and our INFO request).
+#[track_caller]
+fn refused_unsent<T: std::fmt::Debug>(
+    inspect: &mut Inspect,
+    what: &str,
+    call: impl FnOnce() -> quantshift_core::Result<T>,
+) {
+    let sent = inspect.refused(what, ErrorKind::InvalidInput, "over the limit", call);
+    assert!(
+        sent < 5000,
+        "{what}: {sent} bytes reached the server while refusing a value of 20 000 bytes or more"
     );
-    assert!(inspect.net_input_bytes() - received < 5000);
 }
 
 #[test]
