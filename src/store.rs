@@ -506,6 +506,9 @@ impl Store {
         target: &SentinelTarget,
         command_timeout: Duration,
     ) -> Result<(u64, Connection)> {
+        // Each address is tried once per attempt, so a dead master that every Sentinel still
+        // names costs one connect timeout, not one per Sentinel.
+        let mut unusable: Vec<(String, u16)> = Vec::new();
         let (known, generation) = self.master.current();
         if let Some(addr) = known {
             match self.open_master(target, &addr, command_timeout) {
@@ -517,6 +520,7 @@ impl Store {
                         addr.1
                     );
                     self.master.forget();
+                    unusable.push(addr);
                 }
             }
         }
@@ -544,15 +548,25 @@ impl Store {
                     continue;
                 }
             };
+            if unusable.contains(&addr) {
+                problems.push(format!(
+                    "{where_} still names {}:{}, which is not usable",
+                    addr.0, addr.1
+                ));
+                continue;
+            }
             match self.open_master(target, &addr, command_timeout) {
                 Ok(conn) => {
                     let generation = self.master.set(addr, "named by the Sentinels");
                     return Ok((generation, conn));
                 }
-                Err(err) => problems.push(format!(
-                    "master {}:{} named by {where_}: {err}",
-                    addr.0, addr.1
-                )),
+                Err(err) => {
+                    problems.push(format!(
+                        "master {}:{} named by {where_}: {err}",
+                        addr.0, addr.1
+                    ));
+                    unusable.push(addr);
+                }
             }
         }
         Err(Error::unavailable(format!(
