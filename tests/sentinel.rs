@@ -954,6 +954,7 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
             .push((Instant::now(), reason.to_owned()))
     });
     assert!(a.wait_until_primary(Some(Duration::from_secs(3))));
+    let first_epoch = a.epoch().unwrap();
     cluster.node_mut(old_master).kill();
     // As if the last replication had been lost: the replica loses the lease key.
     let mut replica = cluster.node(replica_port).connection();
@@ -963,11 +964,13 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
         .arg("no")
         .query::<()>(&mut replica)
         .unwrap();
+    // ... and the epoch INCR of that acquisition.
     let removed: i64 = redis::cmd("DEL")
         .arg("bot:ha-lost:primary_lock")
+        .arg("bot:ha-lost:epoch")
         .query(&mut replica)
         .unwrap();
-    assert_eq!(removed, 1, "the replica had the lease");
+    assert_eq!(removed, 2, "the replica had the lease and the epoch");
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("replica-read-only")
@@ -1006,5 +1009,15 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
         .query(&mut cluster.node(replica_port).connection())
         .unwrap();
     assert_eq!(position, None);
+    // The instance that held the lease takes it back on the new master at once, and its
+    // epoch moves past the one the new master never saw (INCR alone would repeat it).
+    assert!(a.wait_until_primary(Some(Duration::from_secs(5))));
+    let epoch = a.epoch().unwrap();
+    assert!(epoch > first_epoch, "epoch {epoch} after {first_epoch}");
+    let stored: u64 = redis::cmd("GET")
+        .arg("bot:ha-lost:epoch")
+        .query(&mut cluster.node(replica_port).connection())
+        .unwrap();
+    assert_eq!(stored, epoch);
     drop(a);
 }
