@@ -338,3 +338,21 @@ def test_load_positions_round_trips(make_manager: ManagerFactory, r: redis.Redis
         best = min(best, (reads() - before - 1) / 20)
     assert len(positions) == 200 and positions["SYM199"]["quantity"] == 200
     assert best <= 3, f"{best} round trips per load_positions"
+
+
+def test_shutdown_handlers_may_write(make_manager: ManagerFactory, r: redis.Redis, bot_name):
+    manager = make_manager()
+    manager.save_state({"phase": "trading"})
+    manager.save_position("AAPL", {"quantity": 10})
+
+    def close_positions() -> None:
+        assert manager.is_primary()  # the lease is released only after the handlers
+        manager.clear_position("AAPL")
+        manager.save_state({"phase": "flat"})
+
+    manager.register_shutdown_handler(close_positions)
+    manager.close()
+    state = json.loads(r.get(f"bot:{bot_name}:state"))
+    assert state["phase"] == "flat" and "shutdown_time" in state
+    assert r.get(f"bot:{bot_name}:position:AAPL") is None
+    assert r.get(f"bot:{bot_name}:primary_lock") is None
