@@ -628,6 +628,15 @@ fn kill_9_of_the_master_with_wait_replicas_loses_nothing_acknowledged() {
     for secret in [DATA_PASSWORD, SENTINEL_PASSWORD, "wrong-Sentinel-pw"] {
         assert!(!err.message().contains(secret), "{err}");
     }
+    // A wrong data-node password: the Sentinels answer, the master refuses.
+    let wrong_data = url.replace(DATA_PASSWORD, "wrong-Data-pw");
+    let err = StateManager::new(ha_config(&wrong_data, bot, 1)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RedisUnavailable, "{err}");
+    assert!(err.message().contains("named by Sentinel"), "{err}");
+    for secret in [DATA_PASSWORD, SENTINEL_PASSWORD, "wrong-Data-pw"] {
+        assert!(!err.message().contains(secret), "{err}");
+    }
+    println!("wrong data password: {err}");
 
     let a = StateManager::new(ha_config(&url, bot, 1)).unwrap();
     assert!(a.wait_until_primary(Some(Duration::from_secs(5))));
