@@ -5,23 +5,11 @@ import redis
 from . import _quantshift_core as _core
 from ._quantshift_core import (
     CorruptDataError as CorruptDataError,
-)
-from ._quantshift_core import (
     InvalidInputError as InvalidInputError,
-)
-from ._quantshift_core import (
     NotPrimaryError as NotPrimaryError,
-)
-from ._quantshift_core import (
     NotReplicatedError as NotReplicatedError,
-)
-from ._quantshift_core import (
     RedisUnavailableError as RedisUnavailableError,
-)
-from ._quantshift_core import (
     StateManagerError as StateManagerError,
-)
-from ._quantshift_core import (
     __version__ as __version__,
 )
 
