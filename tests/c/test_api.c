@@ -1,7 +1,8 @@
 /* Every function of the C ABI and its error paths, against a real redis-server.
  *
  * Environment (set by scripts/test.d/40-c.sh): QS_REDIS_URL, QS_REDIS_PORT (a running
- * server), QS_DEAD_URL (a loopback port nobody listens on). */
+ * server), QS_REPLICA_PID (a replica of it, paused by the NOT_REPLICATED test), QS_DEAD_URL
+ * (a loopback port nobody listens on), QS_TTL_MS (optional lease TTL). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -132,6 +133,19 @@ static void test_new_errors(void) {
   CHECK_STATUS(quantshift_manager_new(&options, &out), QUANTSHIFT_STATUS_INVALID_INPUT);
   CHECK_MESSAGE("wait_replicas");
   options.wait_replicas = 0;
+  options.tls_cert_file = "/tmp/client.pem"; /* without its key */
+  CHECK_STATUS(quantshift_manager_new(&options, &out), QUANTSHIFT_STATUS_INVALID_INPUT);
+  CHECK_MESSAGE("go together");
+  options.tls_cert_file = NULL;
+  /* Durations that would overflow the clock arithmetic. */
+  options.lock_ttl_ms = UINT64_MAX;
+  CHECK_STATUS(quantshift_manager_new(&options, &out), QUANTSHIFT_STATUS_INVALID_INPUT);
+  CHECK_MESSAGE("lock_ttl must be at most");
+  options.lock_ttl_ms = 30000;
+  options.shutdown_timeout_ms = UINT64_MAX;
+  CHECK_STATUS(quantshift_manager_new(&options, &out), QUANTSHIFT_STATUS_INVALID_INPUT);
+  CHECK_MESSAGE("shutdown_timeout");
+  options.shutdown_timeout_ms = 20000;
   /* Inverted timing: lock_ttl > renew_deadline > lock_ttl / 3 does not hold. */
   options.lock_ttl_ms = 1000;
   options.renew_deadline_ms = 2000;
@@ -584,17 +598,19 @@ static void test_startup_warnings_and_logging(void) {
   pthread_mutex_destroy(&sink.lock);
 }
 
+static void log_to_stderr(void *userdata, uint32_t level, const char *target,
+                          const char *message) {
+  (void)userdata;
+  fprintf(stderr, "test_api: log %u %s: %s\n", level, target, message);
+}
+
 /* A write the master applied but the requested replica did not confirm in time. */
 static void test_not_replicated(void) {
-  const char *replica_pid = getenv("QS_REPLICA_PID");
+  const char *replica_pid = qs_env("QS_REPLICA_PID");
   char replicated[80], command[64];
   quantshift_options options;
   quantshift_manager *m = NULL;
   bool primary = false;
-  if (replica_pid == NULL) {
-    fprintf(stderr, "test_api: QS_REPLICA_PID not set, NOT_REPLICATED not tested\n");
-    return;
-  }
   snprintf(replicated, sizeof replicated, "%s-replicated", bot);
   CHECK_OK(quantshift_options_default(&options));
   options.bot_name = replicated;
@@ -603,6 +619,8 @@ static void test_not_replicated(void) {
   options.wait_replicas = 1;
   options.wait_timeout_ms = 1000;
   options.install_signal_handlers = false;
+  /* What the lease did, should this fail (warnings and role changes). */
+  CHECK_OK(quantshift_set_log_callback(log_to_stderr, NULL, 3));
   CHECK_OK(quantshift_manager_new(&options, &m));
   CHECK_OK(quantshift_manager_wait_until_primary(m, 10000, &primary));
   CHECK(primary); /* the lease itself was confirmed by the replica */
@@ -614,6 +632,7 @@ static void test_not_replicated(void) {
   snprintf(command, sizeof command, "kill -CONT %s", replica_pid);
   CHECK(system(command) == 0);
   quantshift_manager_free(m);
+  CHECK_OK(quantshift_set_log_callback(NULL, NULL, 0));
 }
 
 /* ---- the last error is per thread ------------------------------------------------------- */
