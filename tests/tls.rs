@@ -120,12 +120,24 @@ impl Pki {
                     ],
                 );
             }
+            PKI_DIR.get_or_init(|| dir.clone());
+            // SAFETY: registers a plain function run once at process exit.
+            unsafe { libc::atexit(remove_pki_dir) };
             Pki { dir }
         })
     }
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+}
+
+static PKI_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// The certificates live for the whole test binary; removed when it exits.
+extern "C" fn remove_pki_dir() {
+    if let Some(dir) = PKI_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
