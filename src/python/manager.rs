@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::PyTraverseError;
 
 use super::convert::{object_from_py, object_to_py};
 use super::detach::{detached, with_python_signal_mask};
@@ -47,6 +50,8 @@ pub struct PyStateManager {
     /// The process that made it: a forked child must not use the parent's lease or
     /// connections (it would write with the parent's fencing token).
     pid: u32,
+    /// The Python callables given to the core (callbacks, shutdown handlers).
+    slots: Mutex<Vec<Slot>>,
 }
 
 fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
@@ -60,7 +65,7 @@ fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
         .map_err(|_| invalid(py, format!("{name} of {value} seconds is out of range")))
 }
 
-fn callable(fn_: &Bound<'_, PyAny>, what: &str) -> PyResult<Py<PyAny>> {
+fn check_callable(fn_: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     if !fn_.is_callable() {
         return Err(PyTypeError::new_err(format!(
             "{what} expects a callable, got {}",
@@ -70,7 +75,27 @@ fn callable(fn_: &Bound<'_, PyAny>, what: &str) -> PyResult<Py<PyAny>> {
                 .unwrap_or_default()
         )));
     }
-    Ok(fn_.clone().unbind())
+    Ok(())
+}
+
+/// A Python callable handed to the core. The manager keeps every slot, so that the garbage
+/// collector sees these references (`__traverse__`) and can break a cycle through a callback
+/// that refers to its own manager (`__clear__`); `close()` empties them.
+#[derive(Clone)]
+struct Slot(Arc<Mutex<Option<Py<PyAny>>>>);
+
+impl Slot {
+    /// The callable, if still set. Taken with the GIL held, so never contended with
+    /// `__traverse__` (which also runs with the GIL).
+    fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.0.lock().as_ref().map(|f| f.clone_ref(py))
+    }
+
+    /// Calls it; `None` when it was cleared.
+    fn call(&self, py: Python<'_>) -> Option<PyResult<()>> {
+        let f = self.get(py)?;
+        Some(f.call0(py).map(drop))
+    }
 }
 
 /// The exception with its traceback, as text.
@@ -90,11 +115,11 @@ fn format_exception(py: Python<'_>, err: &PyErr) -> String {
 }
 
 /// Runs a user callback on a core thread; an exception is logged with its traceback.
-fn call_logged(what: &'static str, callback: &Py<PyAny>) {
+fn call_logged(what: &'static str, callback: &Slot) {
     // Not at all once the interpreter is shutting down.
     with_python_signal_mask(|| {
         Python::try_attach(|py| {
-            if let Err(err) = callback.call0(py) {
+            if let Some(Err(err)) = callback.call(py) {
                 log::error!(
                     "{what} callback raised: {}",
                     format_exception(py, &err).trim_end()
@@ -109,6 +134,24 @@ impl PyStateManager {
         self.core
             .as_ref()
             .expect("the state manager is only taken when dropped")
+    }
+
+    /// Keeps `f` in a new slot of this manager.
+    fn slot(&self, f: &Bound<'_, PyAny>, what: &str) -> PyResult<Slot> {
+        check_callable(f, what)?;
+        let slot = Slot(Arc::new(Mutex::new(Some(f.clone().unbind()))));
+        self.slots.lock().push(slot.clone());
+        Ok(slot)
+    }
+
+    /// Drops the references to the callables (after close: they will not run again).
+    fn clear_slots(&self) {
+        let slots = std::mem::take(&mut *self.slots.lock());
+        for slot in slots {
+            // Released outside the lock: dropping a callable may run Python code.
+            let callable = slot.0.lock().take();
+            drop(callable);
+        }
     }
 
     fn in_forked_child(&self) -> bool {
@@ -216,6 +259,7 @@ impl PyStateManager {
             client_config,
             redacted_url,
             pid: super::fork::current_pid(),
+            slots: Mutex::new(Vec::new()),
         })
     }
 
@@ -262,15 +306,15 @@ impl PyStateManager {
         handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let core = self.usable(py)?;
-        let handler = callable(handler, "register_shutdown_handler")?;
+        let handler = self.slot(handler, "register_shutdown_handler")?;
         detached(py, || {
             core.register_shutdown_handler(move || {
                 with_python_signal_mask(|| {
-                    Python::try_attach(|py| {
-                        handler
-                            .call0(py)
-                            .map(drop)
-                            .map_err(|err| format_exception(py, &err).trim_end().to_owned())
+                    Python::try_attach(|py| match handler.call(py) {
+                        Some(outcome) => {
+                            outcome.map_err(|err| format_exception(py, &err).trim_end().to_owned())
+                        }
+                        None => Ok(()),
                     })
                 })
                 .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
@@ -285,10 +329,10 @@ impl PyStateManager {
     /// takes a free lease before returning): exactly once per promotion (per epoch).
     fn on_promoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let core = self.usable(py)?;
-        let callback = Arc::new(callable(callback, "on_promoted")?);
+        let callback = self.slot(callback, "on_promoted")?;
         // The highest epoch the callback ran for.
         let last_epoch = Arc::new(AtomicU64::new(0));
-        let (cb, last) = (Arc::clone(&callback), Arc::clone(&last_epoch));
+        let (cb, last) = (callback.clone(), Arc::clone(&last_epoch));
         let current = detached(py, || {
             core.on_promoted(move |epoch| {
                 if last.fetch_max(epoch, Ordering::AcqRel) < epoch {
@@ -299,7 +343,7 @@ impl PyStateManager {
         });
         if let Some(epoch) = current {
             if last_epoch.fetch_max(epoch, Ordering::AcqRel) < epoch {
-                if let Err(err) = callback.call0(py) {
+                if let Some(Err(err)) = callback.call(py) {
                     log::error!(
                         "on_promoted callback raised: {}",
                         format_exception(py, &err).trim_end()
@@ -314,7 +358,7 @@ impl PyStateManager {
     /// being primary.
     fn on_demoted(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<()> {
         let core = self.usable(py)?;
-        let callback = callable(callback, "on_demoted")?;
+        let callback = self.slot(callback, "on_demoted")?;
         detached(py, || {
             core.on_demoted(move |_reason| call_logged("on_demoted", &callback))
         });
@@ -471,7 +515,9 @@ impl PyStateManager {
         if self.in_forked_child() {
             return Ok(()); // the parent's lease is not the child's to release
         }
-        py.detach(|| self.core().shutdown()).py_err(py)
+        let outcome = py.detach(|| self.core().shutdown());
+        self.clear_slots();
+        outcome.py_err(py)
     }
 
     /// The same as `shutdown()`.
@@ -479,12 +525,30 @@ impl PyStateManager {
         if self.in_forked_child() {
             return Ok(());
         }
-        py.detach(|| self.core().close()).py_err(py)
+        let outcome = py.detach(|| self.core().close());
+        self.clear_slots();
+        outcome.py_err(py)
     }
 
     #[getter]
     fn closed(&self) -> bool {
         self.core().is_closed()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The slots are only locked by threads holding the GIL, as the collector does now.
+        if let Some(slots) = self.slots.try_lock() {
+            for slot in slots.iter() {
+                if let Some(f) = slot.0.try_lock() {
+                    visit.call(&*f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        self.clear_slots();
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

@@ -201,3 +201,34 @@ def test_processes_started_from_callbacks_get_signals(make_manager: ManagerFacto
     first.close()
     assert done.wait(5)
     assert masks == {"on_promoted": "0" * 16, "handler": "0" * 16}
+
+
+def test_callbacks_referring_to_their_manager_do_not_leak_it(redis_url: str, bot_name: str, r):
+    import gc
+    import weakref
+
+    from quantshift_core import StateManager
+
+    def make() -> weakref.ReferenceType[StateManager]:
+        manager = StateManager(bot_name, redis_url, lock_ttl=1.5, install_signal_handlers=False)
+        manager.on_promoted(lambda: manager.load_state())
+        manager.on_demoted(lambda: manager.is_primary())
+        manager.register_shutdown_handler(lambda: manager.save_state({"closing": True}))
+        assert manager.is_primary()
+        return weakref.ref(manager)
+
+    # Closed, then dropped: the callables were let go at close().
+    closed = make()
+    manager = closed()
+    assert manager is not None
+    manager.close()
+    del manager
+    gc.collect()
+    assert closed() is None
+
+    # Never closed: the garbage collector finds the cycle through the callbacks, and the
+    # manager closes as it goes (its lease is released).
+    dropped = make()
+    gc.collect()
+    assert dropped() is None
+    assert r.get(f"bot:{bot_name}:primary_lock") is None
