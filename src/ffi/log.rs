@@ -118,7 +118,10 @@ pub unsafe extern "C" fn quantshift_set_log_callback(
         };
         let Some(callback) = callback else {
             *sink().write() = None;
-            log::set_max_level(log::LevelFilter::Off);
+            // Only our own logger's level: another installed logger is not ours to silence.
+            if installed().load(Ordering::Acquire) {
+                log::set_max_level(log::LevelFilter::Off);
+            }
             return Ok(());
         };
         if !installed().load(Ordering::Acquire) {
