@@ -356,3 +356,60 @@ def test_shutdown_handlers_may_write(make_manager: ManagerFactory, r: redis.Redi
     assert state["phase"] == "flat" and "shutdown_time" in state
     assert r.get(f"bot:{bot_name}:position:AAPL") is None
     assert r.get(f"bot:{bot_name}:primary_lock") is None
+
+
+def random_text(rng) -> str:
+    alphabet = "abcXYZ019 _-:/*?[]\"'\\\n\t\u00e9\u2603\U0001f600\x00"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+
+
+def random_value(rng, depth: int = 0):
+    import math
+
+    kinds = ["int", "float", "str", "bool", "none"] + (
+        ["list", "tuple", "dict"] if depth < 4 else []
+    )
+    kind = rng.choice(kinds)
+    if kind == "int":
+        return rng.choice([rng.randint(-(2**63), 2**63 - 1), rng.randint(0, 2**64 - 1), 0, -1])
+    if kind == "float":
+        value = rng.choice(
+            [rng.uniform(-1e6, 1e6), rng.random() * 10 ** rng.randint(-300, 300), -0.0, 5e-324]
+        )
+        return value if math.isfinite(value) else 1.0
+    if kind == "str":
+        return random_text(rng)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "none":
+        return None
+    items = [random_value(rng, depth + 1) for _ in range(rng.randint(0, 5))]
+    if kind == "list":
+        return items
+    if kind == "tuple":
+        return tuple(items)
+    # Keys: any str, empty and non-ASCII included (kept unique by the index).
+    return {f"{i}{random_text(rng)}": v for i, v in enumerate(items)}
+
+
+def as_stored(value):
+    """What comes back: tuples as lists, floats compared bit for bit."""
+    if isinstance(value, (list, tuple)):
+        return [as_stored(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_stored(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return ("float", value.hex())
+    return value
+
+
+def test_random_values_round_trip_exactly(primary: StateManager):
+    import random
+
+    rng = random.Random(20251224)
+    for n in range(200):
+        state = {f"field{i}": random_value(rng) for i in range(rng.randint(1, 6))}
+        primary.save_state(state)
+        loaded = primary.load_state()
+        assert loaded is not None
+        assert as_stored(loaded) == as_stored(state), n
