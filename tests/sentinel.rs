@@ -993,33 +993,36 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
         .master_port()
         .is_some_and(|p| p == replica_port)));
     let switched = Instant::now();
+    // The store may have followed the first Sentinel's notice before all three agreed, and
+    // the instance that held the lease may already have taken it back on the new master
+    // (with a new epoch): what must have happened is the demotion.
     assert!(
-        wait_for(Duration::from_secs(3), || !a.is_primary()),
-        "still primary after the switch"
+        wait_for(Duration::from_secs(5), || !demoted
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "never demoted after the switch"
     );
-    let stepped_back = switched.elapsed();
-    let err = a
-        .save_position("AAPL", &mut obj(json!({"quantity": 1})))
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotPrimary, "{err}");
-    assert!(wait_for(Duration::from_secs(5), || !demoted
-        .lock()
-        .unwrap()
-        .is_empty()));
     let (at, reason) = demoted.lock().unwrap()[0].clone();
     assert!(reason.contains("Redis failover"), "{reason}");
+    if !a.is_primary() {
+        let err = a
+            .save_position("AAPL", &mut obj(json!({"quantity": 1})))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotPrimary, "{err}");
+        // Nothing was written on the new master by the deposed primary.
+        let position: Option<String> = redis::cmd("GET")
+            .arg("bot:ha-lost:position:AAPL")
+            .query(&mut cluster.node(replica_port).connection())
+            .unwrap();
+        assert_eq!(position, None);
+    }
     println!(
-        "FAILOVER-TIMING lost lease: not primary {:.0} ms after the Sentinels agreed on the \
-         new master, demoted {:.0} ms after",
-        ms(stepped_back),
-        ms(at.saturating_duration_since(switched))
+        "FAILOVER-TIMING lost lease: demoted {:.0} ms after the Sentinels agreed on the new \
+         master (negative: before)",
+        at.duration_since(switched).as_secs_f64() * 1000.0
+            - switched.duration_since(at).as_secs_f64() * 1000.0
     );
-    // Nothing was written on the new master by the deposed primary.
-    let position: Option<String> = redis::cmd("GET")
-        .arg("bot:ha-lost:position:AAPL")
-        .query(&mut cluster.node(replica_port).connection())
-        .unwrap();
-    assert_eq!(position, None);
     // The instance that held the lease takes it back on the new master at once, and its
     // epoch moves past the one the new master never saw (INCR alone would repeat it).
     assert!(a.wait_until_primary(Some(Duration::from_secs(5))));
