@@ -17,10 +17,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
+use super::callbacks::{call_logged, check_callable, format_exception, Slot};
+use super::client::redis_py_options;
 use super::convert::{object_from_py, object_to_py};
 use super::detach::{detached, with_python_signal_mask};
 use super::errors::{self, invalid, IntoPy};
-use crate::config::{redact_url, Config, SentinelUrl, PASSWORD_ENV_VAR};
+use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
 use crate::positions::JsonObject;
 
@@ -63,70 +65,6 @@ fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
     }
     Duration::try_from_secs_f64(value)
         .map_err(|_| invalid(py, format!("{name} of {value} seconds is out of range")))
-}
-
-fn check_callable(fn_: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
-    if !fn_.is_callable() {
-        return Err(PyTypeError::new_err(format!(
-            "{what} expects a callable, got {}",
-            fn_.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        )));
-    }
-    Ok(())
-}
-
-/// A Python callable handed to the core. The manager keeps every slot, so that the garbage
-/// collector sees these references (`__traverse__`) and can break a cycle through a callback
-/// that refers to its own manager (`__clear__`); `close()` empties them.
-#[derive(Clone)]
-struct Slot(Arc<Mutex<Option<Py<PyAny>>>>);
-
-impl Slot {
-    /// The callable, if still set. Taken with the GIL held, so never contended with
-    /// `__traverse__` (which also runs with the GIL).
-    fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.0.lock().as_ref().map(|f| f.clone_ref(py))
-    }
-
-    /// Calls it; `None` when it was cleared.
-    fn call(&self, py: Python<'_>) -> Option<PyResult<()>> {
-        let f = self.get(py)?;
-        Some(f.call0(py).map(drop))
-    }
-}
-
-/// The exception with its traceback, as text.
-fn format_exception(py: Python<'_>, err: &PyErr) -> String {
-    let formatted = (|| -> PyResult<String> {
-        let value = err.value(py);
-        let lines = py.import("traceback")?.call_method1(
-            "format_exception",
-            (value.get_type(), value, err.traceback(py)),
-        )?;
-        Ok(lines
-            .try_iter()?
-            .filter_map(|line| line.ok()?.extract::<String>().ok())
-            .collect::<String>())
-    })();
-    formatted.unwrap_or_else(|_| err.to_string())
-}
-
-/// Runs a user callback on a core thread; an exception is logged with its traceback.
-fn call_logged(what: &'static str, callback: &Slot) {
-    // Not at all once the interpreter is shutting down.
-    with_python_signal_mask(|| {
-        Python::try_attach(|py| {
-            if let Some(Err(err)) = callback.call(py) {
-                log::error!(
-                    "{what} callback raised: {}",
-                    format_exception(py, &err).trim_end()
-                );
-            }
-        })
-    });
 }
 
 impl PyStateManager {
@@ -578,52 +516,6 @@ impl PyStateManager {
             PyString::new(py, &self.redacted_url).repr()?,
         ))
     }
-}
-
-/// `{"url": ...}` or, for a Sentinel URL, `{"sentinels": [(host, port)], "service_name": ...}`,
-/// plus `password`, `username`, `db` and the TLS and timeout options redis-py takes.
-fn redis_py_options<'py>(
-    py: Python<'py>,
-    config: &Config,
-    timeout: Duration,
-) -> PyResult<Bound<'py, PyDict>> {
-    let out = PyDict::new(py);
-    let url = config.effective_url();
-    let env_password = std::env::var(PASSWORD_ENV_VAR)
-        .ok()
-        .filter(|p| !p.is_empty());
-    let tls = if SentinelUrl::is_sentinel(&url) {
-        let parsed = SentinelUrl::parse(&url).py_err(py)?;
-        out.set_item("sentinels", parsed.sentinels.clone())?;
-        out.set_item("service_name", &parsed.service_name)?;
-        out.set_item("db", parsed.db)?;
-        out.set_item("username", parsed.username.clone())?;
-        out.set_item("password", parsed.password.clone().or(env_password))?;
-        let (user, password) = config.effective_sentinel_auth();
-        out.set_item("sentinel_username", user)?;
-        out.set_item("sentinel_password", password)?;
-        parsed.tls
-    } else {
-        let url = match url.strip_prefix("redis+unix://") {
-            Some(path) => format!("unix://{path}"),
-            None => url.clone(),
-        };
-        // redis-py takes the URL's password over this one, as the core does.
-        out.set_item("password", env_password)?;
-        let tls = url.starts_with("rediss://");
-        out.set_item("url", url)?;
-        tls
-    };
-    out.set_item("ssl", tls)?;
-    if tls {
-        let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
-        out.set_item("ssl_ca_certs", config.effective_tls_ca_file().map(path))?;
-        let (cert, key) = config.effective_tls_client_cert().unzip();
-        out.set_item("ssl_certfile", cert.map(path))?;
-        out.set_item("ssl_keyfile", key.map(path))?;
-    }
-    out.set_item("timeout", timeout.as_secs_f64())?;
-    Ok(out)
 }
 
 fn set_last_update(target: &Bound<'_, PyAny>, map: &JsonObject) -> PyResult<()> {

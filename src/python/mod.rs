@@ -2,6 +2,8 @@
 //! (convert types, map errors, nothing else). `python/quantshift_core/__init__.py` re-exports
 //! it and adds the pure-Python parts (signal handlers, the redis-py client).
 
+mod callbacks;
+mod client;
 mod convert;
 mod detach;
 mod errors;
