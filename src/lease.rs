@@ -108,6 +108,10 @@ pub(crate) struct Lease {
     /// lease after a change of master (`wait_replicas` = 0).
     watched_generation: AtomicU64,
     failover_hold_off: Mutex<Option<Instant>>,
+    /// One acquisition at a time (the lease thread's and a caller's `heartbeat()`): the
+    /// loser of a race would otherwise report "not primary" while the winner, this same
+    /// instance, is still recording the lease it just took.
+    acquiring: Mutex<()>,
 }
 
 impl Lease {
@@ -131,6 +135,7 @@ impl Lease {
             highest_epoch: AtomicU64::new(0),
             watched_generation: AtomicU64::new(0),
             failover_hold_off: Mutex::new(None),
+            acquiring: Mutex::new(()),
         }
     }
 
@@ -237,6 +242,10 @@ impl Lease {
         conn: &mut Connection,
         generation: Option<u64>,
     ) -> redis::RedisResult<bool> {
+        let _one_at_a_time = self.acquiring.lock();
+        if self.held.lock().token.is_some() {
+            return Ok(true);
+        }
         if self.stopping.load(Ordering::Acquire) || self.holding_off(generation) {
             return Ok(false);
         }

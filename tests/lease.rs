@@ -403,3 +403,16 @@ fn the_inspector_lists_bots_and_reports_state_and_positions() {
         node.warnings
     );
 }
+
+#[test]
+fn a_heartbeat_right_after_start_leaves_a_sole_instance_primary() {
+    // The caller's attempt and the lease thread's first attempt race; whichever wins, the
+    // instance is primary once heartbeat() returns.
+    let server = RedisServer::start();
+    for i in 0..40 {
+        let m = manager(&server, &format!("race{i}"), 3000);
+        m.heartbeat().unwrap();
+        assert!(m.is_primary(), "attempt {i}: not primary after heartbeat()");
+        m.close().unwrap();
+    }
+}
