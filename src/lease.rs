@@ -33,6 +33,8 @@ use crate::store::{describe, Store, SCRIPTS};
 /// Message prefixes on the lease channel.
 pub const RELEASED_NOTICE: &str = "released";
 pub const HANDOVER_REQUEST: &str = "handover";
+/// The demotion reason of a graceful shutdown (logged at info, not as a warning).
+pub const SHUTTING_DOWN: &str = "shutting down";
 
 pub type PromotedCallback = Arc<dyn Fn(u64) + Send + Sync>;
 pub type DemotedCallback = Arc<dyn Fn(&str) + Send + Sync>;
@@ -468,7 +470,11 @@ impl Lease {
             held.epoch = None;
         }
         self.role_changed.notify_all();
-        log::warn!("{} is now standby: {reason}", self.instance_id);
+        if reason == SHUTTING_DOWN {
+            log::info!("{} is now standby: {reason}", self.instance_id);
+        } else {
+            log::warn!("{} is now standby: {reason}", self.instance_id);
+        }
         self.emit(LeaseEvent::Demoted {
             reason: reason.to_owned(),
         });

@@ -107,6 +107,12 @@ impl StateManager {
             .start()
             .map_err(|err| Error::unavailable(format!("cannot start the lease thread: {err}")))?;
         *inner.threads.lock() = threads;
+        // Take a free lease before returning, so that a sole instance can write at once (the
+        // seed's usage saves state right after construction). Attempts are serialized with the
+        // lease thread's; failing here only means the lease thread keeps trying.
+        if let Err(err) = inner.store.run(|conn| inner.lease.try_acquire(conn)) {
+            log::warn!("first lease attempt failed; the lease thread keeps trying: {err}");
+        }
         if inner.config.install_signal_handlers {
             let target: Weak<dyn Shutdown> = Arc::downgrade(&inner) as Weak<dyn Shutdown>;
             shut_down_on_signal(target)?;
@@ -509,10 +515,12 @@ impl Inner {
                 }
             }
         }
-        // Stopped first, the lease thread cannot take the lease again once we give it up;
-        // the release notice we publish also wakes it from its wait on the lease channel.
+        // Standby first (on_demoted callbacks are still delivered), then stop the lease
+        // thread: it cannot take the lease again, which still carries our token until we
+        // delete it; the release notice we publish also wakes it from its wait.
+        let stepped_down = self.lease.step_down(crate::lease::SHUTTING_DOWN);
         self.lease.stop();
-        let released = match self.lease.step_down("shutting down") {
+        let released = match stepped_down {
             Some(token) => self
                 .store
                 .run(|conn| self.lease.release_token(conn, &token)),

@@ -416,3 +416,20 @@ fn a_heartbeat_right_after_start_leaves_a_sole_instance_primary() {
         m.close().unwrap();
     }
 }
+
+#[test]
+fn a_sole_instance_is_primary_when_new_returns_and_hears_its_own_demotion_at_close() {
+    let server = RedisServer::start();
+    let m = manager(&server, "sole", 3000);
+    assert!(
+        m.is_primary(),
+        "the lease was free but new() returned a standby"
+    );
+    m.save_state(&mut obj(serde_json::json!({"at": "once"})))
+        .unwrap();
+    let reasons = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&reasons);
+    m.on_demoted(move |reason| sink.lock().unwrap().push(reason.to_owned()));
+    m.close().unwrap();
+    assert_eq!(*reasons.lock().unwrap(), ["shutting down"]);
+}

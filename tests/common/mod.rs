@@ -220,6 +220,12 @@ impl ChildBot {
         let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // The test harness prints "test child_bot ... " without a newline before the
+                // child's first line.
+                let line = match line.split_once("test child_bot ... ") {
+                    Some((_, rest)) => rest.to_owned(),
+                    None => line,
+                };
                 sink.lock().unwrap().push(line);
             }
         });
