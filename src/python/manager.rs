@@ -26,10 +26,6 @@ use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
 use crate::positions::JsonObject;
 
-/// How long the constructor waits for the lease thread's own first acquisition attempt when
-/// the constructor's attempt lost the race to it.
-const FIRST_ACQUISITION_GRACE: Duration = Duration::from_millis(50);
-
 /// How long `wait_until_primary` waits between two looks at pending signals (Ctrl-C).
 const SIGNAL_CHECK_SLICE: Duration = Duration::from_millis(100);
 
@@ -174,21 +170,10 @@ impl PyStateManager {
         }
         let redacted_url = redact_url(&config.effective_url());
         let client_config = config.clone();
+        // The core takes a free lease before returning (attempts serialized with its lease
+        // thread), so the seed's usage can save state right away.
         let core = detached(py, || {
             let core = StateManager::new(config)?;
-            // One acquisition attempt now, so that an instance that finds the lease free
-            // is primary when the constructor returns (the seed's usage saves state right
-            // away); otherwise the lease thread keeps trying. A failure here is the lease
-            // thread's to retry.
-            if let Err(err) = core.heartbeat() {
-                log::debug!("first acquisition attempt failed: {err}");
-            }
-            // The lease thread makes its own first attempt at the same time; when its attempt
-            // won, ours found the key taken (by us) and returned before the lease thread had
-            // recorded it. Its round trip is over within a few milliseconds.
-            if !core.is_primary() {
-                core.wait_until_primary(Some(FIRST_ACQUISITION_GRACE));
-            }
             Ok(core)
         })
         .py_err(py)?;
