@@ -1,53 +1,150 @@
 //! The bad-input catalogue (Rust side): one test per category. Each bad input must give a
-//! clear error of its CONTRACT §7 kind and write nothing: the whole keyspace is dumped
-//! before and after (`KEYS *` + `DUMP` of each key) and the write commands the server has
-//! executed are counted (`INFO commandstats`), so "refused before sending" is checked on the
-//! server, not assumed. The Python and C front ends have their own catalogues (including
-//! invalid UTF-8 through the C API, negative and NaN durations, which a Rust `Duration` and
-//! `&str` cannot express).
+//! clear error of its CONTRACT §7 kind and write nothing, checked on the server: every key
+//! the server modified while the call ran is recorded through keyspace notifications
+//! (`notify-keyspace-events KA`), and the keyspace is dumped before and after (`KEYS *` +
+//! `DUMP`). Only the lease's own bookkeeping (heartbeat, live instances, lock TTL), which the
+//! lease thread renews on its own schedule, may change meanwhile. Refusals of oversized
+//! values are also checked not to reach the server at all (`total_net_input_bytes`), and
+//! refused configurations not to connect. The Python and C front ends have their own
+//! catalogues (including invalid UTF-8 through the C API, negative and NaN durations, which
+//! a Rust `Duration` and `&str` cannot express).
 
 mod common;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 use quantshift_core::{Config, ErrorKind, JsonObject, StateManager};
 use serde_json::json;
 
-/// A lease long enough that no renewal happens while a test runs (renewals are writes too).
+/// A long lease: renewals (every 20 s) are rare during a test.
 const QUIET_TTL_MS: u64 = 60_000;
 
-/// One connection kept open for inspecting the server, so that inspecting does not count
-/// as a new connection.
+/// Written by the inspector to know that every notification before it has arrived.
+const MARKER: &str = "inspect:marker";
+
+/// Keys the lease thread writes on its own schedule, whatever the caller does.
+fn lease_bookkeeping(key: &str) -> bool {
+    key.starts_with("inspect:")
+        || key.ends_with(":heartbeat")
+        || key.ends_with(":instances")
+        || key.ends_with(":primary_lock")
+}
+
+/// One connection kept open for inspecting the server (so that inspecting does not count
+/// as a new connection), and a subscriber recording every key the server modifies.
 struct Inspect {
     conn: redis::Connection,
+    touched: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    listener: Option<std::thread::JoinHandle<()>>,
+    markers: u64,
 }
 
 type Snapshot = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
+impl Drop for Inspect {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join();
+        }
+    }
+}
+
 impl Inspect {
     fn new(server: &RedisServer) -> Self {
+        let mut conn = server.connection();
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("KA")
+            .query::<()>(&mut conn)
+            .unwrap();
+        let mut subscriber = server.connection();
+        let touched = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, stopped) = (Arc::clone(&touched), Arc::clone(&stop));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let listener = std::thread::spawn(move || {
+            let mut pubsub = subscriber.as_pubsub();
+            pubsub.psubscribe("__keyspace@0__:*").unwrap();
+            pubsub
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            while !stopped.load(Ordering::Acquire) {
+                if let Ok(message) = pubsub.get_message() {
+                    let channel = message.get_channel_name().to_owned();
+                    let key = channel.trim_start_matches("__keyspace@0__:").to_owned();
+                    sink.lock().unwrap().push(key);
+                }
+            }
+        });
+        ready_rx.recv().unwrap();
         Inspect {
-            conn: server.connection(),
+            conn,
+            touched,
+            stop,
+            listener: Some(listener),
+            markers: 0,
         }
     }
 
+    /// Writes a marker and waits until its notification arrived: every modification the
+    /// server made before it has then been recorded. Returns how many were recorded.
+    fn sync(&mut self) -> usize {
+        self.markers += 1;
+        redis::cmd("SET")
+            .arg(MARKER)
+            .arg(self.markers)
+            .query::<()>(&mut self.conn)
+            .unwrap();
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            {
+                let touched = self.touched.lock().unwrap();
+                let seen = touched.iter().filter(|k| k.as_str() == MARKER).count() as u64;
+                if seen >= self.markers {
+                    return touched.len();
+                }
+            }
+            assert!(
+                Instant::now() < give_up,
+                "keyspace notifications did not arrive"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The keys modified since the recorded position `from`, but the lease's bookkeeping.
+    fn touched_since(&self, from: usize) -> Vec<String> {
+        self.touched.lock().unwrap()[from..]
+            .iter()
+            .filter(|k| !lease_bookkeeping(k))
+            .cloned()
+            .collect()
+    }
+
+    /// Every key and its serialized value, but the values the lease thread rewrites.
     fn snapshot(&mut self) -> Snapshot {
         let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut self.conn).unwrap();
         keys.sort();
         keys.into_iter()
+            .filter(|k| !k.starts_with(b"inspect:"))
             .map(|k| {
+                let text = String::from_utf8_lossy(&k);
                 let dump: Option<Vec<u8>> =
-                    redis::cmd("DUMP").arg(&k).query(&mut self.conn).unwrap();
+                    if text.ends_with(":heartbeat") || text.ends_with(":instances") {
+                        None
+                    } else {
+                        redis::cmd("DUMP").arg(&k).query(&mut self.conn).unwrap()
+                    };
                 (k, dump)
             })
             .collect()
-    }
-
-    /// Changes the server has applied (its dirty counter; never reset: no RDB saves), so
-    /// a write inside a Lua script counts and a read does not.
-    fn write_calls(&mut self) -> u64 {
-        self.info_field("persistence", "rdb_changes_since_last_save")
     }
 
     /// Bytes the server has received from all clients.
@@ -94,7 +191,7 @@ impl Inspect {
     }
 
     /// Runs `refused` (which must fail with `kind`, its message containing `needle`) and
-    /// checks that the keyspace did not change and the server applied no change. Returns
+    /// checks that the server modified no key and the keyspace did not change. Returns
     /// how many bytes the server received while `refused` ran (plus one INFO request).
     #[track_caller]
     fn refused<T: std::fmt::Debug>(
@@ -105,10 +202,12 @@ impl Inspect {
         refused: impl FnOnce() -> quantshift_core::Result<T>,
     ) -> u64 {
         let before = self.snapshot();
-        let calls = self.write_calls();
+        let from = self.sync();
         let received = self.net_input_bytes();
         let result = refused();
         let sent = self.net_input_bytes() - received;
+        self.sync();
+        let touched = self.touched_since(from);
         let err = match result {
             Ok(value) => panic!("{what}: accepted ({value:?})"),
             Err(err) => err,
@@ -118,10 +217,9 @@ impl Inspect {
             err.message().contains(needle),
             "{what}: the message does not say {needle:?}: {err}"
         );
-        assert_eq!(
-            self.write_calls(),
-            calls,
-            "{what}: the server applied a change"
+        assert!(
+            touched.is_empty(),
+            "{what}: the server modified {touched:?}"
         );
         assert!(self.snapshot() == before, "{what}: the keyspace changed");
         sent
