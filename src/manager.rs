@@ -484,7 +484,9 @@ impl Inner {
         };
         match self.positions().adopt(&token.token, &symbols) {
             Ok(added) => {
-                log::info!("adopted {added} positions written before the symbol index");
+                if added > 0 {
+                    log::info!("adopted {added} positions written before the symbol index");
+                }
                 self.unindexed_symbols
                     .lock()
                     .retain(|s| !symbols.contains(s));
