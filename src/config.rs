@@ -67,6 +67,10 @@ pub struct Config {
     /// else no `AUTH` to the Sentinels.
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<String>,
+    /// Seen-death failover (CONTRACT §2): the primary keeps a liveness connection that Redis
+    /// can vouch for, and a standby takes the lease shortly after Redis sees it close,
+    /// without waiting for `lock_ttl`. Off: failover waits for the lease to expire.
+    pub fast_failover: bool,
 }
 
 impl Config {
@@ -92,6 +96,7 @@ impl Config {
             tls_key_file: None,
             sentinel_username: None,
             sentinel_password: None,
+            fast_failover: true,
         }
     }
 
@@ -149,6 +154,10 @@ impl Config {
     }
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = timeout;
+        self
+    }
+    pub fn fast_failover(mut self, enabled: bool) -> Self {
+        self.fast_failover = enabled;
         self
     }
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -514,6 +523,7 @@ impl fmt::Debug for Config {
             .field("heartbeat_ttl", &self.heartbeat_ttl)
             .field("wait_replicas", &self.wait_replicas)
             .field("wait_timeout", &self.wait_timeout)
+            .field("fast_failover", &self.fast_failover)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("sentinel_username", &self.sentinel_username)
             .field(
