@@ -11,6 +11,8 @@
 //! | `bot:{bot}:fills` | sorted set of applied `symbol\x1ffill_id`, scored by time applied |
 //! | `bot:{bot}:instances` | sorted set of live instance ids, scored by when their presence lapses (ms) |
 //! | `bot:{bot}:lease` | pub/sub channel: `released <id>` from a releasing primary, `handover <who>` from an operator |
+//! | `bot:{bot}:lease_record` | hash: the holder's `token`, server time `renewed_at` (ms) and `ttl` of its last renewal, its liveness `channel`, the server `run_id`, `epoch`, `released`, `loss_at` (no TTL) |
+//! | `bot:{bot}:alive:{serial}:{nonce}` | pub/sub channel an instance stays subscribed to while alive (fast failover); nothing is published on it |
 
 use crate::error::{Error, Result};
 
@@ -31,6 +33,9 @@ pub struct Keys {
     pub fills: String,
     pub instances: String,
     pub lease_channel: String,
+    pub lease_record: String,
+    /// Prefix of the instances' liveness channels.
+    pub liveness_prefix: String,
     position_prefix: String,
 }
 
@@ -47,6 +52,8 @@ impl Keys {
             fills: format!("{base}fills"),
             instances: format!("{base}instances"),
             lease_channel: format!("{base}lease"),
+            lease_record: format!("{base}lease_record"),
+            liveness_prefix: format!("{base}alive:"),
             position_prefix: format!("{base}position:"),
         }
     }

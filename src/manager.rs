@@ -68,7 +68,7 @@ impl StateManager {
         crate::clock::now_nanos();
         let keys = Keys::new(&config.bot_name);
         let store = Arc::new(Store::open(&config)?);
-        let warnings = store.server_warnings()?;
+        let mut warnings = store.server_warnings()?;
         for warning in &warnings {
             log::warn!("{warning}");
         }
@@ -79,6 +79,8 @@ impl StateManager {
             Timing::from_config(&config),
             instance_id.clone(),
         ));
+        // Logged where it is found.
+        warnings.extend(lease.register_liveness());
         let inner = Arc::new(Inner {
             keys,
             store,
@@ -236,7 +238,7 @@ impl StateManager {
             expected: Expected::Anything,
             new_value: Some(value),
         };
-        self.inner.positions().write(&token.token, &[write], None)?;
+        token.observe(self.inner.positions().write(&token.token, &[write], None))?;
         Ok(())
     }
 
@@ -256,7 +258,7 @@ impl StateManager {
             expected: Expected::Anything,
             new_value: None,
         };
-        match self.inner.positions().write(&token.token, &[write], None)? {
+        match token.observe(self.inner.positions().write(&token.token, &[write], None))? {
             WriteOutcome::Applied { changed } => Ok(changed > 0),
             _ => Ok(false),
         }
@@ -314,7 +316,7 @@ impl StateManager {
                 expected,
                 new_value,
             };
-            match positions.write(&token.token, &[write], member.as_deref())? {
+            match token.observe(positions.write(&token.token, &[write], member.as_deref()))? {
                 WriteOutcome::Applied { .. } => Ok(Some(next)),
                 WriteOutcome::DuplicateFill | WriteOutcome::Conflict => Ok(None),
             }
@@ -364,7 +366,7 @@ impl StateManager {
                     new_value,
                 });
             }
-            match positions.write(&token.token, &writes, None)? {
+            match token.observe(positions.write(&token.token, &writes, None))? {
                 WriteOutcome::Applied { .. } => Ok(Some(report)),
                 _ => Ok(None),
             }
@@ -447,7 +449,7 @@ impl Inner {
         let token = self.lease.fencing_token()?;
         state.insert("last_update".into(), Value::from(utc_now_iso()));
         let value = self.encode("state", state)?;
-        self.write_state(&token.token, &value)?;
+        token.observe(self.write_state(&token.token, &value))?;
         *self.last_state.lock() = Some(state.clone());
         Ok(())
     }
@@ -482,7 +484,7 @@ impl Inner {
         let Ok(token) = self.lease.fencing_token() else {
             return;
         };
-        match self.positions().adopt(&token.token, &symbols) {
+        match token.observe(self.positions().adopt(&token.token, &symbols)) {
             Ok(added) => {
                 if added > 0 {
                     log::info!("adopted {added} positions written before the symbol index");
@@ -510,7 +512,7 @@ impl Inner {
                 state.insert("shutdown_time".into(), Value::from(utc_now_iso()));
                 let saved = self
                     .encode("state", &state)
-                    .and_then(|value| self.write_state(&token.token, &value));
+                    .and_then(|value| token.observe(self.write_state(&token.token, &value)));
                 if let Err(err) = saved {
                     log::error!("could not save the final state: {err}");
                     outcome = Err(err);
