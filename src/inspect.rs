@@ -149,7 +149,13 @@ impl Inspector {
             .filter(|(_, rest)| {
                 matches!(
                     *rest,
-                    "state" | "heartbeat" | "primary_lock" | "epoch" | "positions" | "instances"
+                    "state"
+                        | "heartbeat"
+                        | "primary_lock"
+                        | "epoch"
+                        | "positions"
+                        | "instances"
+                        | "lease_record"
                 ) || rest.starts_with("position:")
             })
             .map(|(bot, _)| bot.to_owned())
