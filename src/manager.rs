@@ -109,6 +109,9 @@ impl StateManager {
             .start()
             .map_err(|err| Error::unavailable(format!("cannot start the lease thread: {err}")))?;
         *inner.threads.lock() = threads;
+        inner
+            .lease
+            .wait_listening(inner.config.connect_timeout + inner.config.command_timeout);
         // Take a free lease before returning, so that a sole instance can write at once (the
         // seed's usage saves state right after construction). Attempts are serialized with the
         // lease thread's; failing here only means the lease thread keeps trying.

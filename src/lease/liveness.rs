@@ -84,6 +84,8 @@ pub(crate) struct Liveness {
     warned: Mutex<Option<String>>,
     /// Wakes the watcher from `poll(2)` (a byte written to one end, polled on the other).
     waker: Option<(UnixStream, UnixStream)>,
+    /// Registrations on former masters, kept open until the time given.
+    retired: Mutex<Vec<(Instant, Registered)>>,
 }
 
 /// A liveness connection that broke, with what is known of when.
@@ -111,6 +113,7 @@ impl Liveness {
                     Ok((a, b))
                 })
                 .ok(),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -256,18 +259,23 @@ impl Liveness {
         })
     }
 
-    /// Drops a registration made on a former master (after a change of master).
-    pub fn drop_if_generation_before(&self, generation: u64) -> bool {
+    /// Retires a registration made on a former master (after a change of master): it no
+    /// longer vouches, but stays open for `keep_open`, so that nobody still talking to the
+    /// former master sees us die there sooner than our lease on it would have expired.
+    pub fn retire_if_generation_before(&self, generation: u64, keep_open: Duration) {
+        let mut retired = self.retired.lock();
+        retired.retain(|(until, _)| Instant::now() < *until);
         let mut slot = self.slot.write();
         if slot.as_ref().is_some_and(|r| r.generation < generation) {
-            *slot = None;
-            return true;
+            if let Some(registered) = slot.take() {
+                retired.push((Instant::now() + keep_open, registered));
+            }
         }
-        false
     }
 
     pub fn drop_registration(&self) {
         self.slot.write().take();
+        self.retired.lock().clear();
     }
 
     pub fn registered(&self) -> bool {

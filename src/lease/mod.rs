@@ -181,6 +181,8 @@ pub(crate) struct Lease {
     classifying: AtomicBool,
     /// Something happened that wants the lease thread to look at the lease now.
     kicked: AtomicBool,
+    /// The lease thread has made its first attempt to subscribe to the lease channel.
+    listening: (Mutex<bool>, Condvar),
 }
 
 impl Lease {
@@ -211,6 +213,7 @@ impl Lease {
             seen_lease: AtomicBool::new(false),
             classifying: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
+            listening: (Mutex::new(false), Condvar::new()),
         }
     }
 
@@ -492,9 +495,20 @@ impl Lease {
             };
             (token, held.trusted, held.run_id.clone())
         };
-        if self.classifying.load(Ordering::Acquire) || self.vouching_lost() {
+        if self.classifying.load(Ordering::Acquire) {
             // Our liveness broke and what happened to Redis is not known yet.
             return Ok(true);
+        }
+        if self.vouching_lost() {
+            // It broke while the registration was being recorded, after the liveness thread
+            // looked: standby, and reclaim on this server run only.
+            self.suspend(
+                &token,
+                "the connection that vouches for this primary to Redis was closed",
+            );
+            self.held.lock().trusted = false;
+            self.vouched_serial.store(0, Ordering::Release);
+            return self.renew_at(conn, generation);
         }
         if let Some(generation) = generation {
             // Seen while holding the lease: no hold-off for this change once standby.
@@ -878,6 +892,17 @@ impl Lease {
         Ok(threads)
     }
 
+    /// Waits (bounded) until the lease thread has tried to subscribe to the lease channel, so
+    /// that release notices and handover requests reach an instance as soon as it is built.
+    pub fn wait_listening(&self, timeout: Duration) {
+        let (listening, changed) = &self.listening;
+        let give_up = Instant::now() + timeout;
+        let mut done = listening.lock();
+        while !*done && Instant::now() < give_up {
+            changed.wait_until(&mut done, give_up);
+        }
+    }
+
     /// The liveness thread: keeps a liveness connection registered on the current master and
     /// reacts the instant it breaks.
     fn watch_liveness(&self) {
@@ -885,7 +910,8 @@ impl Lease {
         while !self.is_stopping() {
             let generation = self.store.generation();
             // A registration on a former master never vouches (we are unconfirmed there).
-            self.liveness.drop_if_generation_before(generation);
+            self.liveness
+                .retire_if_generation_before(generation, self.timing.lock_ttl);
             if !self.liveness.registered() {
                 match self
                     .liveness
@@ -997,6 +1023,11 @@ impl Lease {
             });
             // A new subscription after a broken one is a reconnection: look at the lease now.
             next_renewal = next_renewal.min(Instant::now());
+            {
+                let (listening, changed) = &self.listening;
+                *listening.lock() = true;
+                changed.notify_all();
+            }
             while !self.is_stopping() {
                 let now = Instant::now();
                 if self.kicked.swap(false, Ordering::AcqRel) {
@@ -1081,6 +1112,7 @@ impl Lease {
                     let dead = seen_dead
                         .as_ref()
                         .filter(|seen| now >= seen.since + SEEN_DEATH_GRACE)
+                        .filter(|_| self.live_registration().is_some())
                         .map(|seen| (seen.holder.clone(), seen.channel.clone()));
                     let attempt =
                         self.with_lease_conn(&mut lease_conn, |lease, conn, generation| {

@@ -55,7 +55,9 @@ if holder then
       liveness = 0
     end
   end
-  if liveness == 0 and ARGV[10] ~= '' and holder == ARGV[10] and rec_channel == ARGV[11] then
+  -- A taker must itself be vouched for, so that its lease too ends at any restart of Redis.
+  if liveness == 0 and ARGV[10] ~= '' and holder == ARGV[10] and rec_channel == ARGV[11]
+      and ARGV[7] ~= '' and subscribers(ARGV[7]) > 0 then
     take = true
   else
     return {0, current_epoch(), holder, liveness, 0, 0, rec_channel or ''}
