@@ -54,21 +54,9 @@ struct Registered {
     serial: u64,
     channel: String,
     generation: u64,
-    run_id: String,
     fd: RawFd,
     /// Kept open (never read) for as long as it vouches; dropping it closes the socket.
     _conn: Connection,
-}
-
-/// What a broken liveness connection tells about the server it was registered on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BreakCause {
-    /// The same master answers with a new `run_id`: Redis restarted, so every subscription
-    /// (every other holder's too) was dropped together with ours.
-    Restart,
-    /// The same server run, another master, or nothing known: someone else may have taken the
-    /// lease over on seen death.
-    Other,
 }
 
 pub(crate) struct Liveness {
@@ -79,21 +67,11 @@ pub(crate) struct Liveness {
     min_keepalive: Duration,
     slot: RwLock<Option<Registered>>,
     next_serial: AtomicU64,
-    /// When the watcher last saw the connection healthy (monotonic).
-    last_ok: Mutex<Option<Instant>>,
     warned: Mutex<Option<String>>,
     /// Wakes the watcher from `poll(2)` (a byte written to one end, polled on the other).
     waker: Option<(UnixStream, UnixStream)>,
     /// Registrations on former masters, kept open until the time given.
     retired: Mutex<Vec<(Instant, Registered)>>,
-}
-
-/// A liveness connection that broke, with what is known of when.
-pub(crate) struct Broken {
-    pub serial: u64,
-    pub generation: u64,
-    pub run_id: String,
-    pub last_ok: Option<Instant>,
 }
 
 impl Liveness {
@@ -104,7 +82,6 @@ impl Liveness {
             min_keepalive,
             slot: RwLock::new(None),
             next_serial: AtomicU64::new(1),
-            last_ok: Mutex::new(None),
             warned: Mutex::new(None),
             waker: UnixStream::pair()
                 .and_then(|(a, b)| {
@@ -204,11 +181,6 @@ impl Liveness {
             log::debug!("liveness connection: its socket could not be identified; retrying later");
             return Ok(false);
         };
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut conn)
-            .map_err(fail)?;
-        let run_id = parse_run_id(&info).unwrap_or_default();
         let serial = self.next_serial.fetch_add(1, Ordering::AcqRel);
         let channel = format!("{}{serial}:{}", self.channel_prefix, nonce());
         // Named so operators (and `CLIENT KILL`) can tell it apart; never evicted.
@@ -230,16 +202,14 @@ impl Liveness {
             serial,
             channel,
             generation,
-            run_id,
             fd,
             _conn: conn,
         });
-        *self.last_ok.lock() = Some(Instant::now());
         Ok(true)
     }
 
-    /// Blocks up to the watch period; the broken registration, if the connection broke.
-    pub fn watch(&self) -> Option<Broken> {
+    /// Blocks up to the watch period; the serial of the registration, if its connection broke.
+    pub fn watch(&self) -> Option<u64> {
         let fd = match self.slot.read().as_ref() {
             Some(registered) => registered.fd,
             None => return None,
@@ -247,16 +217,10 @@ impl Liveness {
         // The watcher is the only thread that drops the registration, so `fd` stays ours.
         let waker = self.waker.as_ref().map(|(_, reader)| reader);
         if !hung_up_or_woken(fd, waker, millis_i32(WATCH_PERIOD)) {
-            *self.last_ok.lock() = Some(Instant::now());
             return None;
         }
         let registered = self.slot.write().take()?;
-        Some(Broken {
-            serial: registered.serial,
-            generation: registered.generation,
-            run_id: registered.run_id,
-            last_ok: *self.last_ok.lock(),
-        })
+        Some(registered.serial)
     }
 
     /// Retires a registration made on a former master (after a change of master): it no
@@ -281,27 +245,6 @@ impl Liveness {
     pub fn registered(&self) -> bool {
         self.slot.read().is_some()
     }
-}
-
-/// Asks the master what happened to the server a broken liveness connection was on.
-pub(crate) fn probe_cause(store: &Store, broken: &Broken, timeout: Duration) -> Option<BreakCause> {
-    let (generation, mut conn) = store.connect_tagged(timeout).ok()?;
-    if generation != broken.generation {
-        return Some(BreakCause::Other);
-    }
-    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
-    let run_id = parse_run_id(&info)?;
-    if !broken.run_id.is_empty() && run_id != broken.run_id {
-        Some(BreakCause::Restart)
-    } else {
-        Some(BreakCause::Other)
-    }
-}
-
-pub(crate) fn parse_run_id(info: &str) -> Option<String> {
-    info.lines()
-        .find_map(|line| line.trim().strip_prefix("run_id:"))
-        .map(str::to_owned)
 }
 
 fn nonce() -> String {
@@ -468,13 +411,6 @@ fn local_address(fd: RawFd) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_id_is_read_from_info() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:1\r\n";
-        assert_eq!(parse_run_id(info).as_deref(), Some("abc123"));
-        assert_eq!(parse_run_id("# Server\r\n"), None);
-    }
 
     #[test]
     fn a_closed_peer_is_a_hang_up_and_an_open_one_is_not() {

@@ -25,14 +25,14 @@
 //! server run; where the record is gone or from an earlier run, everyone holds off `lock_ttl`
 //! from when the loss was first seen (the script leaves a marker, so new instances do too). An
 //! instance that has seen no record, holder or epoch has seen no loss: on an empty Redis the
-//! first instance is primary at once. The holder itself may take a vanished lease back at once
-//! while inside its deadline ("trusted"): nobody else can have taken it by expiry or after a
-//! hold-off before then, and on seen death only when its liveness connection broke, which it
-//! hears at once. After such a break it stays trusted only if the same master answers with a
-//! new `run_id` (a restart, which dropped every other holder's liveness too); otherwise it may
-//! only reclaim its own token on the same server run. Left open: a brand-new instance that is
-//! the first to meet a Redis that just lost its data, while an old holder with fast failover
-//! off is still inside its deadline (docs/failover.md).
+//! first instance is primary at once. The holder itself may take a vanished lease back at
+//! once while inside its deadline: nobody else can have taken it by expiry or after a hold-off
+//! before then, nor on seen death unless its liveness connection broke. After such a break it
+//! may not take a vanished lease back on the same server run (someone may lead there now);
+//! on another run (a restart, a change of master) it may: every lease taken on seen death is
+//! itself vouched for, so its holder demoted the moment that server went away. Left open: a
+//! brand-new instance that is the first to meet a Redis that just lost its data, while an old
+//! holder with fast failover off is still inside its deadline (docs/failover.md).
 //!
 //! Seen death (fast failover) is in [`liveness`].
 
@@ -45,9 +45,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 use redis::Connection;
 
-use self::liveness::{
-    probe_cause, BreakCause, Broken, Liveness, LIVENESS_CHECK_INTERVAL, SEEN_DEATH_GRACE,
-};
+use self::liveness::{Liveness, LIVENESS_CHECK_INTERVAL, SEEN_DEATH_GRACE};
 use crate::clock::{millis, monotonic_nanos, now_nanos, utc_now_iso};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -108,9 +106,9 @@ struct Held {
     epoch: Option<u64>,
     /// The server run (`run_id`) of the last successful acquisition or renewal.
     run_id: String,
-    /// Nobody else can have taken the lease behind our back (see the module comment): we may
-    /// take a vanished lease back at once, and reclaim our token on a new server run.
-    trusted: bool,
+    /// The server run on which the connection vouching for our lease broke: someone may have
+    /// taken the lease over there on seen death, so a vanished lease is not taken back on it.
+    break_run: Option<String>,
     /// Set while suspended (standby, token kept to reclaim): monotonic nanoseconds until which
     /// the token may be reclaimed or the vanished lease taken back.
     suspended_until: Option<u64>,
@@ -176,9 +174,6 @@ pub(crate) struct Lease {
     /// This instance has seen this bot's lease (a holder, a record or an epoch): a missing
     /// record is a loss, not a first start.
     seen_lease: AtomicBool,
-    /// A vouching liveness connection broke and what happened to the server is not known yet:
-    /// no reclaim until it is.
-    classifying: AtomicBool,
     /// Something happened that wants the lease thread to look at the lease now.
     kicked: AtomicBool,
     /// The lease thread has made its first attempt to subscribe to the lease channel.
@@ -211,7 +206,6 @@ impl Lease {
             liveness: Liveness::new(liveness_prefix, timing.fast_failover, timing.renew_deadline),
             vouched_serial: AtomicU64::new(0),
             seen_lease: AtomicBool::new(false),
-            classifying: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             listening: (Mutex::new(false), Condvar::new()),
         }
@@ -358,12 +352,12 @@ impl Lease {
     }
 
     /// Runs the acquisition script; `take_back`: our own token of a lease that vanished
-    /// while we held it (trusted), to take it back at once.
+    /// while we held it, to take it back at once, unless on `break_run` (see [`Held`]).
     fn acquire_script(
         &self,
         conn: &mut Connection,
         generation: Option<u64>,
-        take_back: Option<&str>,
+        take_back: Option<(&str, Option<&str>)>,
         dead: Option<(&str, &str)>,
     ) -> redis::RedisResult<Attempt> {
         let token = self.new_token();
@@ -387,7 +381,7 @@ impl Lease {
                     .as_ref()
                     .map_or("", |(_, channel)| channel.as_str()),
             )
-            .arg(take_back.unwrap_or(""))
+            .arg(take_back.map_or("", |(token, _)| token))
             .arg(if self.seen_lease.load(Ordering::Acquire) {
                 "1"
             } else {
@@ -395,6 +389,7 @@ impl Lease {
             })
             .arg(dead.map_or("", |(holder, _)| holder))
             .arg(dead.map_or("", |(_, channel)| channel))
+            .arg(take_back.and_then(|(_, run)| run).unwrap_or(""))
             .invoke(conn)?;
         let reply = AcquireReply::parse(&reply)?;
         self.seen_lease.store(true, Ordering::Release);
@@ -436,7 +431,7 @@ impl Lease {
                 token: Some(token),
                 epoch: Some(epoch),
                 run_id: reply.run_id,
-                trusted: true,
+                break_run: None,
                 suspended_until: None,
             };
             self.vouched_serial.store(
@@ -488,27 +483,14 @@ impl Lease {
     /// `generation`: the master generation `conn` belongs to, when known; only then can a
     /// renewal confirm the lease on a new master. A suspended lease is reclaimed here.
     fn renew_at(&self, conn: &mut Connection, generation: Option<u64>) -> redis::RedisResult<bool> {
-        let (token, trusted, run_id) = {
-            let held = self.held.lock();
-            let Some(token) = held.token.clone() else {
-                return Ok(false);
-            };
-            (token, held.trusted, held.run_id.clone())
+        let Some(token) = self.held.lock().token.clone() else {
+            return Ok(false);
         };
-        if self.classifying.load(Ordering::Acquire) {
-            // Our liveness broke and what happened to Redis is not known yet.
-            return Ok(true);
-        }
         if self.vouching_lost() {
             // It broke while the registration was being recorded, after the liveness thread
-            // looked: standby, and reclaim on this server run only.
-            self.suspend(
-                &token,
-                "the connection that vouches for this primary to Redis was closed",
-            );
-            self.held.lock().trusted = false;
-            self.vouched_serial.store(0, Ordering::Release);
-            return self.renew_at(conn, generation);
+            // looked.
+            let serial = self.vouched_serial.load(Ordering::Acquire);
+            self.liveness_broke(serial);
         }
         if let Some(generation) = generation {
             // Seen while holding the lease: no hold-off for this change once standby.
@@ -536,36 +518,32 @@ impl Lease {
             .invoke(conn)?;
         let (renewed, flag, server_run) = parse_renew_reply(&reply)?;
         if !renewed {
-            let reason = if flag {
-                if self.unconfirmed() {
-                    "the lease was lost in a Redis failover (not on the new master)"
-                } else {
-                    "the lease was taken by another instance"
-                }
-            } else if self.unconfirmed() {
-                "the lease key is gone on the new Redis master"
+            let reason = if self.unconfirmed() {
+                "the lease was lost in a Redis failover (not on the new master)"
+            } else if flag {
+                "the lease was taken by another instance"
             } else {
                 "the lease key is gone (Redis lost it: a restart without persistence, a flush \
                  or an eviction)"
             };
-            if !flag && trusted && self.may_take_back(&token) {
-                log::warn!("{}: {reason}; taking it back", self.instance_id);
-                if let Attempt::Acquired = self.take_back(conn, generation, &token)? {
-                    return Ok(true);
+            let take_back = if flag {
+                None
+            } else {
+                self.may_take_back(&token)
+            };
+            self.demote_if_holding(&token, reason);
+            if let Some(break_run) = take_back {
+                log::warn!("{}: taking back the lease that vanished", self.instance_id);
+                let _one_at_a_time = self.acquiring.lock();
+                if self.held.lock().token.is_none() && !self.is_stopping() {
+                    self.acquire_script(
+                        conn,
+                        generation,
+                        Some((&token, break_run.as_deref())),
+                        None,
+                    )?;
                 }
             }
-            self.demote_if_holding(&token, reason);
-            return Ok(false);
-        }
-        if !run_id.is_empty() && server_run != run_id && !trusted {
-            // Restored from a snapshot after a restart we cannot vouch for: someone may have
-            // taken the lease on seen death before the restart, and that write may be lost.
-            self.demote_if_holding(
-                &token,
-                "Redis restarted after this primary's liveness connection was closed; the \
-                 restored lease is not trusted",
-            );
-            let _ = self.release_token(conn, &token);
             return Ok(false);
         }
         if !self
@@ -595,7 +573,6 @@ impl Lease {
                 return Ok(false);
             }
             held.run_id = server_run;
-            held.trusted = true;
             self.vouched_serial.store(
                 match (&liveness, flag) {
                     (Some((serial, _)), true) => *serial,
@@ -622,51 +599,17 @@ impl Lease {
         Ok(true)
     }
 
-    /// Whether a lease that vanished while we held `token` may be taken back now.
-    fn may_take_back(&self, token: &str) -> bool {
+    /// Whether a lease that vanished while we held `token` may be taken back now: `Some` with
+    /// the server run it may not be taken back on, if any.
+    fn may_take_back(&self, token: &str) -> Option<Option<String>> {
         let held = self.held.lock();
-        if held.token.as_deref() != Some(token) || !held.trusted {
-            return false;
+        if held.token.as_deref() != Some(token) {
+            return None;
         }
         let until = held
             .suspended_until
             .unwrap_or_else(|| self.deadline.load(Ordering::Acquire));
-        now_nanos() < until
-    }
-
-    /// Takes back the lease that vanished while we held `token`: a new token and epoch.
-    fn take_back(
-        &self,
-        conn: &mut Connection,
-        generation: Option<u64>,
-        token: &str,
-    ) -> redis::RedisResult<Attempt> {
-        let _one_at_a_time = self.acquiring.lock();
-        let was_active = {
-            let mut held = self.held.lock();
-            if held.token.as_deref() != Some(token) {
-                return Ok(Attempt::Skipped);
-            }
-            let active =
-                held.suspended_until.is_none() && self.deadline.load(Ordering::Acquire) != 0;
-            // Standby while the new token is taken; the old one is gone from Redis.
-            *held = Held::default();
-            self.deadline.store(0, Ordering::Release);
-            self.vouched_serial.store(0, Ordering::Release);
-            active
-        };
-        let attempt = self.acquire_script(conn, generation, Some(token), None);
-        if !matches!(attempt, Ok(Attempt::Acquired)) && was_active {
-            self.role_changed.notify_all();
-            log::warn!(
-                "{} is now standby: the lease key is gone and could not be taken back",
-                self.instance_id
-            );
-            self.emit(LeaseEvent::Demoted {
-                reason: "the lease key is gone".to_owned(),
-            });
-        }
-        attempt
+        (now_nanos() < until).then(|| held.break_run.clone())
     }
 
     /// A fenced write was refused by Redis although we thought we held the lease: standby at
@@ -701,51 +644,28 @@ impl Lease {
         true
     }
 
-    /// The liveness connection registered as `broken.serial` broke. If it vouched for our
-    /// lease we are standby from now on; then what happened to the server decides whether we
-    /// stay trusted.
-    fn liveness_broke(&self, broken: &Broken) {
-        if self.vouched_serial.load(Ordering::Acquire) != broken.serial {
+    /// The liveness connection registered as `serial` broke. If it vouched for our lease we
+    /// are standby from now on, keeping the token to reclaim it.
+    fn liveness_broke(&self, serial: u64) {
+        if serial == 0
+            || self
+                .vouched_serial
+                .compare_exchange(serial, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
             return;
         }
-        self.classifying.store(true, Ordering::Release);
-        let token = self.held.lock().token.clone();
+        let token = {
+            let mut held = self.held.lock();
+            held.break_run = Some(held.run_id.clone());
+            held.token.clone()
+        };
         if let Some(token) = token {
             self.suspend(
                 &token,
                 "the connection that vouches for this primary to Redis was closed",
             );
         }
-        self.vouched_serial.store(0, Ordering::Release);
-        let cause = loop {
-            let until = self.held.lock().suspended_until;
-            if self.is_stopping() || until.is_none_or(|until| now_nanos() >= until) {
-                break BreakCause::Other;
-            }
-            if let Some(cause) = probe_cause(&self.store, broken, self.timing.lease_command_timeout)
-            {
-                break cause;
-            }
-            self.sleep(Duration::from_millis(50));
-        };
-        {
-            let mut held = self.held.lock();
-            if cause == BreakCause::Restart {
-                // Nobody could take over while Redis was down; the loss counts from our last
-                // look at a healthy connection, before the restart.
-                if let (Some(until), Some(last_ok)) = (held.suspended_until, broken.last_ok) {
-                    held.suspended_until =
-                        Some(until.max(monotonic_nanos(last_ok + self.timing.renew_deadline)));
-                }
-                log::info!(
-                    "{}: Redis restarted; reclaiming the lease",
-                    self.instance_id
-                );
-            } else {
-                held.trusted = false;
-            }
-        }
-        self.classifying.store(false, Ordering::Release);
         self.kick();
     }
 
@@ -934,8 +854,8 @@ impl Lease {
                     }
                 }
             }
-            if let Some(broken) = self.liveness.watch() {
-                self.liveness_broke(&broken);
+            if let Some(serial) = self.liveness.watch() {
+                self.liveness_broke(serial);
             }
         }
         self.liveness.drop_registration();
@@ -1070,7 +990,7 @@ impl Lease {
                         }
                         continue;
                     }
-                    if now >= next_renewal && !self.classifying.load(Ordering::Acquire) {
+                    if now >= next_renewal {
                         match self.with_lease_conn(&mut lease_conn, |lease, conn, generation| {
                             lease.renew_at(conn, Some(generation))
                         }) {

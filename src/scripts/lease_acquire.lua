@@ -10,7 +10,8 @@
 -- may take back a lease that vanished while it held it ('' otherwise), ARGV[9] '1' when the
 -- caller has seen this bot's lease before (a missing record is then a loss, not a first start),
 -- ARGV[10] / ARGV[11] the token and liveness channel of a holder the caller saw dead at least
--- the grace ago ('' for none).
+-- the grace ago ('' for none), ARGV[12] the server run on which the caller's own liveness broke
+-- while it held the lease ('' for none): it may not take the lease back on that run.
 -- Returns {code, epoch, holder, liveness, wait_ms, recorded, run_id}:
 --   code 1: acquired with that epoch; recorded is 1 when the caller's liveness vouches for it.
 --   code 0: held by `holder`; liveness 1 alive, 0 seen dead on this server run, -1 unknown;
@@ -64,8 +65,8 @@ if holder then
   end
 else
   local wait_ms = 0
-  if ARGV[8] ~= '' and (not rec_token or rec_token == ARGV[8] or rec_token == ''
-      or rec_run ~= run_id()) then
+  if ARGV[8] ~= '' and (ARGV[12] == '' or ARGV[12] ~= run_id())
+      and (not rec_token or rec_token == ARGV[8] or rec_token == '' or rec_run ~= run_id()) then
     -- The caller held the lease when it vanished: nobody else can have led since.
     take = true
   elseif rec_token then
