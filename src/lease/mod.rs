@@ -176,6 +176,8 @@ pub(crate) struct Lease {
     seen_lease: AtomicBool,
     /// Something happened that wants the lease thread to look at the lease now.
     kicked: AtomicBool,
+    /// When an acquisition attempt last recorded us among the live instances.
+    presence_recorded: Mutex<Option<Instant>>,
     /// The lease thread has made its first attempt to subscribe to the lease channel.
     listening: (Mutex<bool>, Condvar),
 }
@@ -207,6 +209,7 @@ impl Lease {
             vouched_serial: AtomicU64::new(0),
             seen_lease: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
+            presence_recorded: Mutex::new(None),
             listening: (Mutex::new(false), Condvar::new()),
         }
     }
@@ -390,6 +393,7 @@ impl Lease {
             .arg(dead.map_or("", |(holder, _)| holder))
             .arg(dead.map_or("", |(_, channel)| channel))
             .arg(take_back.and_then(|(_, run)| run).unwrap_or(""))
+            .arg(if self.presence_due() { "1" } else { "0" })
             .invoke(conn)?;
         let reply = AcquireReply::parse(&reply)?;
         self.seen_lease.store(true, Ordering::Release);
@@ -465,6 +469,17 @@ impl Lease {
         }
         self.emit(LeaseEvent::Promoted { epoch });
         Ok(Attempt::Acquired)
+    }
+
+    /// Whether this attempt should record us among the live instances (once per poll
+    /// interval; renewals always do).
+    fn presence_due(&self) -> bool {
+        let mut last = self.presence_recorded.lock();
+        let due = last.is_none_or(|at| at.elapsed() >= self.timing.poll_interval);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
     }
 
     /// Our liveness registration, while its connection is open.

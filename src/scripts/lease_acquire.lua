@@ -1,6 +1,6 @@
 -- Takes the primary lease when it is free, or from a holder whose death Redis has seen,
--- and bumps the fencing epoch in the same step. Every attempt also records the caller as a
--- live instance, so operators can see standbys. The lease record (KEYS[5], no TTL) keeps the
+-- and bumps the fencing epoch in the same step. Attempts also record the caller as a live
+-- instance, so operators can see standbys. The lease record (KEYS[5], no TTL) keeps the
 -- server time of the last renewal, the holder's liveness channel and the server run it was
 -- written on: a lease key that vanished without expiring is never taken early from it.
 -- KEYS[1] primary_lock, KEYS[2] epoch, KEYS[3] heartbeat, KEYS[4] instances, KEYS[5] lease record
@@ -11,7 +11,9 @@
 -- caller has seen this bot's lease before (a missing record is then a loss, not a first start),
 -- ARGV[10] / ARGV[11] the token and liveness channel of a holder the caller saw dead at least
 -- the grace ago ('' for none), ARGV[12] the server run on which the caller's own liveness broke
--- while it held the lease ('' for none): it may not take the lease back on that run.
+-- while it held the lease ('' for none): it may not take the lease back on that run,
+-- ARGV[13] '1' to record the caller as a live instance (standbys looking at a holder's liveness
+-- ten times a second do it once per poll interval, so those looks write nothing).
 -- Returns {code, epoch, holder, liveness, wait_ms, recorded, run_id}:
 --   code 1: acquired with that epoch; recorded is 1 when the caller's liveness vouches for it.
 --   code 0: held by `holder`; liveness 1 alive, 0 seen dead on this server run, -1 unknown;
@@ -21,9 +23,11 @@
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-redis.call('PEXPIRE', KEYS[4], ttl)
+if ARGV[13] == '1' then
+  redis.call('ZADD', KEYS[4], now + ttl, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
 
 local run_id_cache
 local function run_id()
