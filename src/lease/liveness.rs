@@ -48,6 +48,9 @@ pub(crate) const SEEN_DEATH_GRACE: Duration = Duration::from_millis(150);
 pub(crate) const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the watcher blocks in `poll(2)` at most (it is woken at once to stop).
 const WATCH_PERIOD: Duration = Duration::from_secs(1);
+/// How often the liveness connection carries a `PING`, so that proxies and load balancers
+/// that close idle connections (often after a minute or more) leave it alone.
+const PING_PERIOD: Duration = Duration::from_secs(20);
 
 /// One registered liveness connection.
 struct Registered {
@@ -55,8 +58,37 @@ struct Registered {
     channel: String,
     generation: u64,
     fd: RawFd,
-    /// Kept open (never read) for as long as it vouches; dropping it closes the socket.
-    _conn: Connection,
+    /// Kept open for as long as it vouches (dropping it closes the socket); used only for the
+    /// keep-alive `PING`, never by `is_primary()`.
+    conn: Mutex<Connection>,
+    pinged: Mutex<Instant>,
+}
+
+impl Registered {
+    /// A `PING` once per ping period; its reply is read here. A slow or lost reply is not a
+    /// close: only a hang-up counts.
+    fn keep_alive(&self) {
+        let mut pinged = self.pinged.lock();
+        if pinged.elapsed() < PING_PERIOD {
+            return;
+        }
+        *pinged = Instant::now();
+        let mut conn = self.conn.lock();
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+        if conn
+            .send_packed_command(&redis::cmd("PING").get_packed_command())
+            .is_ok()
+        {
+            // Replies that came late after an earlier ping are read too.
+            let mut wait_ms = 500;
+            while readable(self.fd, wait_ms) {
+                if conn.recv_response().is_err() {
+                    break;
+                }
+                wait_ms = 0;
+            }
+        }
+    }
 }
 
 pub(crate) struct Liveness {
@@ -203,7 +235,8 @@ impl Liveness {
             channel,
             generation,
             fd,
-            _conn: conn,
+            conn: Mutex::new(conn),
+            pinged: Mutex::new(Instant::now()),
         });
         Ok(true)
     }
@@ -211,7 +244,10 @@ impl Liveness {
     /// Blocks up to the watch period; the serial of the registration, if its connection broke.
     pub fn watch(&self) -> Option<u64> {
         let fd = match self.slot.read().as_ref() {
-            Some(registered) => registered.fd,
+            Some(registered) => {
+                registered.keep_alive();
+                registered.fd
+            }
             None => return None,
         };
         // The watcher is the only thread that drops the registration, so `fd` stays ours.
@@ -287,6 +323,18 @@ fn hung_up_or_woken(fd: RawFd, waker: Option<&UnixStream>, timeout_ms: i32) -> b
         while matches!((&*waker).read(&mut drain), Ok(n) if n > 0) {}
     }
     fds[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+/// Whether the socket has data to read and is not closed, waiting up to `timeout_ms`.
+fn readable(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the descriptor is kept open by the registration.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+    ready > 0 && pollfd.revents & libc::POLLRDHUP == 0
 }
 
 /// Whether the peer closed or reset the socket (or it is no longer open), waiting up to
