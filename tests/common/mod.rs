@@ -125,6 +125,27 @@ impl RedisServer {
         }
     }
 
+    /// Starts the server again on the same port, with its data files removed first: a
+    /// restart that lost everything (as without persistence), whatever the configuration.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+        }
+        assert!(
+            self.spawn(),
+            "redis-server did not come back on port {}",
+            self.port
+        );
+    }
+
     /// Starts the server again on the same port (data is not kept: no persistence).
     pub fn restart(&mut self) {
         self.kill();
