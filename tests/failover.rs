@@ -335,13 +335,19 @@ fn killing_every_client_never_makes_two_primaries_and_one_leads_again() {
     for _ in 0..3 {
         client_kill_all(&server);
         let killed = mono_ns();
+        // Samples taken before the close reached the bots may still say primary: look at
+        // those from 200 ms on.
+        let later = killed + 200_000_000;
+        let leads = || {
+            a.samples()
+                .iter()
+                .chain(b.samples().iter())
+                .any(|s| s.at > later && s.primary)
+        };
         assert!(
-            wait_for(Duration::from_secs(5), || a.primary_now()
-                || b.primary_now()),
+            wait_for(Duration::from_secs(5), leads),
             "nobody leads within 5 s of CLIENT KILL"
         );
-        let led = (mono_ns() - killed) / 1_000_000;
-        println!("CLIENT KILL: a primary again after {led} ms");
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(overlap_ns(&a.samples(), &b.samples()), 0);
