@@ -16,6 +16,13 @@
  *   borrowed and never freed.
  * - Strings in are NUL-terminated UTF-8; JSON in and out is UTF-8 text. NaN and infinities
  *   cannot be written in JSON; apply_fill refuses them with QUANTSHIFT_STATUS_INVALID_INPUT.
+ * - ABI compatibility: a program built against an older header keeps working with a newer
+ *   library of the same major version. struct quantshift_options is frozen (its layout never
+ *   changes); options added later are set on a quantshift_options_builder (made from that
+ *   struct) with quantshift_options_builder_set_*() and used by
+ *   quantshift_manager_new_with_builder(). Functions are only added, never changed; statuses
+ *   only appended. QUANTSHIFT_VERSION_* tell the header's version, quantshift_version() the
+ *   library's.
  * - Handles: quantshift_manager_new() / quantshift_manager_free() (free accepts NULL). A
  *   handle may be used from several threads at once; free must be its last use.
  * - No Rust panic unwinds into C: a bug surfaces as QUANTSHIFT_STATUS_PANIC.
@@ -36,6 +43,22 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * The version of the header a program was compiled against (compare with
+ * `quantshift_version()`, the library it runs with). Kept equal to the crate's version by a
+ * unit test.
+ */
+#define QUANTSHIFT_VERSION_MAJOR 0
+
+#define QUANTSHIFT_VERSION_MINOR 1
+
+#define QUANTSHIFT_VERSION_PATCH 0
+
+/**
+ * `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
+ */
+#define QUANTSHIFT_VERSION_NUMBER (((QUANTSHIFT_VERSION_MAJOR * 10000) + (QUANTSHIFT_VERSION_MINOR * 100)) + QUANTSHIFT_VERSION_PATCH)
 
 /**
  * The outcome of a call. The numbers are part of the ABI and never change; new statuses
@@ -105,6 +128,15 @@ typedef uint32_t quantshift_status;
  * `quantshift_manager_free` must be the last call on the handle.
  */
 typedef struct quantshift_manager quantshift_manager;
+
+/**
+ * Options that can grow: built from a `struct quantshift_options` (whose layout is frozen as
+ * of 0.1, so programs built against an older header keep working) plus setters for every
+ * option added since. Made by `quantshift_options_builder_new`, freed by
+ * `quantshift_options_builder_free`; used by `quantshift_manager_new_with_builder`, which
+ * does not consume it. Not for use from several threads at once.
+ */
+typedef struct quantshift_options_builder quantshift_options_builder;
 
 /**
  * Options of a manager. Fill it with `quantshift_options_default`, then set `bot_name`
@@ -270,6 +302,47 @@ const char *quantshift_version(void);
 quantshift_status quantshift_options_default(struct quantshift_options *options);
 
 /**
+ * Makes a builder from `base` (read during this call only; its strings may be freed after)
+ * or, when `base` is NULL, from the defaults of `quantshift_options_default` with an empty
+ * bot name (set it with `quantshift_options_builder_set_bot_name`).
+ * Errors: `NULL_ARGUMENT` (`out`, `base->bot_name`), `INVALID_UTF8`.
+ *
+ * # Safety
+ * `base` is NULL or a valid options struct; `out` is writable.
+ */
+quantshift_status quantshift_options_builder_new(const struct quantshift_options *base,
+                                                 struct quantshift_options_builder **out);
+
+/**
+ * Frees a builder. NULL is accepted and ignored.
+ *
+ * # Safety
+ * `builder` is NULL or from `quantshift_options_builder_new`, not freed before.
+ */
+void quantshift_options_builder_free(struct quantshift_options_builder *builder);
+
+/**
+ * Sets the bot's name (same rules as `quantshift_options.bot_name`; checked when the
+ * manager is made). Errors: `NULL_ARGUMENT`, `INVALID_UTF8`.
+ *
+ * # Safety
+ * `builder` is a live builder; `bot_name` a NUL-terminated string.
+ */
+quantshift_status quantshift_options_builder_set_bot_name(struct quantshift_options_builder *builder,
+                                                          const char *bot_name);
+
+/**
+ * Seen-death failover (default true): a standby takes over shortly after Redis sees the
+ * primary's connections close (its process died), instead of when its lease expires.
+ * Errors: `NULL_ARGUMENT`.
+ *
+ * # Safety
+ * `builder` is a live builder.
+ */
+quantshift_status quantshift_options_builder_set_fast_failover(struct quantshift_options_builder *builder,
+                                                               bool enabled);
+
+/**
  * The message of the last call that failed on the calling thread, or `""` when none has.
  *
  * Each failing call replaces it; successful calls leave it as it is, so read it right
@@ -320,6 +393,17 @@ quantshift_status quantshift_set_log_callback(quantshift_log_callback callback,
  */
 quantshift_status quantshift_manager_new(const struct quantshift_options *options,
                                          struct quantshift_manager **out);
+
+/**
+ * Like `quantshift_manager_new`, with the options of a builder (see
+ * `quantshift_options_builder_new`), which it does not consume.
+ * Errors: as `quantshift_manager_new`.
+ *
+ * # Safety
+ * `builder` is a live builder; `out` is writable.
+ */
+quantshift_status quantshift_manager_new_with_builder(const struct quantshift_options_builder *builder,
+                                                      struct quantshift_manager **out);
 
 /**
  * Shuts the manager down if it is not already (as `quantshift_manager_shutdown`, errors

@@ -173,3 +173,93 @@ impl quantshift_options {
         Ok(config.max_payload_bytes(max_payload))
     }
 }
+
+/// Options that can grow: built from a `struct quantshift_options` (whose layout is frozen as
+/// of 0.1, so programs built against an older header keep working) plus setters for every
+/// option added since. Made by `quantshift_options_builder_new`, freed by
+/// `quantshift_options_builder_free`; used by `quantshift_manager_new_with_builder`, which
+/// does not consume it. Not for use from several threads at once.
+#[allow(non_camel_case_types)]
+pub struct quantshift_options_builder {
+    pub(crate) config: Config,
+}
+
+/// Makes a builder from `base` (read during this call only; its strings may be freed after)
+/// or, when `base` is NULL, from the defaults of `quantshift_options_default` with an empty
+/// bot name (set it with `quantshift_options_builder_set_bot_name`).
+/// Errors: `NULL_ARGUMENT` (`out`, `base->bot_name`), `INVALID_UTF8`.
+///
+/// # Safety
+/// `base` is NULL or a valid options struct; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_new(
+    base: *const quantshift_options,
+    out: *mut *mut quantshift_options_builder,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(out);
+        let config = if base.is_null() {
+            Config::new("")
+        } else {
+            // SAFETY: non-NULL (checked above), valid per the contract.
+            unsafe { &*base }.core_config()?
+        };
+        let builder = Box::into_raw(Box::new(quantshift_options_builder { config }));
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { super::write_out(out, builder) };
+        Ok(())
+    })
+}
+
+/// Frees a builder. NULL is accepted and ignored.
+///
+/// # Safety
+/// `builder` is NULL or from `quantshift_options_builder_new`, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_free(builder: *mut quantshift_options_builder) {
+    let _ = boundary(|| {
+        if !builder.is_null() {
+            // SAFETY: from Box::into_raw in quantshift_options_builder_new, freed once.
+            drop(unsafe { Box::from_raw(builder) });
+        }
+        Ok(())
+    });
+}
+
+/// Sets the bot's name (same rules as `quantshift_options.bot_name`; checked when the
+/// manager is made). Errors: `NULL_ARGUMENT`, `INVALID_UTF8`.
+///
+/// # Safety
+/// `builder` is a live builder; `bot_name` a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_set_bot_name(
+    builder: *mut quantshift_options_builder,
+    bot_name: *const c_char,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(builder);
+        let bot_name = try_str!(bot_name);
+        // SAFETY: non-NULL (checked above), live and not shared per the contract.
+        unsafe { &mut *builder }.config.bot_name = bot_name.to_owned();
+        Ok(())
+    })
+}
+
+/// Seen-death failover (default true): a standby takes over shortly after Redis sees the
+/// primary's connections close (its process died), instead of when its lease expires.
+/// Errors: `NULL_ARGUMENT`.
+///
+/// # Safety
+/// `builder` is a live builder.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_set_fast_failover(
+    builder: *mut quantshift_options_builder,
+    enabled: bool,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(builder);
+        // SAFETY: non-NULL (checked above), live and not shared per the contract.
+        unsafe { &mut *builder }.config.fast_failover = enabled;
+        Ok(())
+    })
+}

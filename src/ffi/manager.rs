@@ -3,10 +3,10 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
 
-use super::config::quantshift_options;
+use super::config::{quantshift_options, quantshift_options_builder};
 use super::{
     boundary, ensure_non_null, object_to_string, owned_c_string, parse_object, quantshift_status,
-    try_ref, try_str, write_opt_string, write_out, FfiError, UserData,
+    try_ref, try_str, write_opt_string, write_out, FfiError, FfiResult, UserData,
 };
 use crate::manager::StateManager;
 
@@ -60,15 +60,39 @@ pub unsafe extern "C" fn quantshift_manager_new(
     boundary(|| {
         let options = try_ref!(options);
         ensure_non_null!(out);
-        let config = options.core_config()?;
-        let inner = StateManager::new(config)?;
-        // As the Python face does: a first acquisition attempt now, so that the seed's usage
-        // (save state right after construction) works for the only instance. A failure is
-        // the lease thread's to retry.
-        if let Err(err) = inner.heartbeat() {
-            log::debug!("first acquisition attempt failed: {err}");
-        }
-        let handle = Box::into_raw(Box::new(quantshift_manager { inner }));
+        let handle = start_manager(options.core_config()?)?;
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { write_out(out, handle) };
+        Ok(())
+    })
+}
+
+fn start_manager(config: crate::Config) -> FfiResult<*mut quantshift_manager> {
+    let inner = StateManager::new(config)?;
+    // As the Python face does: a first acquisition attempt now, so that the seed's usage
+    // (save state right after construction) works for the only instance. A failure is the
+    // lease thread's to retry.
+    if let Err(err) = inner.heartbeat() {
+        log::debug!("first acquisition attempt failed: {err}");
+    }
+    Ok(Box::into_raw(Box::new(quantshift_manager { inner })))
+}
+
+/// Like `quantshift_manager_new`, with the options of a builder (see
+/// `quantshift_options_builder_new`), which it does not consume.
+/// Errors: as `quantshift_manager_new`.
+///
+/// # Safety
+/// `builder` is a live builder; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_manager_new_with_builder(
+    builder: *const quantshift_options_builder,
+    out: *mut *mut quantshift_manager,
+) -> quantshift_status {
+    boundary(|| {
+        let builder = try_ref!(builder);
+        ensure_non_null!(out);
+        let handle = start_manager(builder.config.clone())?;
         // SAFETY: non-NULL (checked above), writable per the contract.
         unsafe { write_out(out, handle) };
         Ok(())

@@ -333,6 +333,16 @@ pub extern "C" fn quantshift_status_name(status: u32) -> *const c_char {
         .map_or(c"UNKNOWN".as_ptr(), |s| s.name().as_ptr())
 }
 
+/// The version of the header a program was compiled against (compare with
+/// `quantshift_version()`, the library it runs with). Kept equal to the crate's version by a
+/// unit test.
+pub const QUANTSHIFT_VERSION_MAJOR: u32 = 0;
+pub const QUANTSHIFT_VERSION_MINOR: u32 = 1;
+pub const QUANTSHIFT_VERSION_PATCH: u32 = 0;
+/// `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
+pub const QUANTSHIFT_VERSION_NUMBER: u32 =
+    QUANTSHIFT_VERSION_MAJOR * 10000 + QUANTSHIFT_VERSION_MINOR * 100 + QUANTSHIFT_VERSION_PATCH;
+
 /// The library's version, e.g. `"0.1.0"`. The string is static: never free it.
 #[no_mangle]
 pub extern "C" fn quantshift_version() -> *const c_char {
@@ -347,6 +357,23 @@ pub extern "C" fn quantshift_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_version_macros_follow_the_crate_version() {
+        let parse = |v: &str| v.parse::<u32>().unwrap();
+        assert_eq!(
+            QUANTSHIFT_VERSION_MAJOR,
+            parse(env!("CARGO_PKG_VERSION_MAJOR"))
+        );
+        assert_eq!(
+            QUANTSHIFT_VERSION_MINOR,
+            parse(env!("CARGO_PKG_VERSION_MINOR"))
+        );
+        assert_eq!(
+            QUANTSHIFT_VERSION_PATCH,
+            parse(env!("CARGO_PKG_VERSION_PATCH"))
+        );
+    }
 
     #[test]
     fn every_error_kind_has_its_own_stable_status() {

@@ -85,6 +85,57 @@ static void test_options(void) {
   CHECK(options.install_signal_handlers == true);
 }
 
+/* The growable options: a builder made from the frozen struct, with the options added since
+ * (fast_failover: its liveness channel is there exactly when it is on). */
+static void test_options_builder(void) {
+  quantshift_options options;
+  quantshift_options_builder *builder = NULL;
+  quantshift_manager *m = NULL;
+  char name[96], args[160], out[256];
+  CHECK(QUANTSHIFT_VERSION_NUMBER ==
+        QUANTSHIFT_VERSION_MAJOR * 10000 + QUANTSHIFT_VERSION_MINOR * 100 +
+            QUANTSHIFT_VERSION_PATCH);
+  snprintf(out, sizeof out, "%d.%d.%d", QUANTSHIFT_VERSION_MAJOR, QUANTSHIFT_VERSION_MINOR,
+           QUANTSHIFT_VERSION_PATCH);
+  CHECK(strcmp(quantshift_version(), out) == 0);
+  CHECK_STATUS(quantshift_options_builder_new(NULL, NULL), QUANTSHIFT_STATUS_NULL_ARGUMENT);
+  quantshift_options_builder_free(NULL);
+  CHECK_STATUS(quantshift_options_builder_set_fast_failover(NULL, false),
+               QUANTSHIFT_STATUS_NULL_ARGUMENT);
+  CHECK_STATUS(quantshift_manager_new_with_builder(NULL, &m), QUANTSHIFT_STATUS_NULL_ARGUMENT);
+  CHECK(m == NULL);
+
+  CHECK_OK(quantshift_options_builder_new(NULL, &builder));
+  CHECK_STATUS(quantshift_options_builder_set_bot_name(builder, NULL),
+               QUANTSHIFT_STATUS_NULL_ARGUMENT);
+  CHECK_OK(quantshift_options_builder_set_bot_name(builder, "any name; checked by new"));
+  quantshift_options_builder_free(builder);
+  builder = NULL;
+
+  snprintf(name, sizeof name, "%s-builder", bot);
+  CHECK_OK(quantshift_options_default(&options));
+  options.bot_name = name;
+  options.redis_url = url;
+  options.lock_ttl_ms = (uint64_t)TTL_MS;
+  options.install_signal_handlers = false;
+  CHECK_OK(quantshift_options_builder_new(&options, &builder));
+  snprintf(args, sizeof args, "PUBSUB CHANNELS 'bot:%s:alive:*'", name);
+
+  CHECK_OK(quantshift_options_builder_set_fast_failover(builder, false));
+  CHECK_OK(quantshift_manager_new_with_builder(builder, &m));
+  qs_redis_cli(args, out, sizeof out);
+  CHECK(out[0] == '\0');
+  quantshift_manager_free(m);
+  m = NULL;
+
+  CHECK_OK(quantshift_options_builder_set_fast_failover(builder, true));
+  CHECK_OK(quantshift_manager_new_with_builder(builder, &m));
+  qs_redis_cli(args, out, sizeof out);
+  CHECK_CONTAINS(out, ":alive:");
+  quantshift_manager_free(m);
+  quantshift_options_builder_free(builder);
+}
+
 /* Every refusal of quantshift_manager_new, and `out` untouched by each. */
 static void test_new_errors(void) {
   quantshift_options options;
@@ -898,6 +949,7 @@ int main(void) {
   snprintf(bot, sizeof bot, "c-api-%ld", (long)getpid());
   test_statics();
   test_options();
+  test_options_builder();
   test_new_errors();
   test_payload_limit();
   test_corrupt_data();
