@@ -122,6 +122,10 @@ class Options {
   Options &max_payload_bytes(std::uint64_t bytes) { raw_.max_payload_bytes = bytes; return *this; }
   // false: the host handles SIGTERM / SIGINT itself and calls Manager::shutdown().
   Options &install_signal_handlers(bool install) { raw_.install_signal_handlers = install; return *this; }
+  // Seen-death failover (default true): a standby takes over shortly after Redis sees the
+  // primary's process die, instead of when its lease expires.
+  Options &fast_failover(bool enabled) { fast_failover_ = enabled; return *this; }
+  bool fast_failover() const { return fast_failover_; }
 
   // The C struct, pointing into this object's strings: valid while it lives, unchanged.
   quantshift_options raw() const {
@@ -135,6 +139,7 @@ class Options {
   std::string bot_name_;
   std::optional<std::string> redis_url_;
   quantshift_options raw_{};
+  bool fast_failover_ = true;
 };
 
 // One bot instance's state, positions and primary/standby role in Redis. Move-only; the
@@ -149,7 +154,13 @@ class Manager {
 
   explicit Manager(const Options &options) : callbacks_(std::make_unique<Callbacks>()) {
     const quantshift_options raw = options.raw();
-    detail::check(quantshift_manager_new(&raw, &handle_));
+    // Options added after the frozen struct go through a builder.
+    quantshift_options_builder *builder = nullptr;
+    detail::check(quantshift_options_builder_new(&raw, &builder));
+    std::unique_ptr<quantshift_options_builder, decltype(&quantshift_options_builder_free)> owned(
+        builder, &quantshift_options_builder_free);
+    detail::check(quantshift_options_builder_set_fast_failover(builder, options.fast_failover()));
+    detail::check(quantshift_manager_new_with_builder(builder, &handle_));
   }
 
   Manager(const Manager &) = delete;

@@ -52,6 +52,23 @@ static const char *env(const char *name) {
   return value;
 }
 
+// The first line redis-cli prints for `args` against the test server.
+static std::string redis_cli(const std::string &args) {
+  const std::string command =
+      "redis-cli -h 127.0.0.1 -p " + std::string(env("QS_REDIS_PORT")) + " " + args;
+  FILE *pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    std::fprintf(stderr, "cannot run %s\n", command.c_str());
+    std::exit(2);
+  }
+  char line[512] = {0};
+  if (std::fgets(line, sizeof line, pipe) == nullptr) line[0] = '\0';
+  pclose(pipe);
+  std::string out(line);
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
 static quantshift::Options options_for(const std::string &bot) {
   // QS_TTL_MS: the lease TTL, 1000 ms by default (valgrind needs more).
   const char *ttl = std::getenv("QS_TTL_MS");
@@ -88,6 +105,17 @@ int main() {
                quantshift::Status::InvalidInput, "NUL");
   CHECK_THROWS(quantshift::Options(bot).lock_ttl(-5ms), quantshift::Status::InvalidInput,
                "negative");
+
+  // Options added after the frozen C struct reach the library through the builder.
+  CHECK(options_for(bot).fast_failover());
+  CHECK(!options_for(bot).fast_failover(false).fast_failover());
+  {
+    quantshift::Manager no_fast(options_for(bot + "-nofast").fast_failover(false));
+    quantshift::Manager fast(options_for(bot + "-fast"));
+    CHECK(redis_cli("PUBSUB CHANNELS 'bot:" + bot + "-nofast:alive:*'").empty());
+    CHECK(redis_cli("PUBSUB CHANNELS 'bot:" + bot + "-fast:alive:*'").find(":alive:") !=
+          std::string::npos);
+  }
 
   quantshift::Manager primary(options_for(bot));
   CHECK(primary.wait_until_primary(5s));
