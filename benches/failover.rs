@@ -1,15 +1,23 @@
-//! Failover times at `lock_ttl = 2 s`, on real processes: a primary bot process killed with
-//! SIGKILL (no release) and taken over by a standby, and a graceful release (close) taken
-//! over through the release notice. Prints a Markdown table; `bash scripts/bench.sh` runs it.
+//! Failover times on real processes, and what a standby costs Redis.
+//!
+//! - Crash: a primary bot process killed with SIGKILL (no release) and taken over by a
+//!   standby, at `lock_ttl` 30 s (the default) and 2 s with seen-death failover (Redis sees
+//!   the process's connections close), and at 2 s with `fast_failover(false)` on the standby
+//!   (the lease must expire: the TTL-bound path).
+//! - Graceful: `close()` taken over through the release notice.
+//! - Cost: `total_commands_processed` deltas (INFO) over a window with no bot, with a lone
+//!   idle primary, and with an idle primary + standby pair; the standby's rate is the pair's
+//!   minus the lone primary's.
+//!
+//! Prints Markdown tables; `bash scripts/bench.sh` runs it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{child_bot_main, manager, signal, wait_for, ChildBot, RedisServer};
-
-const LOCK_TTL_MS: u64 = 2000;
+use common::{child_bot_main, fast_config, manager, signal, wait_for, ChildBot, RedisServer};
+use quantshift_core::StateManager;
 
 fn summary(name: &str, samples: &mut [Duration]) -> String {
     samples.sort();
@@ -23,59 +31,124 @@ fn summary(name: &str, samples: &mut [Duration]) -> String {
     )
 }
 
+/// Kills a primary child bot `trials` times and times the standby's promotion.
+fn crash_failover(server: &RedisServer, ttl_ms: u64, fast: bool, trials: usize) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for trial in 0..trials {
+        let bot = format!("crash{ttl_ms}{}{trial}", if fast { "f" } else { "t" });
+        let mut child = ChildBot::spawn(server, &bot, ttl_ms, false);
+        assert!(wait_for(Duration::from_secs(5), || child.has_line("primary")));
+        let standby =
+            StateManager::new(fast_config(server, &bot, ttl_ms).fast_failover(fast)).unwrap();
+        // The standby has looked at the holder at least once.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!standby.is_primary());
+        signal(child.pid(), libc::SIGKILL);
+        let killed = Instant::now();
+        let bound = Duration::from_millis(ttl_ms) + Duration::from_secs(5);
+        assert!(standby.wait_until_primary(Some(bound)));
+        times.push(killed.elapsed());
+        let _ = child.wait_exit(Duration::from_secs(1));
+        standby.close().unwrap();
+    }
+    times
+}
+
+fn total_commands(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut server.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has total_commands_processed")
+}
+
+/// Commands per second the server processes over `window` (the two INFO calls included).
+fn command_rate(server: &RedisServer, window: Duration) -> f64 {
+    let before = total_commands(server);
+    let started = Instant::now();
+    std::thread::sleep(window);
+    let after = total_commands(server);
+    (after - before) as f64 / started.elapsed().as_secs_f64()
+}
+
 fn main() {
     if std::env::var("QS_CHILD_URL").is_ok() {
         child_bot_main();
         return;
     }
     // `cargo bench` passes --bench; `cargo test --benches` runs us too: stay quick there.
-    let trials = if std::env::args().any(|a| a == "--bench") {
-        5
-    } else {
-        1
-    };
+    let full = std::env::args().any(|a| a == "--bench");
+    let trials = if full { 7 } else { 1 };
+    let window = Duration::from_secs(if full { 20 } else { 2 });
     let server = RedisServer::start();
 
-    let mut crash = Vec::new();
-    for trial in 0..trials {
-        let bot = format!("crash{trial}");
-        let mut child = ChildBot::spawn(&server, &bot, LOCK_TTL_MS, false);
-        assert!(wait_for(Duration::from_secs(5), || child.has_line("primary")));
-        let standby = manager(&server, &bot, LOCK_TTL_MS);
-        std::thread::sleep(Duration::from_millis(300));
-        signal(child.pid(), libc::SIGKILL);
-        let killed = Instant::now();
-        assert!(standby.wait_until_primary(Some(Duration::from_secs(10))));
-        crash.push(killed.elapsed());
-        let _ = child.wait_exit(Duration::from_secs(1));
-    }
+    let mut crash_30 = crash_failover(&server, 30_000, true, trials);
+    let mut crash_2 = crash_failover(&server, 2_000, true, trials);
+    let mut crash_2_ttl = crash_failover(&server, 2_000, false, trials.min(3));
 
     let mut graceful = Vec::new();
-    for trial in 0..trials * 4 {
+    for trial in 0..trials * 3 {
         let bot = format!("graceful{trial}");
-        let primary = manager(&server, &bot, LOCK_TTL_MS);
+        let primary = manager(&server, &bot, 2_000);
         assert!(primary.wait_until_primary(Some(Duration::from_secs(5))));
-        let standby = manager(&server, &bot, LOCK_TTL_MS);
+        let standby = manager(&server, &bot, 2_000);
         std::thread::sleep(Duration::from_millis(250));
         let started = Instant::now();
         primary.close().unwrap();
         assert!(standby.wait_until_primary(Some(Duration::from_secs(5))));
         graceful.push(started.elapsed());
+        standby.close().unwrap();
     }
 
-    println!("| failover at lock_ttl = 2 s | trials | min ms | median ms | max ms |");
+    // Cost, at the default lock_ttl (30 s), nothing else connected.
+    let idle = command_rate(&server, window);
+    let primary = StateManager::new(fast_config(&server, "cost", 30_000)).unwrap();
+    assert!(primary.wait_until_primary(Some(Duration::from_secs(5))));
+    std::thread::sleep(Duration::from_millis(500));
+    let lone = command_rate(&server, window);
+    let standby = StateManager::new(fast_config(&server, "cost", 30_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pair = command_rate(&server, window);
+    assert!(primary.is_primary() && !standby.is_primary());
+    standby.close().unwrap();
+    primary.close().unwrap();
+
+    println!("| failover | trials | min ms | median ms | max ms |");
     println!("|---|---|---|---|---|");
+    for (name, samples) in [
+        (
+            "crash (SIGKILL of the primary), lock_ttl 30 s → standby primary",
+            &mut crash_30,
+        ),
+        (
+            "crash (SIGKILL of the primary), lock_ttl 2 s → standby primary",
+            &mut crash_2,
+        ),
+        (
+            "crash, lock_ttl 2 s, standby with fast_failover off (TTL path)",
+            &mut crash_2_ttl,
+        ),
+        (
+            "graceful close(), lock_ttl 2 s → standby primary",
+            &mut graceful,
+        ),
+    ] {
+        println!("{}", summary(name, samples));
+    }
     println!(
-        "{}",
-        summary(
-            "crash (SIGKILL of the primary process) → standby primary",
-            &mut crash
-        )
+        "\nbound for a crash: seen death 150 ms grace + 100 ms liveness check; TTL path \
+         lock_ttl + poll_interval"
     );
     println!(
-        "{}",
-        summary("graceful close() → standby primary", &mut graceful)
+        "\n| Redis commands/s at lock_ttl 30 s, idle, {:.0} s windows | commands/s |",
+        window.as_secs_f64()
     );
-    let bound = LOCK_TTL_MS as f64 + 200.0;
-    println!("\nbound for a crash: lock_ttl + poll_interval = {bound:.0} ms");
+    println!("|---|---|");
+    println!("| no bot (the measuring INFO calls) | {idle:.1} |");
+    println!("| lone primary | {lone:.1} |");
+    println!("| primary + standby | {pair:.1} |");
+    println!("| the standby alone (pair − lone primary) | {:.1} |", pair - lone);
 }
