@@ -1040,3 +1040,216 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
     assert_eq!(stored, epoch);
     drop(a);
 }
+
+// ---------------------------------------------------------------------------------------
+// Seen-death failover across a master switch: a holder registered on the former master.
+
+/// Nanoseconds on CLOCK_MONOTONIC, the clock shared by the test and its child processes.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+const SWITCH_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// Not a test of its own: the body of the child bot of
+/// `a_master_switch_never_counts_a_frozen_holder_as_dead` (does nothing without
+/// `QS_SENTINEL_CHILD_URL`). Prints `role <mono ns> <is_primary>` at each change of its
+/// `is_primary()`, sampled every millisecond for at most 60 s.
+#[test]
+fn sentinel_child() {
+    let Ok(url) = std::env::var("QS_SENTINEL_CHILD_URL") else {
+        return;
+    };
+    let bot = std::env::var("QS_SENTINEL_CHILD_BOT").unwrap();
+    let manager =
+        StateManager::new(ha_config(&url, &bot, 1).lock_ttl(SWITCH_LOCK_TTL)).expect("child");
+    let mut last = None;
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < give_up {
+        let primary = manager.is_primary();
+        if last != Some(primary) {
+            println!("role {} {primary}", mono_ns());
+            last = Some(primary);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Role changes `(mono ns, is_primary)` of one instance → the intervals it said primary.
+fn primary_intervals(changes: &[(u64, bool)], end: u64) -> Vec<(u64, u64)> {
+    let mut intervals = Vec::new();
+    let mut since = None;
+    for &(at, primary) in changes {
+        match (primary, since) {
+            (true, None) => since = Some(at),
+            (false, Some(from)) => {
+                intervals.push((from, at));
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = since {
+        intervals.push((from, end));
+    }
+    intervals
+}
+
+/// The primary (a child process) is frozen, then the Sentinels switch masters. On the new
+/// master the holder's liveness channel has no subscriber (subscriptions do not replicate),
+/// but it was registered on the former master: that is not a seen death, so the standby does
+/// not take the lease (the TTL path applies) while the holder is frozen. After SIGCONT, never
+/// two primaries, and one leads again. `wait_replicas = 1` (two replicas, so the promoted
+/// master has one at once): the standby does not hold off `lock_ttl` after the switch
+/// for want of replication, so only the liveness rule keeps it off.
+#[test]
+fn a_master_switch_never_counts_a_frozen_holder_as_dead() {
+    let cluster = Cluster::start(2);
+    let url = cluster.url();
+    let bot = "ha-frozen-switch";
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "sentinel_child", "--nocapture", "--test-threads=1"])
+        .env("QS_SENTINEL_CHILD_URL", &url)
+        .env("QS_SENTINEL_CHILD_BOT", bot)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let child_pid = child.id() as i32;
+    let changes = Arc::new(Mutex::new(Vec::<(u64, bool)>::new()));
+    let reader = {
+        let changes = Arc::clone(&changes);
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // The first line may follow the harness's "test sentinel_child ... ".
+                let Some(at) = line.find("role ") else {
+                    continue;
+                };
+                let mut parts = line[at..].split_whitespace().skip(1);
+                let (Some(at), Some(primary)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                if let (Ok(at), Ok(primary)) = (at.parse(), primary.parse()) {
+                    changes.lock().unwrap().push((at, primary));
+                }
+            }
+        })
+    };
+    let child_primary = || changes.lock().unwrap().last().is_some_and(|c| c.1);
+    assert!(
+        wait_for(Duration::from_secs(10), child_primary),
+        "the child bot leads: {:?}",
+        changes.lock().unwrap()
+    );
+    let standby = StateManager::new(ha_config(&url, bot, 1).lock_ttl(SWITCH_LOCK_TTL)).unwrap();
+    // The standby's role, sampled every millisecond on the shared clock.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let standby = Arc::new(standby);
+    let sampler = {
+        let (sampling, standby) = (Arc::clone(&sampling), Arc::clone(&standby));
+        std::thread::spawn(move || {
+            let mut changes = Vec::new();
+            let mut last = None;
+            while sampling.load(Ordering::Relaxed) {
+                let primary = standby.is_primary();
+                if last != Some(primary) {
+                    changes.push((mono_ns(), primary));
+                    last = Some(primary);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            changes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child_primary() && !standby.is_primary());
+
+    let frozen_at = mono_ns();
+    libc_signal(child_pid, libc::SIGSTOP);
+    let old = cluster.agreed_master();
+    let accepted = wait_for(Duration::from_secs(5), || {
+        cluster.sentinels.iter().any(|s| {
+            s.try_connection().is_ok_and(|mut conn| {
+                redis::cmd("SENTINEL")
+                    .arg("failover")
+                    .arg(SERVICE)
+                    .query::<String>(&mut conn)
+                    .is_ok()
+            })
+        })
+    });
+    assert!(accepted, "SENTINEL FAILOVER was accepted");
+    let switched = wait_for(Duration::from_secs(10), || {
+        cluster.master_port().is_some_and(|p| p != old)
+    });
+    let switched_after = Duration::from_nanos(mono_ns() - frozen_at);
+    // The holder renewed at most lock_ttl / 3 before the freeze, so its lease runs at least
+    // 2/3 lock_ttl (6.7 s) past it: a standby on the TTL path cannot lead within 5 s.
+    let freeze = Duration::from_secs(5);
+    std::thread::sleep(freeze.saturating_sub(switched_after));
+    let thawed_at = mono_ns();
+    libc_signal(child_pid, libc::SIGCONT);
+    assert!(switched, "the Sentinels switched masters");
+    assert!(
+        switched_after + Duration::from_millis(500) < freeze,
+        "the switch ({switched_after:?}) left time to watch the standby"
+    );
+
+    // Someone leads again within the lease TTL and a few seconds.
+    let leads = wait_for(SWITCH_LOCK_TTL + Duration::from_secs(5), || {
+        standby.is_primary() || child_primary()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    sampling.store(false, Ordering::Relaxed);
+    let standby_changes = sampler.join().unwrap();
+    let end = mono_ns();
+    libc_signal(child_pid, libc::SIGKILL);
+    let _ = child.wait();
+    let _ = reader.join();
+    let child_changes = changes.lock().unwrap().clone();
+
+    let standby_led = primary_intervals(&standby_changes, end);
+    let early: Vec<_> = standby_led
+        .iter()
+        .filter(|(from, _)| *from < thawed_at)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "the standby led while the holder was frozen, {:?} after the freeze (switch after \
+         {switched_after:?}): liveness from the former master counted as a death",
+        early
+            .iter()
+            .map(|(from, _)| Duration::from_nanos(from - frozen_at))
+            .collect::<Vec<_>>()
+    );
+    let mut overlap = 0;
+    for (a_from, a_to) in primary_intervals(&child_changes, end) {
+        for (b_from, b_to) in &standby_led {
+            overlap += a_to.min(*b_to).saturating_sub(a_from.max(*b_from));
+        }
+    }
+    assert_eq!(overlap, 0, "ns of two primaries");
+    assert!(leads, "someone leads again after the thaw");
+    println!(
+        "FAILOVER-TIMING frozen holder across a master switch: switched {:.0} ms after the \
+         freeze, standby never primary while frozen, 0 ms of two primaries",
+        switched_after.as_secs_f64() * 1000.0
+    );
+    drop(cluster);
+}
+
+fn libc_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) on a child we started; no memory is shared.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
