@@ -1114,7 +1114,12 @@ fn a_master_switch_never_counts_a_frozen_holder_as_dead() {
     let url = cluster.url();
     let bot = "ha-frozen-switch";
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sentinel_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sentinel_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("QS_SENTINEL_CHILD_URL", &url)
         .env("QS_SENTINEL_CHILD_BOT", bot)
         .stdout(Stdio::piped())
