@@ -717,18 +717,10 @@ fn a_graceful_sentinel_failover_is_followed_at_once() {
         > 50));
     let old = cluster.agreed_master();
     let before = observed.now();
-    let accepted = wait_for(Duration::from_secs(10), || {
-        cluster.sentinels.iter().any(|s| {
-            s.try_connection().is_ok_and(|mut conn| {
-                redis::cmd("SENTINEL")
-                    .arg("failover")
-                    .arg(SERVICE)
-                    .query::<String>(&mut conn)
-                    .is_ok()
-            })
-        })
-    });
-    assert!(accepted, "SENTINEL FAILOVER was accepted");
+    assert!(
+        request_failover(&cluster, Duration::from_secs(10)),
+        "SENTINEL FAILOVER was accepted"
+    );
     assert!(wait_for(Duration::from_secs(15), || cluster
         .master_port()
         .is_some_and(|p| p != old)));
@@ -1181,18 +1173,10 @@ fn a_master_switch_never_counts_a_frozen_holder_as_dead() {
     let frozen_at = mono_ns();
     libc_signal(child_pid, libc::SIGSTOP);
     let old = cluster.agreed_master();
-    let accepted = wait_for(Duration::from_secs(5), || {
-        cluster.sentinels.iter().any(|s| {
-            s.try_connection().is_ok_and(|mut conn| {
-                redis::cmd("SENTINEL")
-                    .arg("failover")
-                    .arg(SERVICE)
-                    .query::<String>(&mut conn)
-                    .is_ok()
-            })
-        })
-    });
-    assert!(accepted, "SENTINEL FAILOVER was accepted");
+    assert!(
+        request_failover(&cluster, Duration::from_secs(5)),
+        "SENTINEL FAILOVER was accepted"
+    );
     let switched = wait_for(Duration::from_secs(10), || {
         cluster.master_port().is_some_and(|p| p != old)
     });
@@ -1250,6 +1234,21 @@ fn a_master_switch_never_counts_a_frozen_holder_as_dead() {
         switched_after.as_secs_f64() * 1000.0
     );
     drop(cluster);
+}
+
+/// `SENTINEL FAILOVER` sent to the first Sentinel that accepts it within `timeout`.
+fn request_failover(cluster: &Cluster, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        cluster.sentinels.iter().any(|s| {
+            s.try_connection().is_ok_and(|mut conn| {
+                redis::cmd("SENTINEL")
+                    .arg("failover")
+                    .arg(SERVICE)
+                    .query::<String>(&mut conn)
+                    .is_ok()
+            })
+        })
+    })
 }
 
 fn libc_signal(pid: i32, signal: i32) {
