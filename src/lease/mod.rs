@@ -278,6 +278,18 @@ impl Lease {
                 lease: self,
                 _gate: gate,
             }),
+            // Standby only because Redis closed our connection: say what happened.
+            Some(_)
+                if (held.break_run.is_some() && held.suspended_until.is_some())
+                    || self.vouching_lost() =>
+            {
+                Err(Error::unavailable(format!(
+                    "Redis closed the connection of {} (restarted, or the connection was \
+                     killed); it is standby until it has the lease again, and the write was \
+                     refused and nothing changed",
+                    self.instance_id
+                )))
+            }
             _ => Err(Error::not_primary(format!(
                 "{} is not the primary of bot {:?}; the write was refused and nothing changed",
                 self.instance_id,
