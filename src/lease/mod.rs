@@ -956,6 +956,7 @@ impl Lease {
         let mut seen_dead: Option<SeenDead> = None;
         // While Redis cannot be reached, look again this often (a restart is noticed soon).
         let reconnect_every = self.timing.poll_interval.min(Duration::from_millis(250));
+        let mut reconnections = self.store.reconnections();
         while !self.is_stopping() {
             // The subscription lives in this frame; a broken one is rebuilt on the next pass.
             let subscribed_generation = self.store.generation();
@@ -977,6 +978,13 @@ impl Lease {
             }
             while !self.is_stopping() {
                 let now = Instant::now();
+                // The shared connection was opened again after an error: whatever broke it
+                // may have touched the lease too (a restart, a flush), so look now.
+                let reconnected = self.store.reconnections();
+                if reconnected != reconnections {
+                    reconnections = reconnected;
+                    self.kicked.store(true, Ordering::Release);
+                }
                 if self.kicked.swap(false, Ordering::AcqRel) {
                     next_renewal = now;
                     hold_off_until = None;

@@ -125,8 +125,6 @@ impl Store {
 
     /// How many times the shared connection (the one [`run`](Self::run) uses) was opened
     /// again after an error dropped it; the very first open does not count.
-    // Not read yet outside the tests: the lease is to use it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn reconnections(&self) -> u64 {
         self.reconnections.load(Ordering::Acquire)
     }
