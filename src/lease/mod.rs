@@ -278,6 +278,18 @@ impl Lease {
                 lease: self,
                 _gate: gate,
             }),
+            // Standby only because Redis closed our connection: say what happened.
+            Some(_)
+                if (held.break_run.is_some() && held.suspended_until.is_some())
+                    || self.vouching_lost() =>
+            {
+                Err(Error::unavailable(format!(
+                    "Redis closed the connection of {} (restarted, or the connection was \
+                     killed); it is standby until it has the lease again, and the write was \
+                     refused and nothing changed",
+                    self.instance_id
+                )))
+            }
             _ => Err(Error::not_primary(format!(
                 "{} is not the primary of bot {:?}; the write was refused and nothing changed",
                 self.instance_id,
@@ -944,6 +956,7 @@ impl Lease {
         let mut seen_dead: Option<SeenDead> = None;
         // While Redis cannot be reached, look again this often (a restart is noticed soon).
         let reconnect_every = self.timing.poll_interval.min(Duration::from_millis(250));
+        let mut reconnections = self.store.reconnections();
         while !self.is_stopping() {
             // The subscription lives in this frame; a broken one is rebuilt on the next pass.
             let subscribed_generation = self.store.generation();
@@ -965,6 +978,13 @@ impl Lease {
             }
             while !self.is_stopping() {
                 let now = Instant::now();
+                // The shared connection was opened again after an error: whatever broke it
+                // may have touched the lease too (a restart, a flush), so look now.
+                let reconnected = self.store.reconnections();
+                if reconnected != reconnections {
+                    reconnections = reconnected;
+                    self.kicked.store(true, Ordering::Release);
+                }
                 if self.kicked.swap(false, Ordering::AcqRel) {
                     next_renewal = now;
                     hold_off_until = None;

@@ -4,6 +4,7 @@ It reports on stdout, one line per event, `EVENT <time.time()> <details>`, flush
 READY, PROMOTED, HANDLER_START / HANDLER_DONE (its shutdown handler), FINALLY (its `finally`
 block ran), and in mode `freeze` FIRST_LOOK_AFTER_GAP and WRITE_AFTER_GAP. Modes:
 - `run`: saves state when primary, then idles until a signal ends it.
+- `no-fast`: like run, with fast_failover=False (failover waits for the lease to expire).
 - `slow-handler`: like run, but its shutdown handler sleeps 30 s (second-signal test).
 - `no-signals`: install_signal_handlers=False; the host's SIGTERM handler prints HOST_HANDLER.
 - `wait`: blocks in wait_until_primary() (no timeout) and reports WAITED when it returns.
@@ -37,6 +38,7 @@ def main() -> None:
         lock_ttl=lock_ttl,
         install_signal_handlers=mode != "no-signals",
         shutdown_timeout=60 if mode == "slow-handler" else 5,
+        fast_failover=mode != "no-fast",
     )
     state.on_promoted(lambda: report("PROMOTED", state.epoch))
 

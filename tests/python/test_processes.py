@@ -46,6 +46,38 @@ def lock_holder(r: redis.Redis, bot_name: str) -> str | None:
     return r.get(f"bot:{bot_name}:primary_lock")
 
 
+def kill_primary_and_time(
+    bots: list[BotProcess], url: str, bot_name: str, lock_ttl: float, mode: str
+) -> float:
+    """Seconds from kill -9 of a primary to its standby's promotion."""
+    first = BotProcess(url, bot_name, lock_ttl, mode)
+    bots.append(first)
+    first.wait_for("PROMOTED", 15)
+    second = BotProcess(url, bot_name, lock_ttl, mode)
+    bots.append(second)
+    assert second.wait_for("READY", 15).details[1] == "standby"
+    time.sleep(0.3)
+    killed_at = time.time()
+    os.kill(first.pid, signal.SIGKILL)
+    return second.wait_for("PROMOTED", 10).at - killed_at
+
+
+def test_kill_9_at_the_default_ttl_is_seen_at_once(
+    bots: list[BotProcess], redis_url: str, bot_name: str
+):
+    # Redis sees the killed process's connections close: no waiting for the 30 s lease.
+    took = kill_primary_and_time(bots, redis_url, bot_name, 30.0, "run")
+    assert took < 0.5, took
+
+
+def test_without_fast_failover_a_kill_waits_for_the_lease(
+    bots: list[BotProcess], redis_url: str, bot_name: str
+):
+    took = kill_primary_and_time(bots, redis_url, bot_name, 2.0, "no-fast")
+    # The lease runs out: at least the renew deadline after the last renewal.
+    assert took >= 2.0 * 2 / 3 - 0.2, took
+
+
 def test_kill_9_failover(bots: list[BotProcess], redis_url: str, bot_name: str, r: redis.Redis):
     first, second = start_pair(bots, redis_url, bot_name)
     old_epoch = int(first.wait_for("PROMOTED", 1).details[0])

@@ -1,0 +1,350 @@
+//! Connecting and reconnecting: dedicated connections with bounded connect and command
+//! timeouts, the current master of a Sentinel-monitored service found again with a jittered
+//! exponential backoff, TLS setup for `rediss://`, and how Redis errors are classified and
+//! described (never with anything the URL carried).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
+
+use super::scripts::preload_scripts;
+use super::sentinel::SentinelTarget;
+use super::{Store, Target};
+use crate::config::{Config, PASSWORD_ENV_VAR};
+use crate::error::{Error, Result};
+
+/// Reconnection backoff: doubles from the first delay up to the cap, each delay jittered.
+pub(super) const BACKOFF_FIRST: Duration = Duration::from_millis(25);
+pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(1);
+
+impl Store {
+    /// A new dedicated connection whose reads and writes time out after `command_timeout`.
+    pub fn connect_with_timeout(&self, command_timeout: Duration) -> Result<Connection> {
+        self.connect_tagged(command_timeout).map(|(_, conn)| conn)
+    }
+
+    /// Like [`connect_with_timeout`](Self::connect_with_timeout), with the master generation
+    /// the connection belongs to: once [`generation`](Self::generation) moves past it, the
+    /// connection may lead to a former master.
+    pub fn connect_tagged(&self, command_timeout: Duration) -> Result<(u64, Connection)> {
+        let (conn, generation) = match &self.target {
+            Target::Direct(client) => {
+                let conn = client
+                    .get_connection_with_timeout(self.connect_timeout)
+                    .map_err(|err| self.unavailable(err))?;
+                (conn, 0)
+            }
+            Target::Sentinel(target) => {
+                let (generation, conn) = self.connect_master(target, command_timeout)?;
+                (conn, generation)
+            }
+        };
+        conn.set_read_timeout(Some(command_timeout))
+            .and_then(|()| conn.set_write_timeout(Some(command_timeout)))
+            .map_err(|err| self.unavailable(err))?;
+        let mut conn = conn;
+        if self.wait_replicas > 0 {
+            // Script calls carry a WAIT behind them: never let one meet NOSCRIPT first.
+            preload_scripts(&mut conn);
+        }
+        Ok((generation, conn))
+    }
+
+    /// A connection to the current master: the one known if it still says `master`, else
+    /// the one the Sentinels name, retried with a jittered exponential backoff for at most
+    /// `connect_timeout`.
+    fn connect_master(
+        &self,
+        target: &SentinelTarget,
+        command_timeout: Duration,
+    ) -> Result<(u64, Connection)> {
+        let give_up = Instant::now() + self.connect_timeout;
+        let mut delay = BACKOFF_FIRST;
+        loop {
+            let attempt = self.connect_master_once(target, command_timeout);
+            match attempt {
+                Ok(found) => return Ok(found),
+                Err(err) => {
+                    let pause = jittered(delay);
+                    if Instant::now() + pause >= give_up || self.master.is_stopping() {
+                        return Err(err);
+                    }
+                    log::debug!("no Redis master yet, retrying in {pause:?}: {err}");
+                    std::thread::sleep(pause);
+                    delay = (delay * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+    }
+
+    fn connect_master_once(
+        &self,
+        target: &SentinelTarget,
+        command_timeout: Duration,
+    ) -> Result<(u64, Connection)> {
+        // Each address is tried once per attempt, so a dead master that every Sentinel still
+        // names costs one connect timeout, not one per Sentinel.
+        let mut unusable: Vec<(String, u16)> = Vec::new();
+        let (known, generation) = self.master.current();
+        if let Some(addr) = known {
+            match self.open_master(target, &addr, command_timeout) {
+                Ok(conn) => return Ok((generation, conn)),
+                Err(err) => {
+                    log::info!(
+                        "Redis master {}:{} is not usable ({err}); asking the Sentinels",
+                        addr.0,
+                        addr.1
+                    );
+                    self.master.forget();
+                    unusable.push(addr);
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        for sentinel in &target.sentinels {
+            let where_ = describe_addr(sentinel.get_connection_info().addr());
+            let named = sentinel
+                .get_connection_with_timeout(self.connect_timeout)
+                .and_then(|mut conn| {
+                    conn.set_read_timeout(Some(command_timeout))?;
+                    conn.set_write_timeout(Some(command_timeout))?;
+                    redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&target.service)
+                        .query::<Option<(String, u16)>>(&mut conn)
+                });
+            let addr = match named {
+                Ok(Some(addr)) => addr,
+                Ok(None) => {
+                    problems.push(format!("{where_} does not know {:?}", target.service));
+                    continue;
+                }
+                Err(err) => {
+                    problems.push(format!("{where_}: {}", self.describe_connect(&err)));
+                    continue;
+                }
+            };
+            if unusable.contains(&addr) {
+                problems.push(format!(
+                    "{where_} still names {}:{}, which is not usable",
+                    addr.0, addr.1
+                ));
+                continue;
+            }
+            match self.open_master(target, &addr, command_timeout) {
+                Ok(conn) => {
+                    let generation = self.master.set(addr, "named by the Sentinels");
+                    return Ok((generation, conn));
+                }
+                Err(err) => {
+                    problems.push(format!(
+                        "master {}:{} named by {where_}: {err}",
+                        addr.0, addr.1
+                    ));
+                    unusable.push(addr);
+                }
+            }
+        }
+        Err(Error::unavailable(format!(
+            "no Redis master found for service {:?} through the Sentinels of {}: {}",
+            target.service,
+            self.redacted_url,
+            problems.join("; ")
+        )))
+    }
+
+    /// Connects to `addr` and checks it says `master` (a Sentinel may still name a former one).
+    fn open_master(
+        &self,
+        target: &SentinelTarget,
+        addr: &(String, u16),
+        command_timeout: Duration,
+    ) -> std::result::Result<Connection, String> {
+        let client = target.node_client(addr).map_err(|err| describe(&err))?;
+        let mut conn = client
+            .get_connection_with_timeout(self.connect_timeout)
+            .map_err(|err| self.describe_connect(&err))?;
+        conn.set_read_timeout(Some(command_timeout))
+            .and_then(|()| conn.set_write_timeout(Some(command_timeout)))
+            .map_err(|err| describe(&err))?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query(&mut conn)
+            .map_err(|err| describe(&err))?;
+        let name = role
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .unwrap_or_default();
+        if name == "master" {
+            Ok(conn)
+        } else {
+            Err(format!("the node is a {name}, not the master"))
+        }
+    }
+
+    pub(super) fn unavailable(&self, err: redis::RedisError) -> Error {
+        Error::unavailable(format!(
+            "cannot reach Redis at {}: {}",
+            self.redacted_url,
+            self.describe_connect(&err)
+        ))
+    }
+
+    /// A connection error, spelled out when the TLS handshake failed.
+    fn describe_connect(&self, err: &redis::RedisError) -> String {
+        let text = describe(err);
+        if !self.tls {
+            return text;
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("invalid peer certificate") || lower.contains("certificate not valid") {
+            format!(
+                "TLS handshake failed, the server's certificate was refused ({text}); check \
+                 tls_ca_file / QUANTSHIFT_TLS_CA_FILE and that the certificate names this host"
+            )
+        } else if lower.contains("alert") {
+            format!(
+                "TLS handshake failed, the server refused this client ({text}); a server that \
+                 requires client certificates needs tls_cert_file and tls_key_file \
+                 (QUANTSHIFT_TLS_CERT_FILE / QUANTSHIFT_TLS_KEY_FILE)"
+            )
+        } else if lower.contains("tls")
+            || lower.contains("handshake")
+            || lower.contains("certificate")
+        {
+            format!("TLS handshake failed ({text})")
+        } else {
+            text
+        }
+    }
+
+    pub(super) fn classify(&self, err: redis::RedisError) -> Error {
+        if drops_connection(&err) {
+            self.unavailable(err)
+        } else {
+            Error::from(err)
+        }
+    }
+}
+
+/// `delay` scaled by a random factor in [0.5, 1.0), so reconnecting clients spread out.
+pub(super) fn jittered(delay: Duration) -> Duration {
+    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
+    let factor = 0.5 + f64::from(random) / f64::from(u32::MAX) / 2.0;
+    delay.mul_f64(factor)
+}
+
+/// Whether the error leaves the connection unusable (or in an unknown state).
+pub(crate) fn drops_connection(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_unrecoverable_error()
+}
+
+/// A `READONLY` reply: the node is a replica now, and wrote nothing.
+pub(crate) fn is_read_only(err: &redis::RedisError) -> bool {
+    matches!(
+        err.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    ) || err.code() == Some("READONLY")
+}
+
+/// The error's text without anything the URL carried.
+pub(crate) fn describe(err: &redis::RedisError) -> String {
+    if err.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        err.to_string()
+    }
+}
+
+fn describe_addr(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("Sentinel {host}:{port}")
+        }
+        other => format!("Sentinel {other}"),
+    }
+}
+
+/// rustls needs a process-wide crypto provider; ours is `ring`. An application that
+/// installed another one first keeps it.
+pub(super) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The CA (and client pair) for `rediss://` from the options or the environment; `None`
+/// uses the system's roots.
+pub(super) fn tls_certificates(config: &Config) -> Result<Option<TlsCertificates>> {
+    let ca = config.effective_tls_ca_file();
+    let client = config.effective_tls_client_cert();
+    if ca.is_none() && client.is_none() {
+        return Ok(None);
+    }
+    let root_cert = ca
+        .as_deref()
+        .map(|path| read_pem("tls_ca_file", path))
+        .transpose()?;
+    let client_tls = client
+        .map(|(cert, key)| {
+            Ok::<_, Error>(redis::ClientTlsConfig {
+                client_cert: read_pem("tls_cert_file", &cert)?,
+                client_key: read_pem("tls_key_file", &key)?,
+            })
+        })
+        .transpose()?;
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .map_err(|err| Error::invalid(format!("cannot read {what} {}: {err}", path.display())))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Error::invalid(format!(
+            "{what} {} is not a PEM file",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+pub(super) fn connection_info(url: &str, redacted_url: &str) -> Result<ConnectionInfo> {
+    let url = match url.strip_prefix("unix://") {
+        // redis-rs spells the Unix-socket scheme redis+unix://; accept the common unix:// too.
+        Some(path) => format!("redis+unix://{path}"),
+        None => url.to_owned(),
+    };
+    let info = url.as_str().into_connection_info().map_err(|err| {
+        Error::invalid(format!(
+            "invalid Redis URL {redacted_url}: {}",
+            err.category()
+        ))
+    })?;
+    if info.redis_settings().password().is_some() {
+        return Ok(info);
+    }
+    match std::env::var(PASSWORD_ENV_VAR) {
+        Ok(password) if !password.is_empty() => {
+            let settings = info.redis_settings().clone().set_password(password);
+            Ok(info.set_redis_settings(settings))
+        }
+        _ => Ok(info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_within_bounds() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d < Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The store: the one place the library talks to Redis. A store talks either to one node
+//! (`redis://`, `rediss://`, `unix://`) or to the current master of a Sentinel-monitored
+//! service (`redis+sentinel://`, `rediss+sentinel://`), and finds the master again after a
+//! failover: when a connection fails, when a node answers `READONLY` (it became a replica),
+//! and when a Sentinel announces `+switch-master`.
+//!
+//! This module is the facade (open, run/read/write, the server's configuration checks); the
+//! parts live beside it: `connection` (connecting, reconnection, TLS, error classification),
+//! `sentinel` (master discovery and generations), `scripts` (the Lua script registry) and
+//! `wait` (`WAIT` for replicas).
+
+mod connection;
+mod scripts;
+mod sentinel;
+mod wait;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisResult};
+
+pub(crate) use connection::{describe, drops_connection, is_read_only};
+pub(crate) use scripts::SCRIPTS;
+
+use crate::clock::millis;
+use crate::config::{redact_url, Config, SentinelUrl};
+use crate::error::{Error, ErrorKind, Result};
+use connection::{connection_info, install_crypto_provider, tls_certificates};
+use sentinel::{sentinel_target, spawn_switch_master_watcher, MasterState, SentinelTarget};
+use wait::WaitBehind;
+
+/// Opens connections with bounded connect and command timeouts, and keeps one shared
+/// connection for the caller's operations, re-opened after any transport failure or change
+/// of master.
+pub(crate) struct Store {
+    target: Target,
+    redacted_url: String,
+    tls: bool,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    wait_replicas: u32,
+    wait_timeout: Duration,
+    /// The shared connection, the master generation it was opened in, and whether the last
+    /// one was dropped because of an error.
+    shared: Mutex<SharedConnection>,
+    /// How many times the shared connection was opened again after an error dropped it.
+    reconnections: AtomicU64,
+    master: Arc<MasterState>,
+}
+
+/// The connection [`Store::run`] uses.
+#[derive(Default)]
+struct SharedConnection {
+    /// `None` until the next call opens one.
+    open: Option<(u64, Connection)>,
+    /// An error dropped the last connection: opening the next one is a reconnection.
+    lost_to_error: bool,
+}
+
+enum Target {
+    Direct(Client),
+    Sentinel(SentinelTarget),
+}
+
+impl Store {
+    pub fn open(config: &Config) -> Result<Self> {
+        let url = config.effective_url();
+        let redacted_url = redact_url(&url);
+        let certs = if url.starts_with("rediss") {
+            install_crypto_provider();
+            tls_certificates(config)?
+        } else {
+            None
+        };
+        let master = Arc::new(MasterState::default());
+        let (target, tls) = if SentinelUrl::is_sentinel(&url) {
+            let parsed = SentinelUrl::parse(&url)?;
+            let target = sentinel_target(config, &parsed, certs, &redacted_url)?;
+            spawn_switch_master_watcher(
+                Arc::clone(&master),
+                target.sentinels.clone(),
+                target.service.clone(),
+                config.connect_timeout,
+            )?;
+            (Target::Sentinel(target), parsed.tls)
+        } else {
+            let info = connection_info(&url, &redacted_url)?;
+            let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+            let client = match certs {
+                Some(certs) if tls => Client::build_with_tls(info, certs),
+                _ => Client::open(info),
+            }
+            .map_err(|err| {
+                Error::invalid(format!(
+                    "cannot use Redis URL {redacted_url}: {}",
+                    describe(&err)
+                ))
+            })?;
+            (Target::Direct(client), tls)
+        };
+        Ok(Store {
+            target,
+            redacted_url,
+            tls,
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
+            shared: Mutex::new(SharedConnection::default()),
+            reconnections: AtomicU64::new(0),
+            master,
+        })
+    }
+
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    /// Bumped each time the Redis master changes (Sentinel); always 0 for one node.
+    pub fn generation(&self) -> u64 {
+        self.master.generation.load(Ordering::Acquire)
+    }
+
+    /// How many times the shared connection (the one [`run`](Self::run) uses) was opened
+    /// again after an error dropped it; the very first open does not count.
+    pub fn reconnections(&self) -> u64 {
+        self.reconnections.load(Ordering::Acquire)
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    pub fn wait_replicas(&self) -> u32 {
+        self.wait_replicas
+    }
+
+    /// Runs `op` on the shared connection, opening it first if needed. A transport failure
+    /// drops the connection, since a reply may still be in flight on it; the next call opens
+    /// a fresh one. A `READONLY` reply (the node became a replica: nothing was written) makes
+    /// a Sentinel-backed store find the master again and run `op` once more there; nothing
+    /// else is retried here, since a write whose reply was lost may have been applied.
+    pub fn run<T>(&self, mut op: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        match self.run_once(&mut op) {
+            Err(Failure::Redis(err))
+                if is_read_only(&err) && matches!(self.target, Target::Sentinel(_)) =>
+            {
+                log::warn!(
+                    "Redis at {} answered READONLY: finding the master again",
+                    self.redacted_url
+                );
+                self.master.forget();
+                self.run_once(&mut op).map_err(|failure| self.fail(failure))
+            }
+            other => other.map_err(|failure| self.fail(failure)),
+        }
+    }
+
+    fn run_once<T>(
+        &self,
+        op: &mut impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> std::result::Result<T, Failure> {
+        let mut shared = self.shared.lock();
+        if shared
+            .open
+            .as_ref()
+            .is_some_and(|(generation, _)| *generation != self.generation())
+        {
+            // Opened before the last change of master: it may lead to a former master.
+            shared.open = None;
+        }
+        let shared = &mut *shared;
+        let conn = match shared.open.as_mut() {
+            Some((_, conn)) => conn,
+            None => {
+                let tagged = self
+                    .connect_tagged(self.command_timeout)
+                    .map_err(Failure::Connect)?;
+                if std::mem::take(&mut shared.lost_to_error) {
+                    self.reconnections.fetch_add(1, Ordering::AcqRel);
+                }
+                &mut shared.open.insert(tagged).1
+            }
+        };
+        op(conn).map_err(|err| {
+            if drops_connection(&err) || is_read_only(&err) {
+                shared.open = None;
+                shared.lost_to_error = true;
+            }
+            Failure::Redis(err)
+        })
+    }
+
+    fn fail(&self, failure: Failure) -> Error {
+        match failure {
+            Failure::Connect(err) => err,
+            Failure::Redis(err) => self.classify(err),
+        }
+    }
+
+    /// Like [`run`](Self::run), but retried once on a fresh connection when the first attempt
+    /// failed in transport: only for reads, which are safe to repeat.
+    pub fn read<T>(&self, op: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        match self.run(&op) {
+            Err(err) if err.kind() == ErrorKind::RedisUnavailable => {
+                log::debug!("retrying a read once after: {err}");
+                self.run(&op)
+            }
+            other => other,
+        }
+    }
+
+    /// A fenced write: [`run`](Self::run), and when `wait_replicas` > 0, `WAIT` for that
+    /// many replicas on the same connection, sent right behind the script call so both cost
+    /// one round trip. Not confirmed within `wait_timeout`:
+    /// [`NotReplicated`](ErrorKind::NotReplicated), although the master applied the write.
+    pub fn write<T>(
+        &self,
+        mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
+        if self.wait_replicas == 0 {
+            return self.run(|conn| op(conn));
+        }
+        let wait = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(millis(self.wait_timeout))
+            .get_packed_command();
+        let (value, acked) = self.run(|conn| {
+            conn.set_read_timeout(Some(self.command_timeout + self.wait_timeout))?;
+            let mut behind = WaitBehind {
+                conn: &mut *conn,
+                wait: &wait,
+                acked: None,
+            };
+            let value = op(&mut behind);
+            let acked = behind.acked.take();
+            conn.set_read_timeout(Some(self.command_timeout))?;
+            let value = value?;
+            let acked = match acked {
+                Some(acked) => acked?,
+                // The write sent no script call: WAIT on its own.
+                None => self.wait(conn, self.wait_timeout, self.command_timeout)?,
+            };
+            Ok((value, acked))
+        })?;
+        if acked < i64::from(self.wait_replicas) {
+            return Err(self.not_replicated(acked, self.wait_timeout));
+        }
+        Ok(value)
+    }
+
+    pub fn server_warnings(&self) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        match self.config_get("maxmemory-policy") {
+            Ok(policy) => {
+                if policy != "noeviction" {
+                    warnings.push(format!(
+                        "Redis maxmemory-policy is {policy:?}: under memory pressure it may evict the \
+                         lease, state and positions (all carry TTLs); set maxmemory-policy noeviction"
+                    ));
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
+            Err(err) => warnings.push(format!(
+                "cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"
+            )),
+        }
+        if self.wait_replicas == 0 {
+            let persistence = self
+                .config_get("appendonly")
+                .and_then(|aof| Ok((aof, self.config_get("save")?)));
+            match persistence {
+                Ok((aof, save)) => {
+                    if aof != "yes" && save.trim().is_empty() {
+                        warnings.push(
+                            "Redis persistence is off (appendonly no and no save rules) and \
+                             wait_replicas is 0: a restart of Redis loses the lease epoch, the \
+                             state and the positions; set appendonly yes, or wait for replicas"
+                                .to_owned(),
+                        );
+                    }
+                }
+                Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
+                Err(err) => warnings.push(format!(
+                    "cannot read the Redis persistence settings ({err}); make sure appendonly is \
+                     yes or wait_replicas is set"
+                )),
+            }
+        }
+        let role: Result<Vec<redis::Value>> = self.read(|conn| redis::cmd("ROLE").query(conn));
+        match role {
+            Ok(role) => {
+                let name = role
+                    .first()
+                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                    .unwrap_or_default();
+                if name != "master" {
+                    warnings.push(format!(
+                        "the Redis node at {} is a {name}, not a master: it refuses writes \
+                         (READONLY); point the URL at the master, or use redis+sentinel://",
+                        self.redacted_url
+                    ));
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
+            Err(err) => warnings.push(format!("cannot read the Redis node's role ({err})")),
+        }
+        Ok(warnings)
+    }
+
+    fn config_get(&self, name: &str) -> Result<String> {
+        let pair: Vec<String> =
+            self.read(|conn| redis::cmd("CONFIG").arg("GET").arg(name).query(conn))?;
+        Ok(pair.get(1).cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Ends the `+switch-master` watcher within one read timeout.
+        self.master.stopping.store(true, Ordering::Release);
+    }
+}
+
+enum Failure {
+    Connect(Error),
+    Redis(redis::RedisError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A throwaway `redis-server` on a free loopback port, killed on drop.
+    struct Server {
+        port: u16,
+        child: Child,
+    }
+
+    impl Server {
+        fn start() -> Server {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            let server = Server { port, child };
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while server.client().get_connection().is_err() {
+                assert!(Instant::now() < give_up, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            server
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        fn client(&self) -> Client {
+            Client::open(self.url()).expect("a loopback Redis URL")
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn ping(store: &Store) -> Result<String> {
+        store.run(|conn| redis::cmd("PING").query(conn))
+    }
+
+    #[test]
+    fn the_shared_connection_counts_reopenings_after_an_error_only() {
+        let server = Server::start();
+        let config = Config::new("store-test")
+            .redis_url(server.url())
+            .connect_timeout(Duration::from_millis(500))
+            .command_timeout(Duration::from_millis(500));
+        let store = Store::open(&config).expect("open the store");
+        assert_eq!(ping(&store).expect("first ping"), "PONG");
+        assert_eq!(
+            store.reconnections(),
+            0,
+            "the first open is no reconnection"
+        );
+        // A server error leaves the connection usable: not dropped, not reopened.
+        let refused: Result<()> = store.run(|conn| redis::cmd("NO-SUCH-COMMAND").query(conn));
+        assert!(refused.is_err());
+        assert_eq!(ping(&store).expect("ping after a server error"), "PONG");
+        assert_eq!(store.reconnections(), 0);
+
+        for expected in 1..=2 {
+            let mut admin = server.client().get_connection().expect("admin connection");
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+                .query(&mut admin)
+                .expect("CLIENT KILL");
+            assert!(killed >= 1, "the store's connection was killed");
+            let lost = ping(&store).expect_err("the killed connection fails");
+            assert_eq!(lost.kind(), ErrorKind::RedisUnavailable);
+            assert_eq!(store.reconnections(), expected - 1, "not reopened yet");
+            assert_eq!(ping(&store).expect("ping on a new connection"), "PONG");
+            assert_eq!(store.reconnections(), expected);
+            assert_eq!(ping(&store).expect("ping again"), "PONG");
+            assert_eq!(
+                store.reconnections(),
+                expected,
+                "no reopening while it works"
+            );
+        }
+    }
+}

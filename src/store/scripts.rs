@@ -1,0 +1,86 @@
+//! The Lua script registry: every fenced write and lease step is one script, compiled into
+//! the library from `src/scripts/*.lua` and called by SHA (`EVALSHA`); redis-rs loads a
+//! script once when the server does not know it yet.
+
+use std::sync::LazyLock;
+
+use redis::Connection;
+
+use super::connection::describe;
+
+pub(crate) struct Scripts {
+    pub lease_acquire: redis::Script,
+    pub lease_renew: redis::Script,
+    pub lease_release: redis::Script,
+    pub fenced_set: redis::Script,
+    pub positions_write: redis::Script,
+    pub positions_load: redis::Script,
+    pub positions_adopt: redis::Script,
+}
+
+/// The scripts' sources, in the field order of [`Scripts`].
+const SCRIPT_SOURCES: [&str; 7] = [
+    include_str!("../scripts/lease_acquire.lua"),
+    include_str!("../scripts/lease_renew.lua"),
+    include_str!("../scripts/lease_release.lua"),
+    include_str!("../scripts/fenced_set.lua"),
+    include_str!("../scripts/positions_write.lua"),
+    include_str!("../scripts/positions_load.lua"),
+    include_str!("../scripts/positions_adopt.lua"),
+];
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
+    let [lease_acquire, lease_renew, lease_release, fenced_set, positions_write, positions_load, positions_adopt] =
+        SCRIPT_SOURCES.map(redis::Script::new);
+    Scripts {
+        lease_acquire,
+        lease_renew,
+        lease_release,
+        fenced_set,
+        positions_write,
+        positions_load,
+        positions_adopt,
+    }
+});
+
+/// Whether a packed command is `EVALSHA` (`*<n>\r\n$7\r\nEVALSHA\r\n...`).
+pub(super) fn is_evalsha(packed: &[u8]) -> bool {
+    let Some(start) = packed.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    packed[start + 2..]
+        .get(..13)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"$7\r\nEVALSHA\r\n"))
+}
+
+/// Loads every script on a new connection, so a script call never meets `NOSCRIPT` (a new
+/// master after a failover, a restarted server) and its `WAIT` is not sent twice. A failure
+/// here is left to the calls themselves, which load a missing script by themselves.
+pub(super) fn preload_scripts(conn: &mut Connection) {
+    let mut pipe = redis::pipe();
+    for source in SCRIPT_SOURCES {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(source);
+    }
+    if let Err(err) = pipe.query::<Vec<String>>(conn) {
+        log::debug!("could not preload the Lua scripts: {}", describe(&err));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_calls_are_recognised_in_packed_form() {
+        let evalsha = redis::cmd("EVALSHA").arg("abc").arg(0).get_packed_command();
+        assert!(is_evalsha(&evalsha));
+        let lower = redis::cmd("evalsha").arg("abc").arg(0).get_packed_command();
+        assert!(is_evalsha(&lower));
+        for other in ["EVAL", "GET", "SCRIPT"] {
+            assert!(!is_evalsha(
+                &redis::cmd(other).arg("x").get_packed_command()
+            ));
+        }
+        assert!(!is_evalsha(b""));
+    }
+}
