@@ -122,6 +122,9 @@ class Options {
   Options &max_payload_bytes(std::uint64_t bytes) { raw_.max_payload_bytes = bytes; return *this; }
   // false: the host handles SIGTERM / SIGINT itself and calls Manager::shutdown().
   Options &install_signal_handlers(bool install) { raw_.install_signal_handlers = install; return *this; }
+  // Seen-death failover (default true); false: failover waits for the lease to expire.
+  Options &fast_failover(bool enabled) { fast_failover_ = enabled; return *this; }
+  bool fast_failover() const noexcept { return fast_failover_; }
 
   // The C struct, pointing into this object's strings: valid while it lives, unchanged.
   quantshift_options raw() const {
@@ -135,6 +138,7 @@ class Options {
   std::string bot_name_;
   std::optional<std::string> redis_url_;
   quantshift_options raw_{};
+  bool fast_failover_ = true;
 };
 
 // One bot instance's state, positions and primary/standby role in Redis. Move-only; the
@@ -148,8 +152,14 @@ class Manager {
   using ShutdownHandler = std::function<void()>;
 
   explicit Manager(const Options &options) : callbacks_(std::make_unique<Callbacks>()) {
+    // The growable options (quantshift_options_builder): the v1 struct plus later options.
     const quantshift_options raw = options.raw();
-    detail::check(quantshift_manager_new(&raw, &handle_));
+    quantshift_options_builder *builder = nullptr;
+    detail::check(quantshift_options_builder_new(&raw, &builder));
+    quantshift_status status = quantshift_options_builder_set_fast_failover(builder, options.fast_failover());
+    if (status == QUANTSHIFT_STATUS_OK) status = quantshift_manager_new_with_builder(builder, &handle_);
+    quantshift_options_builder_free(builder);
+    detail::check(status);
   }
 
   Manager(const Manager &) = delete;

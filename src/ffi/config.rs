@@ -1,13 +1,16 @@
-//! The options struct of `quantshift_manager_new` and its defaults.
+//! The options of a manager: the frozen v1 struct of `quantshift_manager_new` and its
+//! defaults, and the growable options builder of `quantshift_manager_new_with_builder`.
 
 use std::ffi::c_char;
 use std::time::Duration;
 
-use super::{boundary, try_opt_str, try_str, FfiError, FfiResult};
+use super::{boundary, try_opt_str, try_ref, try_str, write_out, FfiError, FfiResult};
 use crate::config::Config;
 use crate::ffi::{ensure_non_null, quantshift_status};
 
-/// Options of a manager. Fill it with `quantshift_options_default`, then set `bot_name`
+/// Options of a manager, version 1: frozen. Its layout never changes (a program built
+/// against an older header keeps working); options added after it are set on a
+/// `quantshift_options_builder`. Fill it with `quantshift_options_default`, then set `bot_name`
 /// and what else differs. Durations are in milliseconds; a duration of 0 where a default is
 /// derived from others (`renew_deadline_ms`, `poll_interval_ms`) means "derive it".
 ///
@@ -172,4 +175,81 @@ impl quantshift_options {
         })?;
         Ok(config.max_payload_bytes(max_payload))
     }
+}
+
+/// Growable options of a manager: an opaque object made from a `quantshift_options` (the
+/// v1 options) and changed with `quantshift_options_builder_set_*` setters. Options added
+/// after v1 only ever get a new setter, so its size is never part of the ABI.
+///
+/// Made by `quantshift_options_builder_new`, freed by `quantshift_options_builder_free`;
+/// passed to `quantshift_manager_new_with_builder`. Not thread-safe: one thread at a time.
+#[allow(non_camel_case_types)]
+pub struct quantshift_options_builder {
+    pub(crate) config: Config,
+}
+
+/// Creates an options builder from `base` (filled by `quantshift_options_default`, then
+/// `bot_name` and what else differs). The strings of `base` are copied: they may be freed
+/// after this call. Options not in `base` start at their defaults (`fast_failover` true).
+///
+/// On success `*out` is the new builder, to free with `quantshift_options_builder_free`.
+/// Errors: `NULL_ARGUMENT` (`base`, `base->bot_name`, `out`), `INVALID_UTF8` (any string of
+/// `base`), `INVALID_INPUT` (`max_payload_bytes` does not fit the platform). The values are
+/// checked by `quantshift_manager_new_with_builder`, as by `quantshift_manager_new`.
+///
+/// # Safety
+/// `base` is NULL or points to a `quantshift_options` whose strings are NULL or
+/// NUL-terminated; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_new(
+    base: *const quantshift_options,
+    out: *mut *mut quantshift_options_builder,
+) -> quantshift_status {
+    boundary(|| {
+        let base = try_ref!(base);
+        ensure_non_null!(out);
+        let config = base.core_config()?;
+        let builder = Box::into_raw(Box::new(quantshift_options_builder { config }));
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { write_out(out, builder) };
+        Ok(())
+    })
+}
+
+/// Seen-death failover (CONTRACT §2), default true: the primary keeps a liveness
+/// connection that Redis can vouch for, and a standby takes the lease shortly after Redis
+/// sees it close, without waiting for `lock_ttl_ms`. false: failover waits for the lease to
+/// expire. Managers made with `quantshift_manager_new` (v1 options) get the default.
+///
+/// Errors: `NULL_ARGUMENT` (`builder`).
+///
+/// # Safety
+/// `builder` is NULL or a live builder from `quantshift_options_builder_new`.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_set_fast_failover(
+    builder: *mut quantshift_options_builder,
+    enabled: bool,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(builder);
+        // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
+        let builder = unsafe { &mut *builder };
+        builder.config.fast_failover = enabled;
+        Ok(())
+    })
+}
+
+/// Frees a builder. NULL is accepted and ignored. Managers made from it are unaffected.
+///
+/// # Safety
+/// `builder` is NULL or a builder from `quantshift_options_builder_new`, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_free(builder: *mut quantshift_options_builder) {
+    let _ = boundary(|| {
+        if !builder.is_null() {
+            // SAFETY: made by `Box::into_raw` in `quantshift_options_builder_new`, freed once.
+            drop(unsafe { Box::from_raw(builder) });
+        }
+        Ok(())
+    });
 }

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
 
-use super::config::quantshift_options;
+use super::config::{quantshift_options, quantshift_options_builder};
 use super::{
     boundary, ensure_non_null, object_to_string, owned_c_string, parse_object, quantshift_status,
     try_ref, try_str, write_opt_string, write_out, FfiError, UserData,
@@ -60,7 +60,38 @@ pub unsafe extern "C" fn quantshift_manager_new(
     boundary(|| {
         let options = try_ref!(options);
         ensure_non_null!(out);
-        let config = options.core_config()?;
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { new_manager(options.core_config()?, out) }
+    })
+}
+
+/// Creates a manager from growable options (`quantshift_options_builder`), as
+/// `quantshift_manager_new` does from the v1 struct; the builder is only read and may be
+/// freed after this call. Same errors, with `NULL_ARGUMENT` for `builder` and `out`.
+///
+/// # Safety
+/// `builder` is NULL or a live builder from `quantshift_options_builder_new`; `out` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_manager_new_with_builder(
+    builder: *const quantshift_options_builder,
+    out: *mut *mut quantshift_manager,
+) -> quantshift_status {
+    boundary(|| {
+        let builder = try_ref!(builder);
+        ensure_non_null!(out);
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { new_manager(builder.config.clone(), out) }
+    })
+}
+
+/// # Safety
+/// `out` is non-NULL and writable.
+unsafe fn new_manager(
+    config: crate::config::Config,
+    out: *mut *mut quantshift_manager,
+) -> super::FfiResult {
+    {
         let inner = StateManager::new(config)?;
         // As the Python face does: a first acquisition attempt now, so that the seed's usage
         // (save state right after construction) works for the only instance. A failure is
@@ -69,10 +100,10 @@ pub unsafe extern "C" fn quantshift_manager_new(
             log::debug!("first acquisition attempt failed: {err}");
         }
         let handle = Box::into_raw(Box::new(quantshift_manager { inner }));
-        // SAFETY: non-NULL (checked above), writable per the contract.
+        // SAFETY: non-NULL and writable (this function's contract).
         unsafe { write_out(out, handle) };
         Ok(())
-    })
+    }
 }
 
 /// Shuts the manager down if it is not already (as `quantshift_manager_shutdown`, errors

@@ -30,7 +30,11 @@ mod log;
 mod manager;
 mod positions;
 
-pub use config::{quantshift_options, quantshift_options_default};
+pub use config::{
+    quantshift_options, quantshift_options_builder, quantshift_options_builder_free,
+    quantshift_options_builder_new, quantshift_options_builder_set_fast_failover,
+    quantshift_options_default,
+};
 pub use error::quantshift_last_error_message;
 pub use log::{quantshift_log_callback, quantshift_set_log_callback};
 pub use manager::*;
@@ -347,6 +351,23 @@ pub extern "C" fn quantshift_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_version_macros_match_cargo_toml() {
+        let header = include_str!("../../include/quantshift_core.h");
+        for (name, value) in [
+            ("MAJOR", env!("CARGO_PKG_VERSION_MAJOR")),
+            ("MINOR", env!("CARGO_PKG_VERSION_MINOR")),
+            ("PATCH", env!("CARGO_PKG_VERSION_PATCH")),
+            ("STRING", &format!("\"{}\"", env!("CARGO_PKG_VERSION"))),
+        ] {
+            let line = format!("#define QUANTSHIFT_VERSION_{name} {value}\n");
+            assert!(
+                header.contains(&line),
+                "include/quantshift_core.h lacks {line:?}: update after_includes in cbindgen.toml"
+            );
+        }
+    }
 
     #[test]
     fn every_error_kind_has_its_own_stable_status() {
