@@ -200,7 +200,9 @@ class StateManager(_core.StateManager):
     ``StateManager(bot_name, redis_url=None, *, state_ttl=3600, position_ttl=86400,
     heartbeat_ttl=60, lock_ttl=30, renew_deadline=None, poll_interval=None,
     install_signal_handlers=True, shutdown_timeout=20.0, wait_replicas=0, wait_timeout=1.0,
-    connect_timeout=2.0, command_timeout=2.0)``; durations in seconds. With
+    connect_timeout=2.0, command_timeout=2.0, fast_failover=True)``; durations in seconds.
+    ``fast_failover`` lets a standby take over as soon as it sees the primary's death
+    (CONTRACT §2) instead of waiting for the lease to expire. With
     ``wait_replicas=n`` every fenced write (and the lease) waits for n replicas to confirm it,
     else raises ``NotReplicatedError``. TLS files and Sentinel credentials come from the
     environment (``QUANTSHIFT_TLS_CA_FILE``, ``QUANTSHIFT_SENTINEL_PASSWORD``, ...).
@@ -230,6 +232,7 @@ class StateManager(_core.StateManager):
         wait_timeout: float = 1.0,
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
+        fast_failover: bool = True,
     ) -> None:
         # The compiled __new__ has connected and started the lease thread already.
         self._client: redis.Redis | None = None

@@ -42,6 +42,7 @@ class StateManager(_core.StateManager):
         wait_timeout: float = 1.0,
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
+        fast_failover: bool = True,
     ) -> None: ...
     @property
     def redis_client(self) -> redis.Redis: ...

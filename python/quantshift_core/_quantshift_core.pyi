@@ -61,6 +61,7 @@ class StateManager:
         wait_timeout: float = 1.0,
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
+        fast_failover: bool = True,
     ) -> Self: ...
     @property
     def bot_name(self) -> str: ...

@@ -127,6 +127,7 @@ impl PyStateManager {
         wait_timeout = 1.0,
         connect_timeout = 2.0,
         command_timeout = 2.0,
+        fast_failover = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -145,6 +146,7 @@ impl PyStateManager {
         wait_timeout: f64,
         connect_timeout: f64,
         command_timeout: f64,
+        fast_failover: bool,
     ) -> PyResult<Self> {
         // Signals are Python's business here (the subclass in quantshift_core installs them).
         let _ = install_signal_handlers;
@@ -158,6 +160,7 @@ impl PyStateManager {
             .wait_timeout(seconds(py, "wait_timeout", wait_timeout)?)
             .connect_timeout(seconds(py, "connect_timeout", connect_timeout)?)
             .command_timeout(seconds(py, "command_timeout", command_timeout)?)
+            .fast_failover(fast_failover)
             .install_signal_handlers(false);
         if let Some(url) = redis_url {
             config = config.redis_url(url);
