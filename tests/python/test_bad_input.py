@@ -275,3 +275,23 @@ def test_closing_at_exit_with_redis_gone_is_one_warning_line():
     assert len(lines) == 1, done.stderr
     assert "at exit failed" in lines[0] and "RedisUnavailableError" in lines[0]
     assert "exit-bot" in lines[0]
+
+
+def test_key_of_another_redis_type_is_corrupt_data_naming_it(
+    primary: StateManager, r: redis.Redis, bot_name: str
+):
+    state_key = f"bot:{bot_name}:state"
+    r.rpush(state_key, "stored by hand")
+    with pytest.raises(CorruptDataError, match=f"{state_key} holds a Redis list"):
+        primary.load_state()
+    with pytest.raises(CorruptDataError, match=f"{state_key} holds a Redis list"):
+        primary.update_state({"x": 1})
+    assert r.lrange(state_key, 0, -1) == ["stored by hand"]  # left alone
+    position_key = f"bot:{bot_name}:position:AAPL"
+    primary.save_position("AAPL", {"quantity": 1, "entry_price": 10.0})
+    r.delete(position_key)
+    r.hset(position_key, "quantity", "1")
+    with pytest.raises(CorruptDataError, match=f"{position_key} holds a Redis hash"):
+        primary.load_positions()
+    with pytest.raises(CorruptDataError, match=f"{position_key} holds a Redis hash"):
+        primary.apply_fill("AAPL", 1, 10.0, fill_id="f1")
