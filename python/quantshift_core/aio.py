@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import logging
@@ -59,6 +60,10 @@ _signal_managers: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, list[weakref.ReferenceType[AsyncStateManager]]
 ] = weakref.WeakKeyDictionary()
 _shutting_down = False
+# Set in the tasks that run shutdown handlers: their calls go through while the shutdown waits.
+_in_shutdown_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "quantshift_in_shutdown_handler", default=False
+)
 
 
 def _run_on_loop(
@@ -68,6 +73,8 @@ def _run_on_loop(
     thread; its exception is logged and also set on the future returned."""
 
     async def invoke() -> None:
+        if what == "shutdown handler":
+            _in_shutdown_handler.set(True)
         try:
             outcome = callback()
             if inspect.isawaitable(outcome):
@@ -134,6 +141,9 @@ class AsyncStateManager:
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._handles_signals = False
         self._shut_down = False
+        # Made in start(): an Event made outside the loop binds to another loop on 3.9.
+        self._shutdown_done: Optional[asyncio.Event] = None
+        self._in_flight: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def create(
@@ -149,6 +159,7 @@ class AsyncStateManager:
         if self._loop is not None:
             raise StateManagerError("this AsyncStateManager was started already")
         self._loop = asyncio.get_running_loop()
+        self._shutdown_done = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=_WORKERS, thread_name_prefix=f"quantshift-aio-{self._bot_name}"
         )
@@ -177,9 +188,17 @@ class AsyncStateManager:
 
     async def _call(self, method: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         assert self._loop is not None and self._executor is not None
-        return await self._loop.run_in_executor(
+        if self._shut_down and not _in_shutdown_handler.get():
+            # A call made while the shutdown runs would race its final state save: it runs
+            # after it, and a write then meets the released lease (NotPrimaryError).
+            assert self._shutdown_done is not None
+            await self._shutdown_done.wait()
+        future = self._loop.run_in_executor(
             self._executor, functools.partial(method, *args, **kwargs)
         )
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return await future
 
     # Local and synchronous: no network.
 
@@ -308,9 +327,15 @@ class AsyncStateManager:
         if self._sync is None or self._shut_down:
             return
         self._shut_down = True
+        assert self._loop is not None
         try:
-            await self._call(self._sync.shutdown)
+            # Calls already sent finish first, so the final state is the last one written.
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight))
+            await self._loop.run_in_executor(self._executor, self._sync.shutdown)
         finally:
+            assert self._shutdown_done is not None
+            self._shutdown_done.set()
             self._forget()
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
 import asyncio
 import concurrent.futures
+import contextvars
 import weakref
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
@@ -17,6 +18,7 @@ _signal_managers: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, list[weakref.ReferenceType[AsyncStateManager]]
 ]
 _shutting_down: bool
+_in_shutdown_handler: contextvars.ContextVar[bool]
 
 def _run_on_loop(
     loop: asyncio.AbstractEventLoop, callback: Callback, what: str

@@ -61,7 +61,7 @@ def test_seed_usage_with_await():
 
 def test_every_coroutine(redis_url: str, bot_name: str, r: redis.Redis):
     async def main() -> None:
-        async with AsyncStateManager(bot_name, redis_url, **OPTIONS) as sm:
+        async with AsyncStateManager(bot_name, redis_url, fast_failover=False, **OPTIONS) as sm:
             assert sm.is_primary() and sm.epoch is not None and sm.instance_id
             assert await sm.wait_until_primary(1)
             state = {"strategy": "ma"}

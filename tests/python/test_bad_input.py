@@ -295,3 +295,10 @@ def test_key_of_another_redis_type_is_corrupt_data_naming_it(
         primary.load_positions()
     with pytest.raises(CorruptDataError, match=f"{position_key} holds a Redis hash"):
         primary.apply_fill("AAPL", 1, 10.0, fill_id="f1")
+
+
+def test_fast_failover_is_a_bool_keyword(redis_url: str, bot_name: str):
+    with StateManager(bot_name, redis_url, install_signal_handlers=False, fast_failover=False) as m:
+        assert m.is_primary()
+    with pytest.raises(TypeError):
+        StateManager(bot_name, redis_url, fast_failover="no")  # type: ignore[arg-type]
