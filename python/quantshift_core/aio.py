@@ -7,7 +7,8 @@ with every method that talks to Redis a coroutine, so the event loop is never bl
   pool owned by the manager (``_WORKERS`` threads; the compiled methods release the GIL for
   the whole round trip). Calls beyond that queue in the pool, not on the loop. A call
   outlives a cancelled ``await`` (a Redis write cannot be taken back half-way); its outcome
-  is then dropped.
+  is then dropped. ``shutdown()`` lets the calls already sent finish and holds new ones until
+  it is done, so its final state save is the last write.
 - **Construction.** Connecting and taking a free lease is network I/O, so the constructor
   only checks and keeps the options; ``await AsyncStateManager.create(bot, url, **options)``
   (or ``async with AsyncStateManager(bot, url, **options) as sm``, or ``await sm.start()``)
