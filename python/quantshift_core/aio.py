@@ -171,10 +171,20 @@ class AsyncStateManager:
             install_signal_handlers=False,
             **self._options,
         )
+        executor = self._executor
+        made = self._loop.run_in_executor(executor, make)
         try:
-            self._sync = await self._loop.run_in_executor(self._executor, make)
+            self._sync = await made
         except BaseException:
-            self._executor.shutdown(wait=False)
+            # Cancelled while connecting: the manager still comes; close it on the pool
+            # (it would hold the lease until collected). Failed: a new start() may try again.
+            def close_orphan(f: asyncio.Future[StateManager]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    executor.submit(f.result().close)
+                executor.shutdown(wait=False)
+
+            made.add_done_callback(close_orphan)
+            self._loop = self._executor = None
             raise
         if self._install_signal_handlers:
             self._handles_signals = _register_for_signals(self, self._loop)
