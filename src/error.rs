@@ -28,6 +28,8 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// From a `WRONGTYPE` reply: the call site names the key (see `positions::name_wrong_type`).
+    wrong_type: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -37,6 +39,7 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            wrong_type: false,
         }
     }
 
@@ -63,6 +66,12 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// Whether Redis answered `WRONGTYPE`: one of our keys holds a value of another type
+    /// (stored by hand); the reply does not say which key.
+    pub(crate) fn is_wrong_type(&self) -> bool {
+        self.wrong_type
+    }
 }
 
 impl fmt::Display for Error {
@@ -76,12 +85,30 @@ impl std::error::Error for Error {}
 /// The error code our Lua scripts raise when the caller's token does not hold the lease.
 pub(crate) const NOT_PRIMARY_CODE: &str = "NOTPRIMARY";
 
+/// Redis' reply code for a command on a key holding another type (also raised from scripts).
+const WRONG_TYPE_CODE: &str = "WRONGTYPE";
+
 impl From<redis::RedisError> for Error {
     fn from(err: redis::RedisError) -> Self {
         if err.code() == Some(NOT_PRIMARY_CODE) {
             return Error::not_primary(
                 "this instance does not hold the primary lease; the write was refused and nothing changed",
             );
+        }
+        // A pipeline reports its commands' errors together, without a code of its own.
+        let in_pipeline = err
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == WRONG_TYPE_CODE));
+        if err.code() == Some(WRONG_TYPE_CODE) || in_pipeline {
+            // Our keys only ever hold what we store there: another type is corrupt data.
+            return Error {
+                wrong_type: true,
+                ..Error::corrupt(format!(
+                    "a key of this bot holds a value of another Redis type than the one this \
+                     library stores there: {err}"
+                ))
+            };
         }
         // Missing or wrong credentials leave Redis as unusable as an unreachable server.
         let refused_credentials = matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));

@@ -474,7 +474,10 @@ impl Inner {
     fn load_state(&self) -> Result<Option<JsonObject>> {
         let raw: Option<Vec<u8>> = self
             .store
-            .read(|conn| redis::cmd("GET").arg(&self.keys.state).query(conn))?;
+            .read(|conn| redis::cmd("GET").arg(&self.keys.state).query(conn))
+            .map_err(|err| {
+                crate::positions::name_wrong_type(&self.store, err, &[(&self.keys.state, "string")])
+            })?;
         raw.map(|raw| decode_object(&self.keys.state, &raw))
             .transpose()
     }

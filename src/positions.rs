@@ -262,6 +262,34 @@ pub fn diff_positions(
 }
 
 /// Parses a stored value, which must be a JSON object.
+/// The `WRONGTYPE` error `err`, naming which of `keys` (each with the Redis type this library
+/// stores there) holds another type; `err` itself when it is another error.
+pub(crate) fn name_wrong_type(store: &Store, err: Error, keys: &[(&str, &str)]) -> Error {
+    if !err.is_wrong_type() {
+        return err;
+    }
+    let types: Result<Vec<String>> = store.read(|conn| {
+        let mut pipe = redis::pipe();
+        for (key, _) in keys {
+            pipe.cmd("TYPE").arg(*key);
+        }
+        pipe.query(conn)
+    });
+    let culprit = types.ok().and_then(|types| {
+        keys.iter()
+            .zip(types)
+            .find(|((_, expected), found)| found != "none" && found != expected)
+            .map(|((key, expected), found)| (*key, *expected, found))
+    });
+    match culprit {
+        Some((key, expected, found)) => Error::corrupt(format!(
+            "{key} holds a Redis {found}, not the {expected} this library stores there \
+             (WRONGTYPE); it was not written by quantshift_core: delete or rename it"
+        )),
+        None => err,
+    }
+}
+
 pub fn decode_object(what: &str, raw: &[u8]) -> Result<JsonObject> {
     match serde_json::from_slice::<Value>(raw) {
         Ok(Value::Object(map)) => Ok(map),
@@ -315,14 +343,29 @@ impl PositionStore<'_> {
     /// Every position: the indexed ones plus `extra` (symbols found at start-up, not yet
     /// indexed), in one round trip.
     pub fn load_raw(&self, extra: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
-        let flat: Vec<Vec<u8>> = self.store.read(|conn| {
-            let mut invocation = SCRIPTS.positions_load.key(&self.keys.positions_index);
-            invocation.arg(self.keys.position_prefix());
-            for symbol in extra {
-                invocation.arg(symbol);
-            }
-            invocation.invoke(conn)
-        })?;
+        let flat: Vec<Vec<u8>> = self
+            .store
+            .read(|conn| {
+                let mut invocation = SCRIPTS.positions_load.key(&self.keys.positions_index);
+                invocation.arg(self.keys.position_prefix());
+                for symbol in extra {
+                    invocation.arg(symbol);
+                }
+                invocation.invoke(conn)
+            })
+            .map_err(|err| {
+                let mut symbols = extra.to_vec();
+                if err.is_wrong_type() {
+                    // The indexed symbols too, when the index itself is a set.
+                    let indexed: Result<Vec<String>> = self.store.read(|conn| {
+                        redis::cmd("SMEMBERS")
+                            .arg(&self.keys.positions_index)
+                            .query(conn)
+                    });
+                    symbols.extend(indexed.unwrap_or_default());
+                }
+                self.name_wrong_type(err, &symbols, &[])
+            })?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut items = flat.into_iter();
         while let (Some(symbol), Some(value)) = (items.next(), items.next()) {
@@ -350,12 +393,15 @@ impl PositionStore<'_> {
         fill: Option<&str>,
     ) -> Result<(Option<Vec<u8>>, bool)> {
         let key = self.keys.position(symbol);
-        let (raw, score): (Option<Vec<u8>>, Option<f64>) = self.store.read(|conn| {
-            redis::pipe()
-                .get(&key)
-                .zscore(&self.keys.fills, fill.unwrap_or(""))
-                .query(conn)
-        })?;
+        let (raw, score): (Option<Vec<u8>>, Option<f64>) = self
+            .store
+            .read(|conn| {
+                redis::pipe()
+                    .get(&key)
+                    .zscore(&self.keys.fills, fill.unwrap_or(""))
+                    .query(conn)
+            })
+            .map_err(|err| self.name_wrong_type(err, &[symbol.to_owned()], &[]))?;
         Ok((raw, fill.is_some() && score.is_some()))
     }
 
@@ -367,6 +413,27 @@ impl PositionStore<'_> {
     ) -> Result<WriteOutcome> {
         self.store
             .write(|conn| self.invoke_write(conn, token, writes, fill))
+            .map_err(|err| {
+                let symbols: Vec<String> = writes.iter().map(|w| w.symbol.clone()).collect();
+                self.name_wrong_type(err, &symbols, &[(&self.keys.lock, "string")])
+            })
+    }
+
+    /// A `WRONGTYPE` reply names no key: finds which of the keys a call touched (the index,
+    /// the fills, the positions of `symbols`, and `more`) holds another type than the one we
+    /// store there, with one `TYPE` round trip on this error path only.
+    pub fn name_wrong_type(&self, err: Error, symbols: &[String], more: &[(&str, &str)]) -> Error {
+        if !err.is_wrong_type() {
+            return err;
+        }
+        let positions: Vec<String> = symbols.iter().map(|s| self.keys.position(s)).collect();
+        let mut keys: Vec<(&str, &str)> = vec![
+            (&self.keys.positions_index, "set"),
+            (&self.keys.fills, "zset"),
+        ];
+        keys.extend(positions.iter().map(|k| (k.as_str(), "string")));
+        keys.extend_from_slice(more);
+        name_wrong_type(self.store, err, &keys)
     }
 
     fn invoke_write(
@@ -411,18 +478,20 @@ impl PositionStore<'_> {
         if symbols.is_empty() {
             return Ok(0);
         }
-        self.store.write(|conn| {
-            let mut invocation = SCRIPTS.positions_adopt.key(&self.keys.lock);
-            invocation
-                .key(&self.keys.positions_index)
-                .arg(token)
-                .arg(self.keys.position_prefix())
-                .arg(self.position_ttl_ms);
-            for symbol in symbols {
-                invocation.arg(symbol);
-            }
-            invocation.invoke(conn)
-        })
+        self.store
+            .write(|conn| {
+                let mut invocation = SCRIPTS.positions_adopt.key(&self.keys.lock);
+                invocation
+                    .key(&self.keys.positions_index)
+                    .arg(token)
+                    .arg(self.keys.position_prefix())
+                    .arg(self.position_ttl_ms);
+                for symbol in symbols {
+                    invocation.arg(symbol);
+                }
+                invocation.invoke(conn)
+            })
+            .map_err(|err| self.name_wrong_type(err, symbols, &[(&self.keys.lock, "string")]))
     }
 
     /// This bot's position symbols, by a SCAN over the keyspace: only at start-up, to find

@@ -645,6 +645,74 @@ fn corrupt_values_stored_under_our_keys_are_a_clear_error_and_left_alone() {
     );
 }
 
+/// A key of ours replaced by hand with a value of another type: Redis answers `WRONGTYPE`
+/// (naming no key); the error is `CorruptData` naming the key, and nothing is written.
+#[test]
+fn keys_of_another_redis_type_are_corrupt_data_naming_the_key() {
+    let server = RedisServer::start();
+    let mut inspect = Inspect::new(&server);
+    let m = quiet_primary(&server, "wt");
+    m.save_position("AAPL", &mut position(1.0)).unwrap();
+    let replace = |inspect: &mut Inspect, key: &str, kind: &str| {
+        redis::cmd("DEL")
+            .arg(key)
+            .query::<()>(&mut inspect.conn)
+            .unwrap();
+        let mut cmd = match kind {
+            "list" => redis::cmd("RPUSH"),
+            "hash" => redis::cmd("HSET"),
+            _ => redis::cmd("SET"),
+        };
+        cmd.arg(key);
+        if kind == "hash" {
+            cmd.arg("f");
+        }
+        cmd.arg("by hand").query::<()>(&mut inspect.conn).unwrap();
+    };
+    let named = |key: &str, found: &str| format!("{key} holds a Redis {found}, not the ");
+
+    replace(&mut inspect, "bot:wt:state", "list");
+    let needle = named("bot:wt:state", "list");
+    inspect.refused("state list", ErrorKind::CorruptData, &needle, || {
+        m.load_state()
+    });
+    inspect.refused("state list", ErrorKind::CorruptData, &needle, || {
+        m.update_state(&obj(json!({"x": 1})))
+    });
+
+    replace(&mut inspect, "bot:wt:position:AAPL", "hash");
+    let needle = named("bot:wt:position:AAPL", "hash");
+    inspect.refused("position hash", ErrorKind::CorruptData, &needle, || {
+        m.load_positions()
+    });
+    inspect.refused("position hash", ErrorKind::CorruptData, &needle, || {
+        m.apply_fill("AAPL", 1.0, 10.0, Some("f1"))
+    });
+    inspect.refused("position hash", ErrorKind::CorruptData, &needle, || {
+        m.sync_positions(&[("AAPL".to_owned(), position(5.0))])
+    });
+    redis::cmd("DEL")
+        .arg("bot:wt:position:AAPL")
+        .query::<()>(&mut inspect.conn)
+        .unwrap();
+
+    replace(&mut inspect, "bot:wt:fills", "string");
+    let needle = named("bot:wt:fills", "string");
+    inspect.refused("fills string", ErrorKind::CorruptData, &needle, || {
+        m.apply_fill("AAPL", 1.0, 10.0, Some("f2"))
+    });
+    redis::cmd("DEL")
+        .arg("bot:wt:fills")
+        .query::<()>(&mut inspect.conn)
+        .unwrap();
+
+    replace(&mut inspect, "bot:wt:positions", "list");
+    let needle = named("bot:wt:positions", "list");
+    inspect.refused("index list", ErrorKind::CorruptData, &needle, || {
+        m.load_positions()
+    });
+}
+
 #[test]
 fn absurd_durations_and_limits_are_refused_before_connecting() {
     let server = RedisServer::start();

@@ -145,13 +145,58 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The core's loggers (one per Rust module that logs), held back while closing at exit.
+_CORE_LOGGERS = ("manager", "lease", "store", "shutdown")
+
+
+class _HoldRecords(logging.Filter):
+    """Keeps the records instead of letting them through (see _close_all_at_exit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _close_quietly_at_exit(manager: StateManager) -> None:
+    """Closes ``manager``; on failure (typically Redis gone) logs one warning line instead of
+    the core's step-by-step errors and a traceback: at exit nobody can act on them, and the
+    lease expires by itself. When the close succeeds, the held records are let through."""
+    names = {f"quantshift_core.{name}" for name in _CORE_LOGGERS}
+    names.update(n for n in logging.root.manager.loggerDict if n.startswith("quantshift_core."))
+    loggers = [logging.getLogger(name) for name in sorted(names)]
+    hold = _HoldRecords()
+    for logger in loggers:
+        logger.addFilter(hold)
+    try:
+        manager.close()
+        failure: Optional[Exception] = None
+    except Exception as err:
+        failure = err
+    finally:
+        for logger in loggers:
+            logger.removeFilter(hold)
+    if failure is None:
+        for record in hold.records:
+            logging.getLogger(record.name).handle(record)
+        return
+    reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+    _log.warning(
+        "closing %r at exit failed (%s: %s); what could not be written is left as it "
+        "was, and the lease expires by itself",
+        manager,
+        type(failure).__name__,
+        reason,
+    )
+
+
 @atexit.register
 def _close_all_at_exit() -> None:
     for manager in list(_live):
-        try:
-            manager.close()
-        except Exception:
-            _log.exception("closing %r at exit failed", manager)
+        _close_quietly_at_exit(manager)
 
 
 def _redis_py_client(options: dict[str, Any]) -> redis.Redis:

@@ -15,14 +15,14 @@ $PY -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir "$WHEELS" .
 $PY -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/quantshift_core-*.whl
 echo "30-python: installed $(basename "$WHEELS"/quantshift_core-*.whl)"
 
-PY_PATHS=(python tests/python examples/bot_usage.py examples/failover_demo.py)
+PY_PATHS=(python tests/python examples/bot_usage.py examples/failover_demo.py examples/async_bot.py)
 [ -f benches/python_bench.py ] && PY_PATHS+=(benches/python_bench.py)
 ruff check "${PY_PATHS[@]}"
 ruff format --check "${PY_PATHS[@]}"
 # Run outside the source tree so the installed package is what gets checked.
 export MYPY_CACHE_DIR="$PWD/target/mypy-cache"
 (cd tests && "../$PY" -m mypy.stubtest quantshift_core)
-mypy examples/bot_usage.py examples/failover_demo.py
+mypy examples/bot_usage.py examples/failover_demo.py examples/async_bot.py
 
 status=0
 (cd tests/python && "../../$PY" -m pytest -q -p no:cacheprovider) || status=$?

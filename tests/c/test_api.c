@@ -575,6 +575,15 @@ static void test_corrupt_data(void) {
   qs_redis_cli(command, reply, sizeof reply);
   CHECK_STATUS(quantshift_manager_load_state(m, &loaded), QUANTSHIFT_STATUS_CORRUPT_DATA);
   CHECK(loaded == sentinel);
+  /* A key of another Redis type stored by hand (WRONGTYPE): the error names the key. */
+  snprintf(command, sizeof command, "DEL bot:%s:state", corrupt_bot);
+  qs_redis_cli(command, reply, sizeof reply);
+  snprintf(command, sizeof command, "RPUSH bot:%s:state by-hand", corrupt_bot);
+  qs_redis_cli(command, reply, sizeof reply);
+  CHECK_STATUS(quantshift_manager_load_state(m, &loaded), QUANTSHIFT_STATUS_CORRUPT_DATA);
+  CHECK(loaded == sentinel);
+  snprintf(command, sizeof command, "bot:%s:state holds a Redis list", corrupt_bot);
+  CHECK(strstr(quantshift_last_error_message(), command) != NULL);
   quantshift_manager_free(m);
 }
 

@@ -63,3 +63,12 @@ def primary(make_manager: ManagerFactory) -> quantshift_core.StateManager:
     manager = make_manager()
     assert manager.wait_until_primary(5)
     return manager
+
+
+# Figures a test measured, printed in the terminal summary (also without -s).
+MEASURED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in MEASURED:
+        terminalreporter.write_line(line)

@@ -21,9 +21,11 @@ class Event:
 
 
 class BotProcess:
-    def __init__(self, url: str, bot: str, lock_ttl: float, mode: str = "run") -> None:
+    def __init__(
+        self, url: str, bot: str, lock_ttl: float, mode: str = "run", script: str = "bot_process.py"
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "bot_process.py"), url, bot, str(lock_ttl), mode],
+            [sys.executable, os.path.join(HERE, script), url, bot, str(lock_ttl), mode],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -241,3 +241,64 @@ def test_oversized_values_are_refused_before_sending(primary: StateManager, r, b
         primary.save_position("AAPL", huge)
     assert r.get(f"bot:{bot_name}:state") is None
     assert r.get(f"bot:{bot_name}:position:AAPL") is None
+
+
+EXIT_WITH_REDIS_GONE = """
+import os, signal, sys
+from quantshift_core import StateManager
+
+state = StateManager("exit-bot", sys.argv[1], lock_ttl=2, command_timeout=0.5,
+                     connect_timeout=0.5)
+state.save_state({"a": 1})
+os.kill(int(sys.argv[2]), signal.SIGKILL)  # redis-server gone for good
+print("redis gone", flush=True)
+"""
+
+
+def test_closing_at_exit_with_redis_gone_is_one_warning_line():
+    import subprocess
+    import sys
+
+    from redis_server import RedisServer
+
+    with RedisServer("--appendonly", "yes") as server:  # no persistence warning at start
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_WITH_REDIS_GONE, server.url, str(server.process.pid)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "redis gone\n"
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "at exit failed" in lines[0] and "RedisUnavailableError" in lines[0]
+    assert "exit-bot" in lines[0]
+
+
+def test_key_of_another_redis_type_is_corrupt_data_naming_it(
+    primary: StateManager, r: redis.Redis, bot_name: str
+):
+    state_key = f"bot:{bot_name}:state"
+    r.rpush(state_key, "stored by hand")
+    with pytest.raises(CorruptDataError, match=f"{state_key} holds a Redis list"):
+        primary.load_state()
+    with pytest.raises(CorruptDataError, match=f"{state_key} holds a Redis list"):
+        primary.update_state({"x": 1})
+    assert r.lrange(state_key, 0, -1) == ["stored by hand"]  # left alone
+    position_key = f"bot:{bot_name}:position:AAPL"
+    primary.save_position("AAPL", {"quantity": 1, "entry_price": 10.0})
+    r.delete(position_key)
+    r.hset(position_key, "quantity", "1")
+    with pytest.raises(CorruptDataError, match=f"{position_key} holds a Redis hash"):
+        primary.load_positions()
+    with pytest.raises(CorruptDataError, match=f"{position_key} holds a Redis hash"):
+        primary.apply_fill("AAPL", 1, 10.0, fill_id="f1")
+
+
+def test_fast_failover_is_a_bool_keyword(redis_url: str, bot_name: str):
+    with StateManager(bot_name, redis_url, install_signal_handlers=False, fast_failover=False) as m:
+        assert m.is_primary()
+    with pytest.raises(TypeError):
+        StateManager(bot_name, redis_url, fast_failover="no")  # type: ignore[arg-type]
