@@ -16,19 +16,19 @@
  *   borrowed and never freed.
  * - Strings in are NUL-terminated UTF-8; JSON in and out is UTF-8 text. NaN and infinities
  *   cannot be written in JSON; apply_fill refuses them with QUANTSHIFT_STATUS_INVALID_INPUT.
- * - ABI compatibility: a program built against an older header keeps working with a newer
- *   library of the same major version. struct quantshift_options is frozen (its layout never
- *   changes); options added later are set on a quantshift_options_builder (made from that
- *   struct) with quantshift_options_builder_set_*() and used by
- *   quantshift_manager_new_with_builder(). Functions are only added, never changed; statuses
- *   only appended. QUANTSHIFT_VERSION_* tell the header's version, quantshift_version() the
- *   library's.
  * - Handles: quantshift_manager_new() / quantshift_manager_free() (free accepts NULL). A
  *   handle may be used from several threads at once; free must be its last use.
  * - No Rust panic unwinds into C: a bug surfaces as QUANTSHIFT_STATUS_PANIC.
  * - Callbacks (promoted, demoted, shutdown) run on library threads, never while the library
  *   holds a lock, and may call back into the manager. The log callback is the exception: it
  *   must not call quantshift functions.
+ * - ABI compatibility: a program built against an older header of the same major version
+ *   keeps working with a newer library. Functions, statuses and struct fields are only ever
+ *   added, never changed or removed. struct quantshift_options (v1) is frozen: options added
+ *   after it have a setter on the opaque quantshift_options_builder
+ *   (quantshift_options_builder_new() from a v1 struct, quantshift_options_builder_set_*(),
+ *   quantshift_manager_new_with_builder()), so no struct's size ever changes. Check at build
+ *   time with QUANTSHIFT_VERSION_NUMBER and at run time with quantshift_version().
  * - Signals: unless options.install_signal_handlers is false, SIGTERM / SIGINT run the
  *   registered shutdown handlers, save the last state, release the lease and exit(0); a
  *   second signal during that exits at once (status 130).
@@ -44,21 +44,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/**
- * The version of the header a program was compiled against (compare with
- * `quantshift_version()`, the library it runs with). Kept equal to the crate's version by a
- * unit test.
- */
+/* The version of this header; quantshift_version() gives the library's at run time. */
 #define QUANTSHIFT_VERSION_MAJOR 0
-
 #define QUANTSHIFT_VERSION_MINOR 1
-
 #define QUANTSHIFT_VERSION_PATCH 0
+#define QUANTSHIFT_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for #if QUANTSHIFT_VERSION_NUMBER >= ... */
+#define QUANTSHIFT_VERSION_NUMBER \
+  (QUANTSHIFT_VERSION_MAJOR * 10000 + QUANTSHIFT_VERSION_MINOR * 100 + QUANTSHIFT_VERSION_PATCH)
 
-/**
- * `MAJOR * 10000 + MINOR * 100 + PATCH`, for `#if` comparisons.
- */
-#define QUANTSHIFT_VERSION_NUMBER (((QUANTSHIFT_VERSION_MAJOR * 10000) + (QUANTSHIFT_VERSION_MINOR * 100)) + QUANTSHIFT_VERSION_PATCH)
 
 /**
  * The outcome of a call. The numbers are part of the ABI and never change; new statuses
@@ -130,16 +124,19 @@ typedef uint32_t quantshift_status;
 typedef struct quantshift_manager quantshift_manager;
 
 /**
- * Options that can grow: built from a `struct quantshift_options` (whose layout is frozen as
- * of 0.1, so programs built against an older header keep working) plus setters for every
- * option added since. Made by `quantshift_options_builder_new`, freed by
- * `quantshift_options_builder_free`; used by `quantshift_manager_new_with_builder`, which
- * does not consume it. Not for use from several threads at once.
+ * Growable options of a manager: an opaque object made from a `quantshift_options` (the
+ * v1 options) and changed with `quantshift_options_builder_set_*` setters. Options added
+ * after v1 only ever get a new setter, so its size is never part of the ABI.
+ *
+ * Made by `quantshift_options_builder_new`, freed by `quantshift_options_builder_free`;
+ * passed to `quantshift_manager_new_with_builder`. Not thread-safe: one thread at a time.
  */
 typedef struct quantshift_options_builder quantshift_options_builder;
 
 /**
- * Options of a manager. Fill it with `quantshift_options_default`, then set `bot_name`
+ * Options of a manager, version 1: frozen. Its layout never changes (a program built
+ * against an older header keeps working); options added after it are set on a
+ * `quantshift_options_builder`. Fill it with `quantshift_options_default`, then set `bot_name`
  * and what else differs. Durations are in milliseconds; a duration of 0 where a default is
  * derived from others (`renew_deadline_ms`, `poll_interval_ms`) means "derive it".
  *
@@ -302,45 +299,43 @@ const char *quantshift_version(void);
 quantshift_status quantshift_options_default(struct quantshift_options *options);
 
 /**
- * Makes a builder from `base` (read during this call only; its strings may be freed after)
- * or, when `base` is NULL, from the defaults of `quantshift_options_default` with an empty
- * bot name (set it with `quantshift_options_builder_set_bot_name`).
- * Errors: `NULL_ARGUMENT` (`out`, `base->bot_name`), `INVALID_UTF8`.
+ * Creates an options builder from `base` (filled by `quantshift_options_default`, then
+ * `bot_name` and what else differs). The strings of `base` are copied: they may be freed
+ * after this call. Options not in `base` start at their defaults (`fast_failover` true).
+ *
+ * On success `*out` is the new builder, to free with `quantshift_options_builder_free`.
+ * Errors: `NULL_ARGUMENT` (`base`, `base->bot_name`, `out`), `INVALID_UTF8` (any string of
+ * `base`), `INVALID_INPUT` (`max_payload_bytes` does not fit the platform). The values are
+ * checked by `quantshift_manager_new_with_builder`, as by `quantshift_manager_new`.
  *
  * # Safety
- * `base` is NULL or a valid options struct; `out` is writable.
+ * `base` is NULL or points to a `quantshift_options` whose strings are NULL or
+ * NUL-terminated; `out` is NULL or writable.
  */
 quantshift_status quantshift_options_builder_new(const struct quantshift_options *base,
                                                  struct quantshift_options_builder **out);
 
 /**
- * Frees a builder. NULL is accepted and ignored.
+ * Seen-death failover (CONTRACT §2), default true: the primary keeps a liveness
+ * connection that Redis can vouch for, and a standby takes the lease shortly after Redis
+ * sees it close, without waiting for `lock_ttl_ms`. false: failover waits for the lease to
+ * expire. Managers made with `quantshift_manager_new` (v1 options) get the default.
+ *
+ * Errors: `NULL_ARGUMENT` (`builder`).
  *
  * # Safety
- * `builder` is NULL or from `quantshift_options_builder_new`, not freed before.
- */
-void quantshift_options_builder_free(struct quantshift_options_builder *builder);
-
-/**
- * Sets the bot's name (same rules as `quantshift_options.bot_name`; checked when the
- * manager is made). Errors: `NULL_ARGUMENT`, `INVALID_UTF8`.
- *
- * # Safety
- * `builder` is a live builder; `bot_name` a NUL-terminated string.
- */
-quantshift_status quantshift_options_builder_set_bot_name(struct quantshift_options_builder *builder,
-                                                          const char *bot_name);
-
-/**
- * Seen-death failover (default true): a standby takes over shortly after Redis sees the
- * primary's connections close (its process died), instead of when its lease expires.
- * Errors: `NULL_ARGUMENT`.
- *
- * # Safety
- * `builder` is a live builder.
+ * `builder` is NULL or a live builder from `quantshift_options_builder_new`.
  */
 quantshift_status quantshift_options_builder_set_fast_failover(struct quantshift_options_builder *builder,
                                                                bool enabled);
+
+/**
+ * Frees a builder. NULL is accepted and ignored. Managers made from it are unaffected.
+ *
+ * # Safety
+ * `builder` is NULL or a builder from `quantshift_options_builder_new`, not freed before.
+ */
+void quantshift_options_builder_free(struct quantshift_options_builder *builder);
 
 /**
  * The message of the last call that failed on the calling thread, or `""` when none has.
@@ -395,12 +390,13 @@ quantshift_status quantshift_manager_new(const struct quantshift_options *option
                                          struct quantshift_manager **out);
 
 /**
- * Like `quantshift_manager_new`, with the options of a builder (see
- * `quantshift_options_builder_new`), which it does not consume.
- * Errors: as `quantshift_manager_new`.
+ * Creates a manager from growable options (`quantshift_options_builder`), as
+ * `quantshift_manager_new` does from the v1 struct; the builder is only read and may be
+ * freed after this call. Same errors, with `NULL_ARGUMENT` for `builder` and `out`.
  *
  * # Safety
- * `builder` is a live builder; `out` is writable.
+ * `builder` is NULL or a live builder from `quantshift_options_builder_new`; `out` is
+ * NULL or writable.
  */
 quantshift_status quantshift_manager_new_with_builder(const struct quantshift_options_builder *builder,
                                                       struct quantshift_manager **out);

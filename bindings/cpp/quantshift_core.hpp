@@ -122,10 +122,9 @@ class Options {
   Options &max_payload_bytes(std::uint64_t bytes) { raw_.max_payload_bytes = bytes; return *this; }
   // false: the host handles SIGTERM / SIGINT itself and calls Manager::shutdown().
   Options &install_signal_handlers(bool install) { raw_.install_signal_handlers = install; return *this; }
-  // Seen-death failover (default true): a standby takes over shortly after Redis sees the
-  // primary's process die, instead of when its lease expires.
+  // Seen-death failover (default true); false: failover waits for the lease to expire.
   Options &fast_failover(bool enabled) { fast_failover_ = enabled; return *this; }
-  bool fast_failover() const { return fast_failover_; }
+  bool fast_failover() const noexcept { return fast_failover_; }
 
   // The C struct, pointing into this object's strings: valid while it lives, unchanged.
   quantshift_options raw() const {
@@ -153,14 +152,14 @@ class Manager {
   using ShutdownHandler = std::function<void()>;
 
   explicit Manager(const Options &options) : callbacks_(std::make_unique<Callbacks>()) {
+    // The growable options (quantshift_options_builder): the v1 struct plus later options.
     const quantshift_options raw = options.raw();
-    // Options added after the frozen struct go through a builder.
     quantshift_options_builder *builder = nullptr;
     detail::check(quantshift_options_builder_new(&raw, &builder));
-    std::unique_ptr<quantshift_options_builder, decltype(&quantshift_options_builder_free)> owned(
-        builder, &quantshift_options_builder_free);
-    detail::check(quantshift_options_builder_set_fast_failover(builder, options.fast_failover()));
-    detail::check(quantshift_manager_new_with_builder(builder, &handle_));
+    quantshift_status status = quantshift_options_builder_set_fast_failover(builder, options.fast_failover());
+    if (status == QUANTSHIFT_STATUS_OK) status = quantshift_manager_new_with_builder(builder, &handle_);
+    quantshift_options_builder_free(builder);
+    detail::check(status);
   }
 
   Manager(const Manager &) = delete;

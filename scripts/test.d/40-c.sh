@@ -33,6 +33,9 @@ mkdir -p "$LIB" "$RUN" "$OUT/plain" "$OUT/asan"
 cargo build --lib --quiet
 BUILT="${CARGO_TARGET_DIR:-target}/debug"
 cp "$BUILT/libquantshift_core.so" "$BUILT/libquantshift_core.a" "$LIB/"
+# Programs linked with -lquantshift_core load it by its SONAME (scripts/install-c.sh makes
+# the same link in a prefix).
+ln -s libquantshift_core.so "$LIB/libquantshift_core.so.$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2 | cut -d. -f1)"
 # target/ is shared: make sure what we copied is a build with the C ABI in it.
 nm -D --defined-only "$LIB/libquantshift_core.so" | grep -q ' quantshift_manager_new$' \
   || fail "$BUILT/libquantshift_core.so has no C ABI (built without the ffi feature?)"

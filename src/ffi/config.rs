@@ -1,13 +1,16 @@
-//! The options struct of `quantshift_manager_new` and its defaults.
+//! The options of a manager: the frozen v1 struct of `quantshift_manager_new` and its
+//! defaults, and the growable options builder of `quantshift_manager_new_with_builder`.
 
 use std::ffi::c_char;
 use std::time::Duration;
 
-use super::{boundary, try_opt_str, try_str, FfiError, FfiResult};
+use super::{boundary, try_opt_str, try_ref, try_str, write_out, FfiError, FfiResult};
 use crate::config::Config;
 use crate::ffi::{ensure_non_null, quantshift_status};
 
-/// Options of a manager. Fill it with `quantshift_options_default`, then set `bot_name`
+/// Options of a manager, version 1: frozen. Its layout never changes (a program built
+/// against an older header keeps working); options added after it are set on a
+/// `quantshift_options_builder`. Fill it with `quantshift_options_default`, then set `bot_name`
 /// and what else differs. Durations are in milliseconds; a duration of 0 where a default is
 /// derived from others (`renew_deadline_ms`, `poll_interval_ms`) means "derive it".
 ///
@@ -174,83 +177,54 @@ impl quantshift_options {
     }
 }
 
-/// Options that can grow: built from a `struct quantshift_options` (whose layout is frozen as
-/// of 0.1, so programs built against an older header keep working) plus setters for every
-/// option added since. Made by `quantshift_options_builder_new`, freed by
-/// `quantshift_options_builder_free`; used by `quantshift_manager_new_with_builder`, which
-/// does not consume it. Not for use from several threads at once.
+/// Growable options of a manager: an opaque object made from a `quantshift_options` (the
+/// v1 options) and changed with `quantshift_options_builder_set_*` setters. Options added
+/// after v1 only ever get a new setter, so its size is never part of the ABI.
+///
+/// Made by `quantshift_options_builder_new`, freed by `quantshift_options_builder_free`;
+/// passed to `quantshift_manager_new_with_builder`. Not thread-safe: one thread at a time.
 #[allow(non_camel_case_types)]
 pub struct quantshift_options_builder {
     pub(crate) config: Config,
 }
 
-/// Makes a builder from `base` (read during this call only; its strings may be freed after)
-/// or, when `base` is NULL, from the defaults of `quantshift_options_default` with an empty
-/// bot name (set it with `quantshift_options_builder_set_bot_name`).
-/// Errors: `NULL_ARGUMENT` (`out`, `base->bot_name`), `INVALID_UTF8`.
+/// Creates an options builder from `base` (filled by `quantshift_options_default`, then
+/// `bot_name` and what else differs). The strings of `base` are copied: they may be freed
+/// after this call. Options not in `base` start at their defaults (`fast_failover` true).
+///
+/// On success `*out` is the new builder, to free with `quantshift_options_builder_free`.
+/// Errors: `NULL_ARGUMENT` (`base`, `base->bot_name`, `out`), `INVALID_UTF8` (any string of
+/// `base`), `INVALID_INPUT` (`max_payload_bytes` does not fit the platform). The values are
+/// checked by `quantshift_manager_new_with_builder`, as by `quantshift_manager_new`.
 ///
 /// # Safety
-/// `base` is NULL or a valid options struct; `out` is writable.
+/// `base` is NULL or points to a `quantshift_options` whose strings are NULL or
+/// NUL-terminated; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn quantshift_options_builder_new(
     base: *const quantshift_options,
     out: *mut *mut quantshift_options_builder,
 ) -> quantshift_status {
     boundary(|| {
+        let base = try_ref!(base);
         ensure_non_null!(out);
-        let config = if base.is_null() {
-            Config::new("")
-        } else {
-            // SAFETY: non-NULL (checked above), valid per the contract.
-            unsafe { &*base }.core_config()?
-        };
+        let config = base.core_config()?;
         let builder = Box::into_raw(Box::new(quantshift_options_builder { config }));
         // SAFETY: non-NULL (checked above), writable per the contract.
-        unsafe { super::write_out(out, builder) };
+        unsafe { write_out(out, builder) };
         Ok(())
     })
 }
 
-/// Frees a builder. NULL is accepted and ignored.
+/// Seen-death failover (CONTRACT §2), default true: the primary keeps a liveness
+/// connection that Redis can vouch for, and a standby takes the lease shortly after Redis
+/// sees it close, without waiting for `lock_ttl_ms`. false: failover waits for the lease to
+/// expire. Managers made with `quantshift_manager_new` (v1 options) get the default.
+///
+/// Errors: `NULL_ARGUMENT` (`builder`).
 ///
 /// # Safety
-/// `builder` is NULL or from `quantshift_options_builder_new`, not freed before.
-#[no_mangle]
-pub unsafe extern "C" fn quantshift_options_builder_free(builder: *mut quantshift_options_builder) {
-    let _ = boundary(|| {
-        if !builder.is_null() {
-            // SAFETY: from Box::into_raw in quantshift_options_builder_new, freed once.
-            drop(unsafe { Box::from_raw(builder) });
-        }
-        Ok(())
-    });
-}
-
-/// Sets the bot's name (same rules as `quantshift_options.bot_name`; checked when the
-/// manager is made). Errors: `NULL_ARGUMENT`, `INVALID_UTF8`.
-///
-/// # Safety
-/// `builder` is a live builder; `bot_name` a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn quantshift_options_builder_set_bot_name(
-    builder: *mut quantshift_options_builder,
-    bot_name: *const c_char,
-) -> quantshift_status {
-    boundary(|| {
-        ensure_non_null!(builder);
-        let bot_name = try_str!(bot_name);
-        // SAFETY: non-NULL (checked above), live and not shared per the contract.
-        unsafe { &mut *builder }.config.bot_name = bot_name.to_owned();
-        Ok(())
-    })
-}
-
-/// Seen-death failover (default true): a standby takes over shortly after Redis sees the
-/// primary's connections close (its process died), instead of when its lease expires.
-/// Errors: `NULL_ARGUMENT`.
-///
-/// # Safety
-/// `builder` is a live builder.
+/// `builder` is NULL or a live builder from `quantshift_options_builder_new`.
 #[no_mangle]
 pub unsafe extern "C" fn quantshift_options_builder_set_fast_failover(
     builder: *mut quantshift_options_builder,
@@ -258,8 +232,24 @@ pub unsafe extern "C" fn quantshift_options_builder_set_fast_failover(
 ) -> quantshift_status {
     boundary(|| {
         ensure_non_null!(builder);
-        // SAFETY: non-NULL (checked above), live and not shared per the contract.
-        unsafe { &mut *builder }.config.fast_failover = enabled;
+        // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
+        let builder = unsafe { &mut *builder };
+        builder.config.fast_failover = enabled;
         Ok(())
     })
+}
+
+/// Frees a builder. NULL is accepted and ignored. Managers made from it are unaffected.
+///
+/// # Safety
+/// `builder` is NULL or a builder from `quantshift_options_builder_new`, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_free(builder: *mut quantshift_options_builder) {
+    let _ = boundary(|| {
+        if !builder.is_null() {
+            // SAFETY: made by `Box::into_raw` in `quantshift_options_builder_new`, freed once.
+            drop(unsafe { Box::from_raw(builder) });
+        }
+        Ok(())
+    });
 }

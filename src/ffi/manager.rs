@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::config::{quantshift_options, quantshift_options_builder};
 use super::{
     boundary, ensure_non_null, object_to_string, owned_c_string, parse_object, quantshift_status,
-    try_ref, try_str, write_opt_string, write_out, FfiError, FfiResult, UserData,
+    try_ref, try_str, write_opt_string, write_out, FfiError, UserData,
 };
 use crate::manager::StateManager;
 
@@ -60,30 +60,18 @@ pub unsafe extern "C" fn quantshift_manager_new(
     boundary(|| {
         let options = try_ref!(options);
         ensure_non_null!(out);
-        let handle = start_manager(options.core_config()?)?;
         // SAFETY: non-NULL (checked above), writable per the contract.
-        unsafe { write_out(out, handle) };
-        Ok(())
+        unsafe { new_manager(options.core_config()?, out) }
     })
 }
 
-fn start_manager(config: crate::Config) -> FfiResult<*mut quantshift_manager> {
-    let inner = StateManager::new(config)?;
-    // As the Python face does: a first acquisition attempt now, so that the seed's usage
-    // (save state right after construction) works for the only instance. A failure is the
-    // lease thread's to retry.
-    if let Err(err) = inner.heartbeat() {
-        log::debug!("first acquisition attempt failed: {err}");
-    }
-    Ok(Box::into_raw(Box::new(quantshift_manager { inner })))
-}
-
-/// Like `quantshift_manager_new`, with the options of a builder (see
-/// `quantshift_options_builder_new`), which it does not consume.
-/// Errors: as `quantshift_manager_new`.
+/// Creates a manager from growable options (`quantshift_options_builder`), as
+/// `quantshift_manager_new` does from the v1 struct; the builder is only read and may be
+/// freed after this call. Same errors, with `NULL_ARGUMENT` for `builder` and `out`.
 ///
 /// # Safety
-/// `builder` is a live builder; `out` is writable.
+/// `builder` is NULL or a live builder from `quantshift_options_builder_new`; `out` is
+/// NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn quantshift_manager_new_with_builder(
     builder: *const quantshift_options_builder,
@@ -92,11 +80,30 @@ pub unsafe extern "C" fn quantshift_manager_new_with_builder(
     boundary(|| {
         let builder = try_ref!(builder);
         ensure_non_null!(out);
-        let handle = start_manager(builder.config.clone())?;
         // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { new_manager(builder.config.clone(), out) }
+    })
+}
+
+/// # Safety
+/// `out` is non-NULL and writable.
+unsafe fn new_manager(
+    config: crate::config::Config,
+    out: *mut *mut quantshift_manager,
+) -> super::FfiResult {
+    {
+        let inner = StateManager::new(config)?;
+        // As the Python face does: a first acquisition attempt now, so that the seed's usage
+        // (save state right after construction) works for the only instance. A failure is
+        // the lease thread's to retry.
+        if let Err(err) = inner.heartbeat() {
+            log::debug!("first acquisition attempt failed: {err}");
+        }
+        let handle = Box::into_raw(Box::new(quantshift_manager { inner }));
+        // SAFETY: non-NULL and writable (this function's contract).
         unsafe { write_out(out, handle) };
         Ok(())
-    })
+    }
 }
 
 /// Shuts the manager down if it is not already (as `quantshift_manager_shutdown`, errors
