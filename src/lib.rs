@@ -15,6 +15,8 @@
 //! state.close().unwrap();
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;

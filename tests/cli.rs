@@ -810,31 +810,35 @@ fn help_and_command_line_errors() {
     }
     assert!(tool(&["status", "--help"]).stdout.contains("2  no primary"));
     assert!(tool(&["-V"]).stdout.starts_with("quantshift-state "));
+    // clap's wording, with the tool's name in front and the command's usage after it.
     for (args, message) in [
-        (vec!["frobnicate"], "unknown command \"frobnicate\""),
-        (vec!["positions"], "positions needs a BOT name"),
-        (vec!["handover", "a", "b"], "handover takes one BOT, got 2"),
+        (vec!["frobnicate"], "unrecognized subcommand 'frobnicate'"),
         (
-            vec!["status", "--jsn"],
-            "unknown option \"--jsn\" for status",
+            vec!["positions"],
+            "the following required arguments were not provided:\n  <BOT>",
         ),
+        (vec!["handover", "a", "b"], "unexpected argument 'b' found"),
+        (vec!["status", "--jsn"], "unexpected argument '--jsn' found"),
         (
             vec!["handover", "a", "--timeout"],
-            "--timeout needs a value",
+            "a value is required for '--timeout <SECS>'",
         ),
         (
             vec!["handover", "a", "--timeout", "soon"],
-            "--timeout must be a number",
+            "invalid value 'soon' for '--timeout <SECS>': must be a number of seconds",
         ),
         (
             vec!["watch", "a", "--interval", "0"],
-            "--interval must be a number",
+            "invalid value '0' for '--interval <SECS>': must be a number of seconds from 0.05",
         ),
         (
             vec!["watch", "a", "--count", "-1"],
-            "--count must be a positive whole number",
+            "invalid value '-1' for '--count <N>': must be a positive whole number",
         ),
-        (vec!["watch", "a", "--json=yes"], "--json takes no value"),
+        (
+            vec!["watch", "a", "--json=yes"],
+            "unexpected value 'yes' for '--json'",
+        ),
     ] {
         let run = tool(&args);
         assert_eq!(run.code, Some(64), "{args:?}: {run:?}");
@@ -845,67 +849,21 @@ fn help_and_command_line_errors() {
         );
         assert!(run.stderr.contains("--help'"), "{run:?}");
     }
-}
-
-#[test]
-fn python_dash_m_runs_the_same_tool() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let writer = manager(&server, "py", 3000);
-    assert!(writer.wait_until_primary(Some(Duration::from_secs(3))));
-    writer
-        .save_position("ETH/USD", &mut obj(json!({"quantity": 3})))
-        .unwrap();
-    let main_py = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/python/quantshift_core/__main__.py"
+    assert!(
+        tool(&["status", "--jsn"])
+            .stderr
+            .contains("a similar argument exists: '--json'"),
+        "a suggestion for a misspelt option"
     );
-    let tool_dir = std::path::Path::new(TOOL).parent().unwrap();
-    let path = format!("{}:/usr/bin:/bin", tool_dir.display());
-    // The interpreter itself (not a shim that needs PATH): the runs below change PATH.
-    let python3 = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 must be installed");
-    let python3 = String::from_utf8(python3.stdout).unwrap().trim().to_owned();
-    let python = |env: &[(&str, &str)], args: &[&str]| {
-        let mut cmd = Command::new(&python3);
-        cmd.arg(main_py)
-            .args(args)
-            .env_remove("QUANTSHIFT_STATE_BIN")
-            .env_remove("QUANTSHIFT_REDIS_URL")
-            .env_remove("REDIS_URL")
-            .env_remove("REDIS_PASSWORD")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        Running::start(cmd).finish(Duration::from_secs(30))
-    };
-    // Found on PATH, arguments and exit code passed through.
-    let run = python(
-        &[("PATH", &path)],
-        &["--url", &url, "positions", "py", "--json"],
-    );
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(json_of(&run)["ETH/USD"]["quantity"], 3);
-    let run = python(
-        &[("PATH", &path)],
-        &["--url", &url, "status", "py", "--check"],
-    );
-    assert_eq!(run.code, Some(1), "{run:?}");
-    // Or named by QUANTSHIFT_STATE_BIN.
-    let run = python(
-        &[("PATH", "/usr/bin:/bin"), ("QUANTSHIFT_STATE_BIN", TOOL)],
-        &["status", "--help"],
-    );
-    assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.contains("Usage: quantshift-state"), "{run:?}");
-    // Nowhere: a clear error.
-    let run = python(&[("PATH", "/nonexistent")], &["status"]);
-    assert_eq!(run.code, Some(3), "{run:?}");
-    assert!(run.stderr.contains("binary was not found"), "{run:?}");
-    writer.close().unwrap();
+    // Shell completions, without Redis.
+    for shell in ["bash", "zsh", "fish"] {
+        let run = tool(&["completions", shell]);
+        assert_eq!(run.code, Some(0), "{shell}: {run:?}");
+        for word in ["quantshift-state", "handover", "--interval"] {
+            assert!(run.stdout.contains(word), "{shell}: {word}: {run:?}");
+        }
+    }
+    assert_eq!(tool(&["completions", "tcsh"]).code, Some(64));
 }
 
 /// `Inspector::lease_holder`, the cheap read `handover` polls.

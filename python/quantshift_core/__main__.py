@@ -1,55 +1,38 @@
-"""``python -m quantshift_core``: runs the operator tool ``quantshift-state``.
+"""The operator tool ``quantshift-state``: the ``quantshift-state`` console script and
+``python -m quantshift_core`` both run it.
 
-The tool is the Rust binary built from this crate (``cargo build --release --bin
-quantshift-state``). It is looked for, in order, at ``$QUANTSHIFT_STATE_BIN``, next to this
-package, in this Python environment's scripts directory, then on ``PATH``; the command-line
-arguments are passed through unchanged, and so is the exit code.
+The tool is compiled into the extension module (the same code as the Rust binary
+``quantshift-state``, src/cli/), so installing the package is all it needs. The arguments are
+passed through unchanged, and so is the exit code.
 """
 
-import os
-import shutil
-import subprocess
+from __future__ import annotations
+
+import signal
 import sys
-import sysconfig
+import threading
+from collections.abc import Sequence
+from typing import Optional
 
 TOOL = "quantshift-state"
-# The tool's own code for "the operation could not be done".
-EXIT_ERROR = 3
 
 
-def find_tool():
-    names = [TOOL + ".exe", TOOL] if os.name == "nt" else [TOOL]
-    explicit = os.environ.get("QUANTSHIFT_STATE_BIN")
-    if explicit:
-        return explicit
-    here = os.path.dirname(os.path.abspath(__file__))
-    for directory in (here, os.path.join(here, "bin"), sysconfig.get_path("scripts")):
-        for name in names:
-            candidate = os.path.join(directory, name)
-            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                return candidate
-    return shutil.which(TOOL)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the tool on ``argv`` (default: ``sys.argv[1:]``) and returns its exit code."""
+    from quantshift_core._quantshift_core import run_cli
 
-
-def main(argv):
-    tool = find_tool()
-    if tool is None:
-        sys.stderr.write(
-            "%s: error: the %s binary was not found next to the quantshift_core package, "
-            "in this environment's scripts directory or on PATH; build it with "
-            "'cargo build --release --bin %s' and put it on PATH, or set "
-            "QUANTSHIFT_STATE_BIN to its path\n" % (TOOL, TOOL, TOOL)
-        )
-        return EXIT_ERROR
-    args = [tool] + list(argv)
-    if os.name == "nt":
-        return subprocess.call(args)
-    try:
-        os.execv(tool, args)
-    except OSError as err:
-        sys.stderr.write("%s: error: cannot run %s: %s\n" % (TOOL, tool, err.strerror))
-        return EXIT_ERROR
+    args = sys.argv[1:] if argv is None else list(argv)
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        # Ctrl-C ends the tool as it ends the native binary (Python's handler would only run
+        # once the tool returned); `watch` installs its own handler and exits 0.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return run_cli([TOOL, *args])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

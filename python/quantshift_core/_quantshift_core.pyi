@@ -15,10 +15,15 @@ __all__ = [
     "StateManager",
     "StateManagerError",
     "__version__",
+    "run_cli",
 ]
 
 __version__: str
 MAX_DEPTH: int
+
+def run_cli(args: list[str]) -> int:
+    """Runs the operator tool ``quantshift-state`` (``args[0]`` is the program name) and
+    returns its exit code; output goes to the process's stdout and stderr."""
 
 # What is stored: a dict with str keys of dict, list, tuple (stored as list), str, int
 # (64-bit), float (finite), bool and None.

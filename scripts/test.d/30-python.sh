@@ -15,7 +15,7 @@ $PY -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir "$WHEELS" .
 $PY -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/quantshift_core-*.whl
 echo "30-python: installed $(basename "$WHEELS"/quantshift_core-*.whl)"
 
-PY_PATHS=(python tests/python examples/bot_usage.py examples/failover_demo.py examples/async_bot.py)
+PY_PATHS=(python tests/python tests/python_smoke examples/bot_usage.py examples/failover_demo.py examples/async_bot.py)
 [ -f benches/python_bench.py ] && PY_PATHS+=(benches/python_bench.py)
 ruff check "${PY_PATHS[@]}"
 ruff format --check "${PY_PATHS[@]}"

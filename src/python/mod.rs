@@ -3,6 +3,7 @@
 //! it and adds the pure-Python parts (signal handlers, the redis-py client).
 
 mod callbacks;
+mod cli;
 mod client;
 mod convert;
 mod detach;
@@ -31,6 +32,7 @@ fn quantshift_core_module(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyRes
     install_logging(py);
     errors::register(py, module)?;
     module.add_class::<manager::PyStateManager>()?;
+    module.add_function(wrap_pyfunction!(cli::run_cli, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("MAX_DEPTH", convert::MAX_DEPTH)?;
     Ok(())

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use quantshift_core::{BotStatus, Error, Inspector, ServerStatus};
+use crate::{BotStatus, Error, Inspector, ServerStatus};
 use serde_json::{Map, Value};
 
-use crate::{EXIT_NO_PRIMARY, EXIT_OK, EXIT_STANDBY_MISSING, TOOL};
+use super::{EXIT_NO_PRIMARY, EXIT_OK, EXIT_STANDBY_MISSING, TOOL};
 
 /// A bot's health as `status --check` reports it; ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,21 +1,27 @@
 //! `quantshift-state`: the operator tool. Status, positions, planned handover and a live
-//! view of the bots kept in one Redis. A thin front end over [`quantshift_core::Inspector`]:
-//! it parses arguments, formats what the inspector returns and maps errors to exit codes;
-//! it sends no Redis command of its own.
+//! view of the bots kept in one Redis. A thin front end over [`crate::Inspector`]: it parses
+//! arguments, formats what the inspector returns and maps errors to exit codes; it sends no
+//! Redis command of its own.
+//!
+//! One implementation for every way it is started: the `quantshift-state` binary
+//! (src/bin/quantshift-state.rs) and the Python package's entry points (the
+//! `quantshift-state` console script and `python -m quantshift_core`) call
+//! [`main_with_args`].
 
 mod args;
 mod view;
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use quantshift_core::{Error, ErrorKind, Inspector, JsonObject};
+use clap::{CommandFactory, Parser};
 use serde_json::{Map, Value};
 
-use args::Command;
+use crate::{Error, ErrorKind, Inspector, JsonObject};
+use args::{Cli, Command};
 use view::{epoch, human_duration, Health};
 
 pub const TOOL: &str = "quantshift-state";
@@ -37,13 +43,22 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 const HANDOVER_POLL: Duration = Duration::from_millis(1);
 
 /// A failure that ends the tool with a message and an exit code.
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-    pub hint: Option<String>,
+struct Failure {
+    code: u8,
+    message: String,
+    hint: Option<String>,
 }
 
 impl Failure {
+    /// An exit code whose explanation is already printed.
+    fn silent(code: u8) -> Self {
+        Failure {
+            code,
+            message: String::new(),
+            hint: None,
+        }
+    }
+
     fn handover(message: impl Into<String>) -> Self {
         Failure {
             code: EXIT_HANDOVER_FAILED,
@@ -76,50 +91,68 @@ impl From<Error> for Failure {
 
 type Outcome = Result<u8, Failure>;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(code) => ExitCode::from(code),
+/// Runs the tool on a command line (`args[0]` is the program name, as in `std::env::args_os`)
+/// and returns its exit code. Output goes to the process's stdout and stderr, flushed on return.
+pub fn main_with_args(args: Vec<OsString>) -> i32 {
+    let code = match parse(args).and_then(run) {
+        Ok(code) => code,
         Err(failure) => {
-            eprintln!("{TOOL}: error: {}", failure.message);
+            if !failure.message.is_empty() {
+                eprintln!("{TOOL}: error: {}", failure.message);
+            }
             if let Some(hint) = failure.hint {
                 eprintln!("{TOOL}: {hint}");
             }
-            ExitCode::from(failure.code)
+            failure.code
         }
-    }
+    };
+    let _ = std::io::stdout().flush();
+    i32::from(code)
 }
 
-fn run(args: &[String]) -> Outcome {
-    let invocation = args::parse(args)?;
-    let command = invocation.command;
-    match command {
-        Command::Help(text) => {
-            print!("{text}");
-            return Ok(invocation.help_exit);
+/// The command line, or the exit code when clap already answered it (help, version) or
+/// found it wrong (printed with clap's explanation and usage, exit [`EXIT_USAGE`]).
+fn parse(args: Vec<OsString>) -> Result<Cli, Failure> {
+    use clap::error::ErrorKind as ClapKind;
+    Cli::try_parse_from(args).map_err(|err| {
+        let code = match err.kind() {
+            ClapKind::DisplayHelp | ClapKind::DisplayVersion => {
+                let _ = err.print();
+                return Failure::silent(EXIT_OK);
+            }
+            // No command at all: the help, as a usage error.
+            ClapKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = err.print();
+                return Failure::silent(EXIT_USAGE);
+            }
+            _ => EXIT_USAGE,
+        };
+        let text = err.render().to_string();
+        let message = text.strip_prefix("error: ").unwrap_or(&text).trim_end();
+        Failure {
+            code,
+            message: message.to_owned(),
+            hint: None,
         }
-        Command::Version => {
-            println!("{TOOL} {}", env!("CARGO_PKG_VERSION"));
-            return Ok(EXIT_OK);
-        }
-        _ => {}
+    })
+}
+
+fn run(cli: Cli) -> Outcome {
+    // Commands that need no Redis.
+    if let Command::Completions { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), TOOL, &mut script);
+        // A closed pipe (`| head`) is not an error.
+        let _ = std::io::stdout().write_all(&script);
+        return Ok(EXIT_OK);
     }
-    let inspector = Inspector::connect(invocation.url.as_deref(), REDIS_TIMEOUT)?;
-    match command {
-        Command::Status { bots, json, check } => status(&inspector, bots, json, check),
-        Command::Positions { bot, json } => positions(&inspector, &bot, json),
-        Command::Handover {
-            bot,
-            timeout,
-            force,
-        } => handover(&inspector, &bot, timeout, force),
-        Command::Watch {
-            bot,
-            interval,
-            count,
-            json,
-        } => watch(&inspector, &bot, interval, count, json),
-        Command::Help(_) | Command::Version => unreachable!("handled above"),
+    let inspector = Inspector::connect(cli.url.as_deref(), REDIS_TIMEOUT)?;
+    match cli.command {
+        Command::Status(a) => status(&inspector, a.bots, a.json, a.check),
+        Command::Positions(a) => positions(&inspector, &a.bot, a.json),
+        Command::Handover(a) => handover(&inspector, &a.bot, a.timeout, a.force),
+        Command::Watch(a) => watch(&inspector, &a.bot, a.interval, a.count, a.json),
+        Command::Completions { .. } => unreachable!("handled above"),
     }
 }
 
@@ -279,14 +312,9 @@ fn watch(
     json: bool,
 ) -> Outcome {
     // A bad bot name is an error now, not a message repeated every second.
-    quantshift_core::keys::validate_bot_name(bot)?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupted);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|err| Failure {
-        code: EXIT_ERROR,
-        message: format!("cannot install the Ctrl-C handler: {err}"),
-        hint: None,
-    })?;
+    crate::keys::validate_bot_name(bot)?;
+    let interrupted = interrupt_flag()?;
+    interrupted.store(false, Ordering::SeqCst);
     let mut stdout = std::io::stdout();
     let clear_screen = !json && stdout.is_terminal();
     let mut previous: Option<Option<String>> = None;
@@ -356,4 +384,23 @@ fn watch(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Set by SIGINT / SIGTERM once `watch` has installed its handler; the handler is installed
+/// once per process (the Python entry point may run the tool more than once).
+fn interrupt_flag() -> Result<&'static AtomicBool, Failure> {
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
+                .map_err(|err| err.to_string())
+        })
+        .clone()
+        .map_err(|err| Failure {
+            code: EXIT_ERROR,
+            message: format!("cannot install the Ctrl-C handler: {err}"),
+            hint: None,
+        })?;
+    Ok(&INTERRUPTED)
 }
