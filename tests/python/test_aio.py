@@ -328,6 +328,7 @@ def test_sigterm_saves_final_state(bots: list[BotProcess], redis_url: str, bot_n
 def test_second_signal_exits_at_once(bots: list[BotProcess], redis_url: str, bot_name: str):
     bot = start_aio(bots, redis_url, bot_name, "slow-handler")
     bot.wait_for("PROMOTED", 15)
+    bot.wait_for("READY", 15)  # reported after the shutdown handler is registered
     os.kill(bot.pid, signal.SIGTERM)
     bot.wait_for("HANDLER_START", 5)
     second_at = time.monotonic()

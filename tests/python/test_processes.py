@@ -152,6 +152,7 @@ def test_second_signal_exits_at_once(redis_url: str, bot_name: str, bots):
     bot = BotProcess(redis_url, bot_name, LOCK_TTL, "slow-handler")
     bots.append(bot)
     bot.wait_for("PROMOTED", 15)
+    bot.wait_for("READY", 15)  # reported after the shutdown handler is registered
     os.kill(bot.pid, signal.SIGTERM)
     bot.wait_for("HANDLER_START", 5)
     second_at = time.monotonic()
