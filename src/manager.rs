@@ -512,6 +512,9 @@ impl Inner {
             log::error!("{unfinished} shutdown handlers were abandoned after shutdown_timeout");
         }
         let mut outcome = Ok(());
+        // No other save_state from here until the lease is given up: one landing after the
+        // final save would drop its shutdown_time.
+        let no_state_saves = self.state_update.lock();
         if let Ok(token) = self.lease.fencing_token() {
             let last = self.last_state.lock().clone();
             if let Some(mut state) = last {
@@ -529,6 +532,7 @@ impl Inner {
         // thread: it cannot take the lease again, which still carries our token until we
         // delete it; the release notice we publish also wakes it from its wait.
         let stepped_down = self.lease.step_down(crate::lease::SHUTTING_DOWN);
+        drop(no_state_saves);
         self.lease.stop();
         let released = match stepped_down {
             Some(token) => self
