@@ -15,7 +15,7 @@ CBINDGEN_VERSION=0.29.4
 OUT="$PWD/target/c-abi"
 LIB="$OUT/lib"
 RUN="$OUT/run"
-# The link lines of README "Use from C/C++".
+# The link lines of docs/c.md "Build and link" (without installing).
 SHARED_LINK=(-L"$LIB" -lquantshift_core -Wl,-rpath,"$LIB")
 STATIC_LINK=("$LIB/libquantshift_core.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -Itests/c)
