@@ -33,18 +33,27 @@ from redis_server import RedisServer  # noqa: E402
 
 POSITION = {"quantity": 10, "entry_price": 150.00, "stop_loss": 145.00, "take_profit": 160.00}
 UNRELATED_KEYS = 100_000
-TARGETS = {"load_positions (200 positions, 100 000 unrelated keys)": 3.0,
-           "load_positions (10 000 positions)": 200.0}
+TARGETS = {
+    "load_positions (200 positions, 100 000 unrelated keys)": 3.0,
+    "load_positions (10 000 positions)": 200.0,
+}
 SECTION = "## Python: large loads"
 
 
 def big_state(size: int) -> dict:
     """A state of about `size` bytes of JSON: a trade history, the shape a bot would keep."""
-    trade = {"symbol": "AAPL", "side": "buy", "quantity": 10, "price": 150.25,
-             "at": "2025-12-24T22:00:00.000000"}
+    trade = {
+        "symbol": "AAPL",
+        "side": "buy",
+        "quantity": 10,
+        "price": 150.25,
+        "at": "2025-12-24T22:00:00.000000",
+    }
     per_trade = 100
-    return {"strategy": "moving_average", "history": [dict(trade, id=i) for i in
-                                                      range(size // per_trade)]}
+    return {
+        "strategy": "moving_average",
+        "history": [dict(trade, id=i) for i in range(size // per_trade)],
+    }
 
 
 def measure(ops: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, list[int]]:
@@ -95,15 +104,18 @@ def main() -> int:
         large.close()
 
     ping = statistics.median(samples["redis-py PING"])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     rows = []
     for name, values in samples.items():
         median = statistics.median(values)
         target = TARGETS.get(name)
         verdict = "" if target is None else ("met" if median / ping <= target else "MISSED")
-        rows.append(f"| {args.label} ({commit}) | {name} | {median / 1000:.1f} µs "
-                    f"| {median / ping:.2f}× | {f'≤ {target:g}× ' + verdict if target else ''} |")
+        rows.append(
+            f"| {args.label} ({commit}) | {name} | {median / 1000:.1f} µs "
+            f"| {median / ping:.2f}× | {f'≤ {target:g}× ' + verdict if target else ''} |"
+        )
     print("\n".join(rows))
     if args.write:
         write_rows(args.write, args.label, rows)
@@ -132,11 +144,16 @@ def write_rows(path: str, label: str, rows: list[str]) -> None:
     kept: list[str] = []
     before, after = lines, []
     if start is not None:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        kept = [line for line in lines[start:end]
-                if line.startswith("| ") and not line.startswith("| code")
-                and not line.startswith(f"| {label} (")]
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        kept = [
+            line
+            for line in lines[start:end]
+            if line.startswith("| ")
+            and not line.startswith("| code")
+            and not line.startswith(f"| {label} (")
+        ]
         before, after = lines[:start], lines[end:]
     section = header + kept + rows + [""]
     out = "\n".join(before).rstrip("\n")
