@@ -229,6 +229,12 @@ impl StateManager {
         self.inner.load_state()
     }
 
+    /// The state's JSON bytes as stored, undecoded (for front ends that decode straight into
+    /// their own objects, e.g. Python's dicts); `positions::decode_object` checks them.
+    pub fn load_state_raw(&self) -> Result<Option<Vec<u8>>> {
+        self.inner.load_state_raw()
+    }
+
     /// Saves one position (fenced), adding `last_update` to `data`.
     pub fn save_position(&self, symbol: &str, data: &mut JsonObject) -> Result<()> {
         validate_symbol(symbol)?;
@@ -249,6 +255,15 @@ impl StateManager {
     pub fn load_positions(&self) -> Result<Vec<(String, JsonObject)>> {
         let unindexed = self.inner.unindexed_symbols.lock().clone();
         self.inner.positions().load(&unindexed)
+    }
+
+    /// Every position as stored (symbol, JSON bytes), undecoded, as [`load_positions`] reads
+    /// them (for front ends that decode straight into their own objects).
+    ///
+    /// [`load_positions`]: StateManager::load_positions
+    pub fn load_positions_raw(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let unindexed = self.inner.unindexed_symbols.lock().clone();
+        self.inner.positions().load_raw(&unindexed)
     }
 
     /// Removes one position (fenced); whether it existed.
@@ -472,14 +487,17 @@ impl Inner {
     }
 
     fn load_state(&self) -> Result<Option<JsonObject>> {
-        let raw: Option<Vec<u8>> = self
-            .store
+        self.load_state_raw()?
+            .map(|raw| decode_object(&self.keys.state, &raw))
+            .transpose()
+    }
+
+    fn load_state_raw(&self) -> Result<Option<Vec<u8>>> {
+        self.store
             .read(|conn| redis::cmd("GET").arg(&self.keys.state).query(conn))
             .map_err(|err| {
                 crate::positions::name_wrong_type(&self.store, err, &[(&self.keys.state, "string")])
-            })?;
-        raw.map(|raw| decode_object(&self.keys.state, &raw))
-            .transpose()
+            })
     }
 
     fn adopt_unindexed_positions(&self) {

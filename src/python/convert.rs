@@ -178,3 +178,124 @@ pub fn object_to_py<'py>(py: Python<'py>, map: &JsonObject) -> PyResult<Bound<'p
     }
     Ok(dict)
 }
+
+/// Whether `raw` is one JSON object and nothing after it, judged by its brackets alone (strings
+/// and escapes skipped). Several of these joined as `{"symbol": raw, ...}` and parsed as one
+/// document then decode into exactly one dict each: a value such as `{}, "other": {}` cannot
+/// pose as two positions. The rest of the syntax is left to the parser.
+fn is_one_object(raw: &[u8]) -> bool {
+    let start = raw.iter().position(|b| !b.is_ascii_whitespace());
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace());
+    let (Some(start), Some(end)) = (start, end) else {
+        return false;
+    };
+    if raw[start] != b'{' || raw[end] != b'}' {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in raw.iter().enumerate().take(end + 1).skip(start) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                if depth == 0 {
+                    return false;
+                }
+                depth -= 1;
+                if depth == 0 && i != end {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0 && !in_string
+}
+
+/// Python's C JSON decoder, refusing NaN and infinities as the Rust decoder does (int("NaN")
+/// raises); made once per interpreter.
+fn json_decoder(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static DECODER: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    DECODER
+        .get_or_try_init(py, || {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("parse_constant", py.get_type::<PyInt>())?;
+            Ok::<_, PyErr>(
+                py.import("json")?
+                    .getattr("JSONDecoder")?
+                    .call((), Some(&kwargs))?
+                    .unbind(),
+            )
+        })
+        .map(|decoder| decoder.bind(py))
+}
+
+/// JSON object bytes -> `dict` in one pass of Python's C decoder (no intermediate tree);
+/// `None` when the bytes are not one valid JSON object, for the caller to report precisely.
+pub fn fast_object_to_py<'py>(py: Python<'py>, raw: &[u8]) -> Option<Bound<'py, PyDict>> {
+    if !is_one_object(raw) {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    let decoded = json_decoder(py)
+        .ok()?
+        .call_method1("decode", (PyString::new(py, text),))
+        .ok()?;
+    decoded.cast_into::<PyDict>().ok()
+}
+
+/// `{symbol: dict}` from (symbol, JSON object bytes) pairs, all parsed by one call of Python's
+/// C decoder; `None` when any value is not one valid JSON object.
+pub fn fast_objects_to_py<'py>(
+    py: Python<'py>,
+    items: &[(String, Vec<u8>)],
+) -> Option<Bound<'py, PyDict>> {
+    let total: usize = items.iter().map(|(s, raw)| s.len() + raw.len() + 8).sum();
+    let mut text = String::with_capacity(total + 2);
+    text.push('{');
+    for (i, (symbol, raw)) in items.iter().enumerate() {
+        if !is_one_object(raw) {
+            return None;
+        }
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(symbol).ok()?);
+        text.push(':');
+        text.push_str(std::str::from_utf8(raw).ok()?);
+    }
+    text.push('}');
+    let decoded = json_decoder(py)
+        .ok()?
+        .call_method1("decode", (PyString::new(py, &text),))
+        .ok()?
+        .cast_into::<PyDict>()
+        .ok()?;
+    (decoded.len() == items.len()).then_some(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_one_object;
+
+    #[test]
+    fn one_object_by_its_brackets() {
+        assert!(is_one_object(br#"{"a": [1, {"b": "}"}], "c": "\"{"}"#));
+        assert!(is_one_object(b"  {}  "));
+        assert!(!is_one_object(br#"{}, "other": {}"#));
+        assert!(!is_one_object(br#"{"a": 1}}"#));
+        assert!(!is_one_object(b"[1]"));
+        assert!(!is_one_object(br#"{"a": "unterminated}"#));
+        assert!(!is_one_object(b""));
+    }
+}

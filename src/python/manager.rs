@@ -19,12 +19,12 @@ use pyo3::PyTraverseError;
 
 use super::callbacks::{call_logged, check_callable, format_exception, Slot};
 use super::client::redis_py_options;
-use super::convert::{object_from_py, object_to_py};
+use super::convert::{fast_object_to_py, fast_objects_to_py, object_from_py, object_to_py};
 use super::detach::{detached, with_python_signal_mask};
 use super::errors::{self, invalid, IntoPy};
 use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
-use crate::positions::JsonObject;
+use crate::positions::{decode_object, JsonObject};
 
 /// How long `wait_until_primary` waits between two looks at pending signals (Ctrl-C).
 const SIGNAL_CHECK_SLICE: Duration = Duration::from_millis(100);
@@ -319,8 +319,16 @@ impl PyStateManager {
 
     fn load_state<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let core = self.usable(py)?;
-        let state = detached(py, || core.load_state()).py_err(py)?;
-        state.map(|s| object_to_py(py, &s)).transpose()
+        let raw = detached(py, || core.load_state_raw()).py_err(py)?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        if let Some(state) = fast_object_to_py(py, &raw) {
+            return Ok(Some(state));
+        }
+        // Not one valid JSON object: the Rust decoder names the problem.
+        let state = decode_object(&core.keys().state, &raw).py_err(py)?;
+        object_to_py(py, &state).map(Some)
     }
 
     /// Saves one position (fenced) and sets `last_update` on the dict passed, as before.
@@ -339,10 +347,15 @@ impl PyStateManager {
 
     fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = self.usable(py)?;
-        let positions = detached(py, || core.load_positions()).py_err(py)?;
+        let raw = detached(py, || core.load_positions_raw()).py_err(py)?;
+        if let Some(positions) = fast_objects_to_py(py, &raw) {
+            return Ok(positions);
+        }
+        // Some value is not one valid JSON object: the Rust decoder names which and why.
         let out = PyDict::new(py);
-        for (symbol, data) in &positions {
-            out.set_item(symbol, object_to_py(py, data)?)?;
+        for (symbol, raw) in &raw {
+            let data = decode_object(&core.keys().position(symbol), raw).py_err(py)?;
+            out.set_item(symbol, object_to_py(py, &data)?)?;
         }
         Ok(out)
     }

@@ -1,20 +1,34 @@
 -- Reads every position of a bot in one round trip through its symbol index, never scanning
--- the keyspace; symbols found at start-up that are not indexed yet come in ARGV.
+-- the keyspace; symbols found at start-up that are not indexed yet come in ARGV. The values
+-- are read with MGET in chunks (one command per chunk rather than one GET per position:
+-- unpack() and the Lua stack take a few thousand arguments at most).
 -- KEYS[1] positions index
 -- ARGV[1] position key prefix, ARGV[2..] extra symbols
 -- Returns a flat array symbol, value, symbol, value, ... of the positions that exist.
+local CHUNK = 1000
 local symbols = redis.call('SMEMBERS', KEYS[1])
-for i = 2, #ARGV do
-  symbols[#symbols + 1] = ARGV[i]
-end
-local seen, out = {}, {}
+local seen = {}
 for _, symbol in ipairs(symbols) do
-  if not seen[symbol] then
-    seen[symbol] = true
-    local value = redis.call('GET', ARGV[1] .. symbol)
-    if value then
-      out[#out + 1] = symbol
-      out[#out + 1] = value
+  seen[symbol] = true
+end
+for i = 2, #ARGV do
+  if not seen[ARGV[i]] then
+    seen[ARGV[i]] = true
+    symbols[#symbols + 1] = ARGV[i]
+  end
+end
+local out = {}
+for first = 1, #symbols, CHUNK do
+  local last = math.min(first + CHUNK - 1, #symbols)
+  local keys = {}
+  for i = first, last do
+    keys[#keys + 1] = ARGV[1] .. symbols[i]
+  end
+  local values = redis.call('MGET', unpack(keys))
+  for i = 1, #values do
+    if values[i] then
+      out[#out + 1] = symbols[first + i - 1]
+      out[#out + 1] = values[i]
     end
   end
 end

@@ -1,0 +1,53 @@
+"""Large loads: positions read in MGET chunks on the server and decoded in one pass; values
+that are not one JSON object are still refused with CorruptDataError."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from quantshift_core import CorruptDataError, StateManager
+
+POSITION = {"quantity": 10, "entry_price": 150.0, "stop_loss": 145.0, "take_profit": 160.0}
+
+
+def test_many_positions_across_chunks(primary: StateManager, r: redis.Redis, bot_name: str):
+    # More than one MGET chunk (1000 keys) on the server, one expired in between.
+    primary.sync_positions({f"S{i:04d}": dict(POSITION) for i in range(2500)})
+    r.delete(f"bot:{bot_name}:position:S1234")
+    loaded = primary.load_positions()
+    assert len(loaded) == 2499
+    assert "S1234" not in loaded
+    assert loaded["S0000"]["quantity"] == 10 and loaded["S2499"]["take_profit"] == 160.0
+
+
+def test_large_state_round_trips(primary: StateManager):
+    state = {"history": [{"id": i, "price": 150.25, "note": 'é"}{'} for i in range(20_000)]}
+    primary.save_state(state)
+    assert primary.load_state() == state
+
+
+@pytest.mark.parametrize(
+    "raw", ['{}, "AAPL": {"quantity": 999}', '{"a": NaN}', '{"a": 1}}', '{"a": "}"} {}']
+)
+def test_a_value_posing_as_several_is_corrupt(
+    primary: StateManager, r: redis.Redis, bot_name: str, raw: str
+):
+    primary.save_position("MSFT", {"quantity": 1})
+    primary.save_position("AAPL", {"quantity": 2})
+    r.set(f"bot:{bot_name}:position:MSFT", raw)
+    with pytest.raises(CorruptDataError):
+        primary.load_positions()
+    r.set(f"bot:{bot_name}:state", raw)
+    with pytest.raises(CorruptDataError):
+        primary.load_state()
+
+
+def test_values_decode_as_before(primary: StateManager, r: redis.Redis, bot_name: str):
+    primary.save_position(
+        "X", {"big": 2**63 - 1, "neg": -(2**63), "f": 0.1, "nested": [None, True]}
+    )
+    raw = json.loads(r.get(f"bot:{bot_name}:position:X") or b"{}")
+    assert primary.load_positions()["X"] == raw
