@@ -2,8 +2,8 @@
 //! clear error of its CONTRACT §7 kind and write nothing, checked on the server: every key
 //! the server modified while the call ran is recorded through keyspace notifications
 //! (`notify-keyspace-events KA`), and the keyspace is dumped before and after (`KEYS *` +
-//! `DUMP`). Only the lease's own bookkeeping (heartbeat, live instances, lock TTL), which the
-//! lease thread renews on its own schedule, may change meanwhile. Refusals of oversized
+//! `DUMP`). Only the lease's own bookkeeping (heartbeat, live instances, lock TTL, the lease
+//! record), which the lease thread renews on its own schedule, may change meanwhile. Refusals of oversized
 //! values are also checked not to reach the server at all (`total_net_input_bytes`), and
 //! refused configurations not to connect. The Python and C front ends have their own
 //! catalogues (including invalid UTF-8 through the C API, negative and NaN durations, which
@@ -31,6 +31,7 @@ fn lease_bookkeeping(key: &str) -> bool {
         || key.ends_with(":heartbeat")
         || key.ends_with(":instances")
         || key.ends_with(":primary_lock")
+        || key.ends_with(":lease_record")
 }
 
 /// One connection kept open for inspecting the server (so that inspecting does not count
@@ -136,12 +137,14 @@ impl Inspect {
             .filter(|k| !k.starts_with(b"inspect:"))
             .map(|k| {
                 let text = String::from_utf8_lossy(&k);
-                let dump: Option<Vec<u8>> =
-                    if text.ends_with(":heartbeat") || text.ends_with(":instances") {
-                        None
-                    } else {
-                        redis::cmd("DUMP").arg(&k).query(&mut self.conn).unwrap()
-                    };
+                let dump: Option<Vec<u8>> = if text.ends_with(":heartbeat")
+                    || text.ends_with(":instances")
+                    || text.ends_with(":lease_record")
+                {
+                    None
+                } else {
+                    redis::cmd("DUMP").arg(&k).query(&mut self.conn).unwrap()
+                };
                 (k, dump)
             })
             .collect()

@@ -333,10 +333,10 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
         0,
         "{info}"
     );
-    // One script call; the 200 reads happen inside it, on the server.
+    // One script call; the 200 reads happen inside it, on the server, as one MGET.
     assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
-    assert_eq!(command_calls(&info, "mget"), 0, "{info}");
-    assert_eq!(command_calls(&info, "get"), 200, "{info}");
+    assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+    assert_eq!(command_calls(&info, "get"), 0, "{info}");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 -- unpack() and the Lua stack take a few thousand arguments at most).
 -- KEYS[1] positions index
 -- ARGV[1] position key prefix, ARGV[2..] extra symbols
--- Returns a flat array symbol, value, symbol, value, ... of the positions that exist.
+-- Returns a flat array symbol, value, symbol, value, ... of the positions that exist; a
+-- WRONGTYPE error when a position key holds another Redis type.
 local CHUNK = 1000
 local symbols = redis.call('SMEMBERS', KEYS[1])
 local seen = {}
@@ -29,6 +30,9 @@ for first = 1, #symbols, CHUNK do
     if values[i] then
       out[#out + 1] = symbols[first + i - 1]
       out[#out + 1] = values[i]
+    elseif redis.call('TYPE', keys[i]).ok ~= 'none' then
+      -- MGET reads a key of another type as missing; GET would refuse it: say so.
+      return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
     end
   end
 end
