@@ -217,9 +217,12 @@ impl Lease {
     /// Local state only: the lease is held, the monotonic deadline has not passed, and it was
     /// confirmed on the current Redis master.
     pub fn is_primary(&self) -> bool {
-        self.within_deadline()
+        // The liveness poll first and the clock last: a process stopped (SIGSTOP) on its way
+        // out of the poll system call must not come back with a deadline checked before it
+        // stopped.
+        !self.vouching_lost()
             && self.confirmed_generation.load(Ordering::Acquire) == self.store.generation()
-            && !self.vouching_lost()
+            && self.within_deadline()
     }
 
     /// The connection that vouches for our lease was closed (the close may already sit in
