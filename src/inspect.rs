@@ -238,6 +238,7 @@ impl Inspector {
             store: &self.store,
             keys,
             position_ttl_ms: 0,
+            last_load: None,
         }
     }
 

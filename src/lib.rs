@@ -34,7 +34,7 @@ pub use inspect::{BotStatus, Inspector, ServerStatus};
 pub use keys::Keys;
 pub use lease::LeaseEvent;
 pub use manager::StateManager;
-pub use positions::{Change, JsonObject, PositionDifference, SyncReport};
+pub use positions::{Change, JsonObject, LoadedPositions, PositionDifference, SyncReport};
 
 #[cfg(feature = "ffi")]
 pub mod ffi;

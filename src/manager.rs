@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::keys::{validate_fill_id, validate_symbol, Keys};
 use crate::lease::{Lease, Timing};
 use crate::positions::{
-    apply_fill_to, decode_object, diff_positions, fill_member, Expected, JsonObject, PositionStore,
-    PositionWrite, SyncReport, WriteOutcome,
+    apply_fill_to, decode_object, diff_positions, fill_member, Expected, JsonObject, LastLoad,
+    LoadedPositions, PositionStore, PositionWrite, SyncReport, WriteOutcome,
 };
 use crate::shutdown::{shut_down_on_signal, Shutdown, ShutdownHandler, ShutdownHandlers};
 use crate::store::{Store, SCRIPTS};
@@ -43,6 +43,7 @@ struct Inner {
     position_update: Mutex<()>,
     /// Position symbols found by the start-up scan and not yet in the index.
     unindexed_symbols: Mutex<Vec<String>>,
+    last_load: LastLoad,
     warnings: Vec<String>,
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -91,6 +92,7 @@ impl StateManager {
             state_update: Mutex::new(()),
             position_update: Mutex::new(()),
             unindexed_symbols: Mutex::new(Vec::new()),
+            last_load: LastLoad::default(),
             warnings,
             closed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -264,6 +266,16 @@ impl StateManager {
     pub fn load_positions_raw(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let unindexed = self.inner.unindexed_symbols.lock().clone();
         self.inner.positions().load_raw(&unindexed)
+    }
+
+    /// Like [`load_positions_raw`], shared: while nothing changed in Redis, every load
+    /// returns the same [`LoadedPositions`] (same id), so a front end can reuse what it
+    /// decoded from it.
+    ///
+    /// [`load_positions_raw`]: StateManager::load_positions_raw
+    pub fn load_positions_shared(&self) -> Result<Arc<LoadedPositions>> {
+        let unindexed = self.inner.unindexed_symbols.lock().clone();
+        self.inner.positions().load_shared(&unindexed)
     }
 
     /// Removes one position (fenced); whether it existed.
@@ -440,6 +452,7 @@ impl Inner {
             store: &self.store,
             keys: &self.keys,
             position_ttl_ms: millis(self.config.position_ttl),
+            last_load: Some(&self.last_load),
         }
     }
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use quantshift_core::{ErrorKind, StateManager};
+use quantshift_core::{Config, ErrorKind, StateManager};
 use serde_json::json;
 
 fn primary(server: &RedisServer, bot: &str) -> StateManager {
@@ -301,6 +301,29 @@ fn command_calls(info: &str, command: &str) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
+/// Commands a load sent, as round trips: a MULTI/EXEC transaction (with one EXISTS inside
+/// when there are positions), a script call, and the EXISTS (PING when there are no
+/// positions) that confirms cached positions are one each.
+fn load_round_trips(info: &str) -> u64 {
+    let transactions = command_calls(info, "exec");
+    transactions
+        + command_calls(info, "evalsha")
+        + command_calls(info, "eval")
+        + command_calls(info, "exists").saturating_sub(transactions)
+        + command_calls(info, "ping")
+}
+
+fn reset_stats(conn: &mut redis::Connection) {
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(conn)
+        .unwrap();
+}
+
+fn commandstats(conn: &mut redis::Connection) -> String {
+    redis::cmd("INFO").arg("commandstats").query(conn).unwrap()
+}
+
 #[test]
 fn loading_positions_never_scans_and_costs_one_round_trip() {
     let server = RedisServer::start();
@@ -317,26 +340,232 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
         .arg("x")
         .query::<()>(&mut conn)
         .unwrap();
-    // The first call may load the script (EVALSHA, NOSCRIPT, SCRIPT LOAD); measure the next.
+    // The first call runs the load script (and may load it: EVALSHA, NOSCRIPT, SCRIPT LOAD),
+    // the second reads the symbols it found in one transaction on the tracked connection.
     assert_eq!(m.load_positions().unwrap().len(), 200);
-    redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query::<()>(&mut conn)
-        .unwrap();
+    reset_stats(&mut conn);
     assert_eq!(m.load_positions().unwrap().len(), 200);
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut conn)
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 1, "{info}");
+    assert_eq!(command_calls(&info, "exec"), 1, "{info}");
+    assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+    for _ in 0..3 {
+        reset_stats(&mut conn);
+        assert_eq!(m.load_positions().unwrap().len(), 200);
+        let info = commandstats(&mut conn);
+        assert_eq!(
+            command_calls(&info, "scan") + command_calls(&info, "keys"),
+            0,
+            "{info}"
+        );
+        // Nothing changed: Redis tracked the keys the last load read and sent no
+        // invalidation, and one EXISTS counts the 200 positions still there. No value is
+        // transferred again.
+        assert_eq!(load_round_trips(&info), 1, "{info}");
+        assert_eq!(command_calls(&info, "exists"), 1, "{info}");
+        assert_eq!(command_calls(&info, "mget"), 0, "{info}");
+        assert_eq!(command_calls(&info, "get"), 0, "{info}");
+    }
+    // A position changed under it: two round trips, the second the script (one MGET inside).
+    m.save_position("NEW", &mut obj(json!({"quantity": 1})))
         .unwrap();
-    assert_eq!(
-        command_calls(&info, "scan") + command_calls(&info, "keys"),
-        0,
-        "{info}"
-    );
-    // One script call; the 200 reads happen inside it, on the server, as one MGET.
+    reset_stats(&mut conn);
+    let loaded = m.load_positions().unwrap();
+    assert_eq!(loaded.len(), 201);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 2, "{info}");
     assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
     assert_eq!(command_calls(&info, "mget"), 1, "{info}");
-    assert_eq!(command_calls(&info, "get"), 0, "{info}");
+    // Then one transaction (tracked again), then one EXISTS.
+    for expected_mget in [1, 0] {
+        reset_stats(&mut conn);
+        assert_eq!(m.load_positions().unwrap().len(), 201);
+        let info = commandstats(&mut conn);
+        assert_eq!(load_round_trips(&info), 1, "{info}");
+        assert_eq!(command_calls(&info, "mget"), expected_mget, "{info}");
+    }
+}
+
+/// A manager whose Redis user may not turn key tracking on.
+fn manager_without_tracking(server: &RedisServer, bot: &str) -> StateManager {
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("notrack")
+        .arg("on")
+        .arg(">secret-pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-client|tracking")
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let url = format!("redis://notrack:secret-pw@127.0.0.1:{}/0", server.port);
+    StateManager::new(
+        Config::new(bot)
+            .redis_url(url)
+            .lock_ttl(Duration::from_secs(30))
+            .install_signal_handlers(false),
+    )
+    .unwrap()
+}
+
+/// Where Redis refuses key tracking to the user, the last load's picture is confirmed in one
+/// MULTI/EXEC (the index, the values as one MGET), and a change costs a second round trip.
+#[test]
+fn without_key_tracking_a_load_is_one_transaction() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let m = manager_without_tracking(&server, "notrack");
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    for i in 0..50 {
+        m.save_position(&format!("S{i}"), &mut obj(json!({"quantity": i})))
+            .unwrap();
+    }
+    assert_eq!(m.load_positions().unwrap().len(), 50);
+    for _ in 0..2 {
+        reset_stats(&mut conn);
+        assert_eq!(m.load_positions().unwrap().len(), 50);
+        let info = commandstats(&mut conn);
+        assert_eq!(load_round_trips(&info), 1, "{info}");
+        assert_eq!(command_calls(&info, "exec"), 1, "{info}");
+        assert_eq!(command_calls(&info, "smembers"), 1, "{info}");
+        assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+        assert_eq!(command_calls(&info, "exists"), 1, "{info}");
+    }
+    m.clear_position("S0").unwrap();
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 49);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 2, "{info}");
+    assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
+}
+
+/// Each load answers what Redis holds at that instant, whatever the previous load saw: values
+/// changed, keys expired behind the index, expired keys back, keys of another type.
+#[test]
+fn a_load_never_answers_from_what_the_previous_load_saw() {
+    let server = RedisServer::start();
+    loads_follow_redis(&server, |server| manager(server, "snap", 30_000));
+}
+
+#[test]
+fn without_key_tracking_a_load_never_answers_from_what_the_previous_load_saw() {
+    let server = RedisServer::start();
+    loads_follow_redis(&server, |server| manager_without_tracking(server, "snap"));
+}
+
+fn loads_follow_redis(server: &RedisServer, new_manager: impl Fn(&RedisServer) -> StateManager) {
+    let m = new_manager(server);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    for symbol in ["A", "B", "C"] {
+        m.save_position(symbol, &mut obj(json!({"quantity": 1})))
+            .unwrap();
+    }
+    let mut conn = server.connection();
+    let quantities = |m: &StateManager| -> Vec<(String, i64)> {
+        // Twice: the second load answers from what Redis tracks for the first.
+        let mut loads = [0, 1].map(|_| {
+            let mut out: Vec<(String, i64)> = m
+                .load_positions()
+                .unwrap()
+                .into_iter()
+                .map(|(s, p)| (s, p["quantity"].as_i64().unwrap()))
+                .collect();
+            out.sort();
+            out
+        });
+        assert_eq!(loads[0], loads[1]);
+        std::mem::take(&mut loads[0])
+    };
+    let pairs = |items: &[(&str, i64)]| -> Vec<(String, i64)> {
+        items.iter().map(|(s, q)| (s.to_string(), *q)).collect()
+    };
+    assert_eq!(quantities(&m), pairs(&[("A", 1), ("B", 1), ("C", 1)]));
+    // A value changed by hand.
+    redis::cmd("SET")
+        .arg("bot:snap:position:A")
+        .arg(r#"{"quantity": 7}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(quantities(&m), pairs(&[("A", 7), ("B", 1), ("C", 1)]));
+    // A position expired: its symbol stays in the index, the position is gone from the load,
+    // and the next loads confirm it gone in one round trip.
+    redis::cmd("DEL")
+        .arg("bot:snap:position:B")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(quantities(&m), pairs(&[("A", 7), ("C", 1)]));
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 2);
+    assert_eq!(load_round_trips(&commandstats(&mut conn)), 1);
+    // The gone key back (written by an older bot, say).
+    redis::cmd("SET")
+        .arg("bot:snap:position:B")
+        .arg(r#"{"quantity": 3}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(quantities(&m), pairs(&[("A", 7), ("B", 3), ("C", 1)]));
+    // A position past its TTL, whether or not Redis reclaimed it yet.
+    m.save_position("E", &mut obj(json!({"quantity": 5})))
+        .unwrap();
+    assert_eq!(
+        quantities(&m),
+        pairs(&[("A", 7), ("B", 3), ("C", 1), ("E", 5)])
+    );
+    redis::cmd("PEXPIRE")
+        .arg("bot:snap:position:E")
+        .arg(20)
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(
+        quantities(&m),
+        pairs(&[("A", 7), ("B", 3), ("C", 1), ("E", 5)])
+    );
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(quantities(&m), pairs(&[("A", 7), ("B", 3), ("C", 1)]));
+    // A present key replaced by another type, then a gone key back as another type.
+    redis::cmd("DEL")
+        .arg("bot:snap:position:C")
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("HSET")
+        .arg("bot:snap:position:C")
+        .arg("quantity")
+        .arg("1")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let err = m.load_positions().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptData, "{err}");
+    assert!(err.message().contains("bot:snap:position:C"), "{err}");
+    redis::cmd("DEL")
+        .arg("bot:snap:position:C")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(quantities(&m), pairs(&[("A", 7), ("B", 3)]));
+    redis::cmd("LPUSH")
+        .arg("bot:snap:position:C")
+        .arg("x")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let err = m.load_positions().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptData, "{err}");
+    redis::cmd("DEL")
+        .arg("bot:snap:position:C")
+        .query::<()>(&mut conn)
+        .unwrap();
+    // The index emptied by hand.
+    redis::cmd("DEL")
+        .arg("bot:snap:positions")
+        .query::<()>(&mut conn)
+        .unwrap();
+    assert_eq!(quantities(&m), pairs(&[]));
+    // A new manager finds the unindexed positions by its start-up scan, then the new one too.
+    let standby = new_manager(server);
+    assert_eq!(quantities(&standby), pairs(&[("A", 7), ("B", 3)]));
+    m.save_position("D", &mut obj(json!({"quantity": 4})))
+        .unwrap();
+    assert_eq!(quantities(&standby), pairs(&[("A", 7), ("B", 3), ("D", 4)]));
+    assert_eq!(quantities(&m), pairs(&[("D", 4)]));
 }
 
 #[test]

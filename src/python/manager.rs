@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
 use super::callbacks::{call_logged, check_callable, format_exception, Slot};
@@ -22,6 +22,7 @@ use super::client::redis_py_options;
 use super::convert::{fast_object_to_py, fast_objects_to_py, object_from_py, object_to_py};
 use super::detach::{detached, with_python_signal_mask};
 use super::errors::{self, invalid, IntoPy};
+use super::json::Decoder;
 use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
 use crate::positions::{decode_object, JsonObject};
@@ -50,6 +51,10 @@ pub struct PyStateManager {
     pid: u32,
     /// The Python callables given to the core (callbacks, shutdown handlers).
     slots: Mutex<Vec<Slot>>,
+    /// The positions of the last load as decoded, by the core's id of that load: while Redis
+    /// says nothing changed, loads hand out copies of it instead of decoding again. Never
+    /// handed out itself (callers may change what they get).
+    decoded_positions: Mutex<Option<(u64, Py<PyDict>)>>,
 }
 
 fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
@@ -186,6 +191,7 @@ impl PyStateManager {
             redacted_url,
             pid: super::fork::current_pid(),
             slots: Mutex::new(Vec::new()),
+            decoded_positions: Mutex::new(None),
         })
     }
 
@@ -323,6 +329,10 @@ impl PyStateManager {
         let Some(raw) = raw else {
             return Ok(None);
         };
+        if let Some(state) = Decoder::new(py).object(&raw) {
+            return Ok(Some(state));
+        }
+        // Python's decoder takes what serde_json refuses but json.loads reads (deeper nesting).
         if let Some(state) = fast_object_to_py(py, &raw) {
             return Ok(Some(state));
         }
@@ -347,15 +357,24 @@ impl PyStateManager {
 
     fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = self.usable(py)?;
-        let raw = detached(py, || core.load_positions_raw()).py_err(py)?;
-        if let Some(positions) = fast_objects_to_py(py, &raw) {
-            return Ok(positions);
-        }
-        // Some value is not one valid JSON object: the Rust decoder names which and why.
+        let loaded = detached(py, || core.load_positions_shared()).py_err(py)?;
+        let decoded = self
+            .decoded_positions
+            .lock()
+            .as_ref()
+            .filter(|(id, _)| *id == loaded.id())
+            .map(|(_, positions)| positions.clone_ref(py));
+        let decoded = match decoded {
+            Some(positions) => positions.into_bound(py),
+            None => {
+                let positions = decode_positions(py, core, loaded.items())?;
+                *self.decoded_positions.lock() = Some((loaded.id(), positions.clone().unbind()));
+                positions
+            }
+        };
         let out = PyDict::new(py);
-        for (symbol, raw) in &raw {
-            let data = decode_object(&core.keys().position(symbol), raw).py_err(py)?;
-            out.set_item(symbol, object_to_py(py, &data)?)?;
+        for (symbol, position) in decoded.iter() {
+            out.set_item(symbol, copy_json(&position)?)?;
         }
         Ok(out)
     }
@@ -546,4 +565,59 @@ impl Drop for PyStateManager {
             drop(core);
         }
     }
+}
+
+/// `{symbol: dict}` of the stored positions: each decoded straight from its bytes, else (a
+/// value serde_json refuses) all by Python's decoder, else the Rust decoder names the value
+/// that is not a JSON object.
+fn decode_positions<'py>(
+    py: Python<'py>,
+    core: &StateManager,
+    positions: &[(String, Vec<u8>)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let decoder = Decoder::new(py);
+    let out = PyDict::new(py);
+    let all_decoded = positions.iter().all(|(symbol, raw)| {
+        decoder
+            .object(raw)
+            .is_some_and(|position| out.set_item(symbol, position).is_ok())
+    });
+    if all_decoded {
+        return Ok(out);
+    }
+    if let Some(out) = fast_objects_to_py(py, positions) {
+        return Ok(out);
+    }
+    let out = PyDict::new(py);
+    for (symbol, raw) in positions {
+        let data = decode_object(&core.keys().position(symbol), raw).py_err(py)?;
+        out.set_item(symbol, object_to_py(py, &data)?)?;
+    }
+    Ok(out)
+}
+
+/// A copy of a decoded JSON value that shares nothing mutable with it: dicts and lists are
+/// copied all the way down, the rest (str, int, float, bool, None) is immutable.
+fn copy_json<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(dict) = value.cast::<PyDict>() {
+        let flat = dict
+            .iter()
+            .all(|(_, v)| !(v.is_instance_of::<PyDict>() || v.is_instance_of::<PyList>()));
+        if flat {
+            return Ok(dict.copy()?.into_any());
+        }
+        let out = PyDict::new(value.py());
+        for (key, item) in dict.iter() {
+            out.set_item(key, copy_json(&item)?)?;
+        }
+        return Ok(out.into_any());
+    }
+    if let Ok(list) = value.cast::<PyList>() {
+        let items = list
+            .iter()
+            .map(|item| copy_json(&item))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(PyList::new(value.py(), items)?.into_any());
+    }
+    Ok(value.clone())
 }

@@ -9,6 +9,7 @@ mod convert;
 mod detach;
 mod errors;
 mod fork;
+mod json;
 mod manager;
 
 use pyo3::prelude::*;

@@ -1,13 +1,15 @@
--- Reads every position of a bot in one round trip through its symbol index, never scanning
--- the keyspace; symbols found at start-up that are not indexed yet come in ARGV. The values
--- are read with MGET in chunks (one command per chunk rather than one GET per position:
--- unpack() and the Lua stack take a few thousand arguments at most).
+-- Reads every position of a bot atomically through its symbol index, never scanning the
+-- keyspace; symbols found at start-up that are not indexed yet come in ARGV. The values are
+-- read with MGET in chunks (one command per chunk rather than one GET per position: unpack()
+-- and the Lua stack take a few thousand arguments at most).
 -- KEYS[1] positions index
 -- ARGV[1] position key prefix, ARGV[2..] extra symbols
--- Returns a flat array symbol, value, symbol, value, ... of the positions that exist; a
--- WRONGTYPE error when a position key holds another Redis type.
+-- Returns {n, symbols, pairs}: the index's members are symbols[1..n] (the rest are the extra
+-- symbols not in it), pairs is a flat array symbol, value, symbol, value, ... of the positions
+-- that exist. A WRONGTYPE error when a position key holds another Redis type.
 local CHUNK = 1000
 local symbols = redis.call('SMEMBERS', KEYS[1])
+local indexed = #symbols
 local seen = {}
 for _, symbol in ipairs(symbols) do
   seen[symbol] = true
@@ -36,4 +38,4 @@ for first = 1, #symbols, CHUNK do
     end
   end
 end
-return out
+return {indexed, symbols, out}

@@ -6,12 +6,13 @@
 //!
 //! This module is the facade (open, run/read/write, the server's configuration checks); the
 //! parts live beside it: `connection` (connecting, reconnection, TLS, error classification),
-//! `sentinel` (master discovery and generations), `scripts` (the Lua script registry) and
-//! `wait` (`WAIT` for replicas).
+//! `sentinel` (master discovery and generations), `scripts` (the Lua script registry),
+//! `tracked` (connections whose reads Redis tracks) and `wait` (`WAIT` for replicas).
 
 mod connection;
 mod scripts;
 mod sentinel;
+mod tracked;
 mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisResult};
 
 pub(crate) use connection::{describe, drops_connection, is_read_only};
 pub(crate) use scripts::SCRIPTS;
+pub(crate) use tracked::{TrackedConnection, TrackingRefused};
 
 use crate::clock::millis;
 use crate::config::{redact_url, Config, SentinelUrl};

@@ -1,5 +1,6 @@
-"""Large loads: positions read in MGET chunks on the server and decoded in one pass; values
-that are not one JSON object are still refused with CorruptDataError."""
+"""Loads: positions read in MGET chunks on the server and decoded straight into dicts; loads
+that Redis says changed nothing hand out copies of the last one; values that are not one JSON
+object are still refused with CorruptDataError."""
 
 from __future__ import annotations
 
@@ -51,3 +52,41 @@ def test_values_decode_as_before(primary: StateManager, r: redis.Redis, bot_name
     )
     raw = json.loads(r.get(f"bot:{bot_name}:position:X") or b"{}")
     assert primary.load_positions()["X"] == raw
+
+
+def test_unchanged_loads_are_independent_copies(primary: StateManager):
+    primary.save_position("FLAT", dict(POSITION))
+    primary.save_position("NESTED", {"quantity": 1, "legs": [{"qty": 1}], "meta": {"a": [1]}})
+    for _ in range(3):
+        first = primary.load_positions()
+        first["FLAT"]["quantity"] = -1
+        first["NESTED"]["legs"][0]["qty"] = -1
+        first["NESTED"]["legs"].append("x")
+        first["NESTED"]["meta"]["a"].append(2)
+        first["EXTRA"] = {}
+        again = primary.load_positions()
+        assert again["FLAT"]["quantity"] == 10
+        assert again["NESTED"]["legs"] == [{"qty": 1}]
+        assert again["NESTED"]["meta"] == {"a": [1]}
+        assert "EXTRA" not in again
+
+
+def test_every_load_sees_changes_made_by_anyone(
+    primary: StateManager, r: redis.Redis, bot_name: str, redis_url: str
+):
+    key = f"bot:{bot_name}:position:"
+    primary.sync_positions({"A": {"quantity": 1}, "B": {"quantity": 2}})
+    with StateManager(bot_name, redis_url, install_signal_handlers=False) as reader:
+        for sm in (primary, reader):
+            assert set(sm.load_positions()) == {"A", "B"}
+            assert set(sm.load_positions()) == {"A", "B"}
+        r.set(key + "A", '{"quantity": 7}')
+        assert [sm.load_positions()["A"]["quantity"] for sm in (primary, reader)] == [7, 7]
+        r.delete(key + "B")
+        assert [set(sm.load_positions()) for sm in (primary, reader)] == [{"A"}, {"A"}]
+        r.set(key + "B", '{"quantity": 3}')
+        assert [sm.load_positions()["B"]["quantity"] for sm in (primary, reader)] == [3, 3]
+        primary.apply_fill("A", 1, 100.0)
+        assert [sm.load_positions()["A"]["quantity"] for sm in (primary, reader)] == [8, 8]
+        r.flushdb()
+        assert [sm.load_positions() for sm in (primary, reader)] == [{}, {}]

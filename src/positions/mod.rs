@@ -11,6 +11,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{validate_symbol, Keys, FILL_SEPARATOR};
 use crate::store::{Store, SCRIPTS};
 
+mod load;
+
+pub(crate) use load::LastLoad;
+pub use load::LoadedPositions;
+
 pub type JsonObject = Map<String, Value>;
 
 /// How many times a compare-and-set write is retried when the position moved under it.
@@ -337,45 +342,12 @@ pub(crate) struct PositionStore<'a> {
     pub store: &'a Store,
     pub keys: &'a Keys,
     pub position_ttl_ms: u64,
+    /// What this manager's previous load found, for the next to confirm cheaply (none for
+    /// one-off readers).
+    pub last_load: Option<&'a LastLoad>,
 }
 
 impl PositionStore<'_> {
-    /// Every position: the indexed ones plus `extra` (symbols found at start-up, not yet
-    /// indexed), in one round trip.
-    pub fn load_raw(&self, extra: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
-        let flat: Vec<Vec<u8>> = self
-            .store
-            .read(|conn| {
-                let mut invocation = SCRIPTS.positions_load.key(&self.keys.positions_index);
-                invocation.arg(self.keys.position_prefix());
-                for symbol in extra {
-                    invocation.arg(symbol);
-                }
-                invocation.invoke(conn)
-            })
-            .map_err(|err| {
-                let mut symbols = extra.to_vec();
-                if err.is_wrong_type() {
-                    // The indexed symbols too, when the index itself is a set.
-                    let indexed: Result<Vec<String>> = self.store.read(|conn| {
-                        redis::cmd("SMEMBERS")
-                            .arg(&self.keys.positions_index)
-                            .query(conn)
-                    });
-                    symbols.extend(indexed.unwrap_or_default());
-                }
-                self.name_wrong_type(err, &symbols, &[])
-            })?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut items = flat.into_iter();
-        while let (Some(symbol), Some(value)) = (items.next(), items.next()) {
-            let symbol = String::from_utf8(symbol)
-                .map_err(|_| Error::corrupt("a symbol in the positions index is not UTF-8"))?;
-            out.push((symbol, value));
-        }
-        Ok(out)
-    }
-
     pub fn load(&self, extra: &[String]) -> Result<Vec<(String, JsonObject)>> {
         self.load_raw(extra)?
             .into_iter()
