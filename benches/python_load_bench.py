@@ -1,6 +1,9 @@
 """Large loads from Python, as ratios to a redis-py PING to the same server in the same run:
 load_positions() of 200 positions with 100 000 unrelated keys in Redis, load_positions() of
-10 000 positions, and load_state() of a 1 MB state.
+10 000 positions, and load_state() of a 1 MB state. The position loads are timed twice:
+with nothing changed since the manager's last load (Redis reported no invalidation: one
+PING) and right after another client rewrote one of the positions (untimed), which costs the
+full read (the PING, then the load script).
 
     .venv/bin/python benches/python_load_bench.py [--label after] [--write BENCHMARKS.md]
 
@@ -14,6 +17,7 @@ e.g. the "before" figures of an earlier commit, are kept).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -56,15 +60,24 @@ def big_state(size: int) -> dict:
     }
 
 
-def measure(ops: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, list[int]]:
+Op = tuple[Callable[[], object], int, Callable[[], object]]
+
+
+def measure(ops: dict[str, Op], rounds: int) -> dict[str, list[int]]:
+    """Each op `calls` times per round, its untimed `before` run ahead of each call."""
     samples: dict[str, list[int]] = {name: [] for name in ops}
     for _ in range(rounds):
-        for name, (op, calls) in ops.items():
+        for name, (op, calls, before) in ops.items():
             for _ in range(calls):
+                before()
                 started = time.perf_counter_ns()
                 op()
                 samples[name].append(time.perf_counter_ns() - started)
     return samples
+
+
+def nothing() -> None:
+    pass
 
 
 def main() -> int:
@@ -92,11 +105,30 @@ def main() -> int:
         assert len(large.load_positions()) == 10_000
         assert small.load_state() == state
 
-        ops: dict[str, tuple[Callable[[], object], int]] = {
-            "redis-py PING": (client.ping, 50),
-            "load_positions (200 positions, 100 000 unrelated keys)": (small.load_positions, 50),
-            "load_positions (10 000 positions)": (large.load_positions, 2),
-            f"load_state ({state_bytes / 1e6:.1f} MB)": (small.load_state, 2),
+        value = json.dumps(POSITION)
+
+        def change(bot: str, symbol: str) -> Callable[[], object]:
+            return lambda: client.set(f"bot:{bot}:position:{symbol}", value)
+
+        ops: dict[str, Op] = {
+            "redis-py PING": (client.ping, 50, nothing),
+            "load_positions (200 positions, 100 000 unrelated keys)": (
+                small.load_positions,
+                50,
+                nothing,
+            ),
+            "load_positions (200 positions, one changed since the last load)": (
+                small.load_positions,
+                20,
+                change("load-small", "SYM007"),
+            ),
+            "load_positions (10 000 positions)": (large.load_positions, 2, nothing),
+            "load_positions (10 000 positions, one changed since the last load)": (
+                large.load_positions,
+                2,
+                change("load-large", "S00007"),
+            ),
+            f"load_state ({state_bytes / 1e6:.1f} MB)": (small.load_state, 2, nothing),
         }
         measure(ops, 2)  # warm-up
         samples = measure(ops, args.rounds)

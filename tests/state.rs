@@ -359,8 +359,8 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
             "{info}"
         );
         // Nothing changed: Redis tracked the keys the last load read and sent no
-        // invalidation, and one EXISTS counts the 200 positions still there. No value is
-        // transferred again.
+        // invalidation before the reply to one EXISTS, which counts the 200 positions still
+        // there. No value is transferred again.
         assert_eq!(load_round_trips(&info), 1, "{info}");
         assert_eq!(command_calls(&info, "exists"), 1, "{info}");
         assert_eq!(command_calls(&info, "mget"), 0, "{info}");

@@ -7,9 +7,12 @@
 //!   invalidation on that connection when any key the read covered (the index, every
 //!   position key, present or not) is changed, deleted, expired or flushed. The next load
 //!   sends one `EXISTS` of the positions it holds there: a reply with no invalidation before
-//!   it that counts every one of them (a key past its TTL is not counted, even before Redis
-//!   reclaims it) means nothing changed since, and the last load's positions are the answer,
-//!   nothing transferred again.
+//!   it that counts every one of them means nothing changed since, and the last load's
+//!   positions are the answer, nothing transferred again. (Redis announces an expiry only
+//!   when it reclaims the key, which can come long after the TTL ran out when many keys have
+//!   TTLs; `EXISTS` counts no key past its TTL, reclaimed or not. Reading every TTL with the
+//!   positions instead, to send a mere `PING` until the first runs out, costs the server a
+//!   command per position on every change.)
 //! - Known index. The symbols of the last load are read in one MULTI/EXEC: SMEMBERS of the
 //!   index, MGET and EXISTS of every position key. When the index still has exactly those
 //!   members and every existing key was read as a string (no key of another type), that is
@@ -28,7 +31,7 @@ use redis::{FromRedisValue, Value};
 
 use super::PositionStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{TrackedConnection, TrackingRefused, SCRIPTS};
+use crate::store::{Invalidated, TrackedConnection, TrackingRefused, SCRIPTS};
 
 /// What a manager keeps between loads of its bot's positions.
 pub(crate) type LastLoad = Mutex<LoadCache>;
@@ -167,9 +170,9 @@ impl PositionStore<'_> {
         true
     }
 
-    /// On the tracked connection: the cached positions when nothing changed; else, when no
-    /// round trip was spent on that check yet, the known symbols read (and cached). `None`
-    /// when neither answers.
+    /// On the tracked connection: the cached positions when nothing changed; else, unless the
+    /// index changed, the known symbols read again (and cached). `None` when neither answers
+    /// (after one or two round trips: the caller runs the script).
     fn load_tracked(
         &self,
         cache: &mut LoadCache,
@@ -191,19 +194,24 @@ impl PositionStore<'_> {
                     redis::cmd("EXISTS").arg(keys).query(conn)
                 }
             })?;
-            if !tracked.take_invalidations() && counted == keys.len() {
+            let invalidated = tracked.take_invalidations(&self.keys.positions_index);
+            if invalidated == Invalidated::Nothing && counted == keys.len() {
                 let positions = Arc::clone(&previous.positions);
                 cache.cached = Some(previous);
                 return Ok(Some(positions));
             }
-            return Ok(None);
+            if invalidated == Invalidated::Key {
+                // The index changed (or everything did): the script finds the new symbols.
+                return Ok(None);
+            }
+            // Only positions changed: the same symbols read again, below.
         }
         let Some(known) = known else {
             return Ok(None);
         };
         let found = tracked.run(|conn| read_known(conn, self, known))?;
         // Invalidations that came before that reply are of changes it read.
-        tracked.take_invalidations();
+        tracked.take_invalidations(&self.keys.positions_index);
         let Some(found) = found else {
             return Ok(None);
         };

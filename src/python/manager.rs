@@ -25,6 +25,7 @@ use super::errors::{self, invalid, IntoPy};
 use super::json::Decoder;
 use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
+use crate::positions::LoadedPositions;
 use crate::positions::{decode_object, JsonObject};
 
 /// How long `wait_until_primary` waits between two looks at pending signals (Ctrl-C).
@@ -54,7 +55,7 @@ pub struct PyStateManager {
     /// The positions of the last load as decoded, by the core's id of that load: while Redis
     /// says nothing changed, loads hand out copies of it instead of decoding again. Never
     /// handed out itself (callers may change what they get).
-    decoded_positions: Mutex<Option<(u64, Py<PyDict>)>>,
+    decoded_positions: Mutex<Option<(Arc<LoadedPositions>, Py<PyDict>)>>,
 }
 
 fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
@@ -358,18 +359,20 @@ impl PyStateManager {
     fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = self.usable(py)?;
         let loaded = detached(py, || core.load_positions_shared()).py_err(py)?;
-        let decoded = self
+        let previous = self
             .decoded_positions
             .lock()
             .as_ref()
-            .filter(|(id, _)| *id == loaded.id())
-            .map(|(_, positions)| positions.clone_ref(py));
-        let decoded = match decoded {
-            Some(positions) => positions.into_bound(py),
-            None => {
-                let positions = decode_positions(py, core, loaded.items())?;
-                *self.decoded_positions.lock() = Some((loaded.id(), positions.clone().unbind()));
-                positions
+            .map(|(raw, decoded)| (Arc::clone(raw), decoded.clone_ref(py)));
+        let decoded = match previous {
+            Some((raw, decoded)) if raw.id() == loaded.id() => decoded.into_bound(py),
+            previous => {
+                let previous = previous
+                    .as_ref()
+                    .map(|(raw, decoded)| (&**raw, decoded.bind(py)));
+                let decoded = decode_positions(py, core, loaded.items(), previous)?;
+                *self.decoded_positions.lock() = Some((loaded, decoded.clone().unbind()));
+                decoded
             }
         };
         let out = PyDict::new(py);
@@ -567,20 +570,33 @@ impl Drop for PyStateManager {
     }
 }
 
-/// `{symbol: dict}` of the stored positions: each decoded straight from its bytes, else (a
-/// value serde_json refuses) all by Python's decoder, else the Rust decoder names the value
-/// that is not a JSON object.
+/// `{symbol: dict}` of the stored positions: each decoded straight from its bytes (or taken
+/// from `previous`, the bytes and dicts of the last decode, when its bytes are the same),
+/// else (a value serde_json refuses) all by Python's decoder, else the Rust decoder names the
+/// value that is not a JSON object.
 fn decode_positions<'py>(
     py: Python<'py>,
     core: &StateManager,
     positions: &[(String, Vec<u8>)],
+    previous: Option<(&LoadedPositions, &Bound<'py, PyDict>)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let decoder = Decoder::new(py);
+    let previous_raw: std::collections::HashMap<&str, &[u8]> = previous
+        .map(|(loaded, _)| {
+            loaded
+                .items()
+                .iter()
+                .map(|(symbol, raw)| (symbol.as_str(), raw.as_slice()))
+                .collect()
+        })
+        .unwrap_or_default();
     let out = PyDict::new(py);
     let all_decoded = positions.iter().all(|(symbol, raw)| {
-        decoder
-            .object(raw)
-            .is_some_and(|position| out.set_item(symbol, position).is_ok())
+        let unchanged = previous
+            .filter(|_| previous_raw.get(symbol.as_str()) == Some(&raw.as_slice()))
+            .and_then(|(_, decoded)| decoded.get_item(symbol).ok().flatten());
+        let position = unchanged.or_else(|| decoder.object(raw).map(Bound::into_any));
+        position.is_some_and(|position| out.set_item(symbol, position).is_ok())
     });
     if all_decoded {
         return Ok(out);

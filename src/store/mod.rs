@@ -24,7 +24,7 @@ use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisResult};
 
 pub(crate) use connection::{describe, drops_connection, is_read_only};
 pub(crate) use scripts::SCRIPTS;
-pub(crate) use tracked::{TrackedConnection, TrackingRefused};
+pub(crate) use tracked::{Invalidated, TrackedConnection, TrackingRefused};
 
 use crate::clock::millis;
 use crate::config::{redact_url, Config, SentinelUrl};

@@ -7,7 +7,7 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
-use redis::{Connection, PushInfo, PushKind, RedisResult};
+use redis::{Connection, PushInfo, PushKind, RedisResult, Value};
 
 use super::Store;
 use crate::error::{Error, ErrorKind, Result};
@@ -17,6 +17,16 @@ pub(crate) struct TrackedConnection {
     /// The master generation the connection was opened in.
     generation: u64,
     pushes: Receiver<PushInfo>,
+}
+
+/// What [`TrackedConnection::take_invalidations`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalidated {
+    Nothing,
+    /// Keys other than the one asked about.
+    Others,
+    /// The key asked about, maybe among others (or everything: a flush, a lost connection).
+    Key,
 }
 
 /// Why no tracked connection could be had.
@@ -71,12 +81,26 @@ impl TrackedConnection {
         op(&mut self.conn).map_err(Error::from)
     }
 
-    /// Whether anything read on this connection may have changed since the pushes were last
-    /// taken: an invalidation arrived (or the connection was lost). Takes them all.
-    pub fn take_invalidations(&mut self) -> bool {
-        let mut invalidated = false;
+    /// What may have changed of what was read on this connection since the pushes were last
+    /// taken. Takes them all.
+    pub fn take_invalidations(&mut self, key: &str) -> Invalidated {
+        let mut invalidated = Invalidated::Nothing;
         while let Ok(push) = self.pushes.try_recv() {
-            invalidated |= matches!(push.kind, PushKind::Invalidate | PushKind::Disconnection);
+            let names_key = match push.kind {
+                PushKind::Invalidate => match push.data.first() {
+                    Some(Value::Array(keys)) => keys
+                        .iter()
+                        .any(|k| matches!(k, Value::BulkString(k) if k == key.as_bytes())),
+                    // A flush: every key.
+                    _ => true,
+                },
+                PushKind::Disconnection => true,
+                _ => continue,
+            };
+            invalidated = match (invalidated, names_key) {
+                (Invalidated::Key, _) | (_, true) => Invalidated::Key,
+                _ => Invalidated::Others,
+            };
         }
         invalidated
     }
