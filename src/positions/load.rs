@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use redis::{FromRedisValue, Value};
+use redis::{ConnectionLike, FromRedisValue, Value};
 
 use super::PositionStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -52,8 +52,10 @@ pub(crate) struct LoadCache {
 }
 
 struct CachedLoad {
-    /// The keys of the positions found.
-    present_keys: Vec<String>,
+    /// How many positions were found, and the command that counts them (`EXISTS` of their
+    /// keys, `PING` for none), packed once.
+    present: usize,
+    check: Vec<u8>,
     positions: Arc<LoadedPositions>,
     /// The symbols that read covered.
     known: Arc<KnownIndex>,
@@ -126,7 +128,10 @@ impl PositionStore<'_> {
         }
         // After a round trip on the tracked connection, the script: two at most.
         if let (Some(known), false) = (known, spent_round_trip) {
-            match self.store.read(|conn| read_known(conn, self, &known)) {
+            match self
+                .store
+                .read(|conn| read_known(conn, self, &known, Tracking::Off))
+            {
                 Ok(Some(found)) => return Ok(LoadedPositions::new(found)),
                 Ok(None) => {}
                 Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
@@ -186,16 +191,13 @@ impl PositionStore<'_> {
             .take()
             .filter(|c| known.is_some_and(|k| Arc::ptr_eq(k, &c.known)));
         if let Some(previous) = previous {
-            let keys = &previous.present_keys;
-            let counted: usize = tracked.run(|conn| {
-                if keys.is_empty() {
-                    redis::cmd("PING").query::<()>(conn).map(|()| 0)
-                } else {
-                    redis::cmd("EXISTS").arg(keys).query(conn)
-                }
-            })?;
+            let counted =
+                tracked.run(|conn| match conn.req_packed_command(&previous.check)? {
+                    Value::Int(count) => Ok(usize::try_from(count).ok()),
+                    _ => Ok(Some(0)),
+                })?;
             let invalidated = tracked.take_invalidations(&self.keys.positions_index);
-            if invalidated == Invalidated::Nothing && counted == keys.len() {
+            if invalidated == Invalidated::Nothing && counted == Some(previous.present) {
                 let positions = Arc::clone(&previous.positions);
                 cache.cached = Some(previous);
                 return Ok(Some(positions));
@@ -209,19 +211,25 @@ impl PositionStore<'_> {
         let Some(known) = known else {
             return Ok(None);
         };
-        let found = tracked.run(|conn| read_known(conn, self, known))?;
+        let found = tracked.run(|conn| read_known(conn, self, known, Tracking::On))?;
         // Invalidations that came before that reply are of changes it read.
         tracked.take_invalidations(&self.keys.positions_index);
         let Some(found) = found else {
             return Ok(None);
         };
         let positions = LoadedPositions::new(found);
+        let check = if positions.items.is_empty() {
+            redis::cmd("PING").get_packed_command()
+        } else {
+            let mut exists = redis::cmd("EXISTS");
+            for (symbol, _) in &positions.items {
+                exists.arg(self.keys.position(symbol));
+            }
+            exists.get_packed_command()
+        };
         cache.cached = Some(CachedLoad {
-            present_keys: positions
-                .items
-                .iter()
-                .map(|(symbol, _)| self.keys.position(symbol))
-                .collect(),
+            present: positions.items.len(),
+            check,
             positions: Arc::clone(&positions),
             known: Arc::clone(known),
         });
@@ -281,22 +289,38 @@ impl PositionStore<'_> {
     }
 }
 
+/// Whether a read is to be tracked (on the tracked connection).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tracking {
+    On,
+    Off,
+}
+
 /// The positions of the `known` symbols in one MULTI/EXEC, when the index still has exactly
 /// those members and no position key holds another type (`None` otherwise).
 fn read_known(
     conn: &mut redis::Connection,
     positions: &PositionStore<'_>,
     known: &KnownIndex,
+    tracking: Tracking,
 ) -> redis::RedisResult<Option<RawPositions>> {
+    // MULTI and EXEC written out (not an atomic pipe) so that CLIENT CACHING YES, which
+    // makes Redis track the whole transaction, goes in the same round trip.
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("SMEMBERS")
-        .arg(&positions.keys.positions_index);
-    if !known.keys.is_empty() {
-        pipe.cmd("MGET").arg(&known.keys);
-        pipe.cmd("EXISTS").arg(&known.keys);
+    if tracking == Tracking::On {
+        pipe.cmd("CLIENT").arg("CACHING").arg("YES").ignore();
     }
-    let mut replies = pipe.query::<Vec<Value>>(conn)?.into_iter();
+    pipe.cmd("MULTI").ignore();
+    pipe.cmd("SMEMBERS")
+        .arg(&positions.keys.positions_index)
+        .ignore();
+    if !known.keys.is_empty() {
+        pipe.cmd("MGET").arg(&known.keys).ignore();
+        pipe.cmd("EXISTS").arg(&known.keys).ignore();
+    }
+    pipe.cmd("EXEC");
+    let (replies,): (Vec<Value>,) = pipe.query(conn)?;
+    let mut replies = replies.into_iter();
     let mut next = || replies.next().unwrap_or(Value::Nil);
     let members = Vec::<Vec<u8>>::from_redis_value(next())?;
     if members.len() != known.members.len() || !members.iter().all(|m| known.members.contains(m)) {

@@ -55,7 +55,7 @@ pub struct PyStateManager {
     /// The positions of the last load as decoded, by the core's id of that load: while Redis
     /// says nothing changed, loads hand out copies of it instead of decoding again. Never
     /// handed out itself (callers may change what they get).
-    decoded_positions: Mutex<Option<(Arc<LoadedPositions>, Py<PyDict>)>>,
+    decoded_positions: Mutex<Option<Arc<DecodedPositions>>>,
 }
 
 fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
@@ -359,25 +359,32 @@ impl PyStateManager {
     fn load_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = self.usable(py)?;
         let loaded = detached(py, || core.load_positions_shared()).py_err(py)?;
-        let previous = self
-            .decoded_positions
-            .lock()
-            .as_ref()
-            .map(|(raw, decoded)| (Arc::clone(raw), decoded.clone_ref(py)));
+        let previous = self.decoded_positions.lock().clone();
         let decoded = match previous {
-            Some((raw, decoded)) if raw.id() == loaded.id() => decoded.into_bound(py),
+            Some(decoded) if decoded.raw.id() == loaded.id() => decoded,
             previous => {
-                let previous = previous
-                    .as_ref()
-                    .map(|(raw, decoded)| (&**raw, decoded.bind(py)));
-                let decoded = decode_positions(py, core, loaded.items(), previous)?;
-                *self.decoded_positions.lock() = Some((loaded, decoded.clone().unbind()));
+                let dicts = decode_positions(py, core, loaded.items(), previous.as_deref())?;
+                let flat = dicts
+                    .values()
+                    .iter()
+                    .map(|position| is_flat(&position))
+                    .collect();
+                let decoded = Arc::new(DecodedPositions {
+                    raw: loaded,
+                    dicts: dicts.unbind(),
+                    flat,
+                });
+                *self.decoded_positions.lock() = Some(Arc::clone(&decoded));
                 decoded
             }
         };
         let out = PyDict::new(py);
-        for (symbol, position) in decoded.iter() {
-            out.set_item(symbol, copy_json(&position)?)?;
+        for ((symbol, position), flat) in decoded.dicts.bind(py).iter().zip(&decoded.flat) {
+            let copy = match (flat, position.cast::<PyDict>()) {
+                (true, Ok(position)) => position.copy()?.into_any(),
+                _ => copy_json(&position)?,
+            };
+            out.set_item(symbol, copy)?;
         }
         Ok(out)
     }
@@ -570,6 +577,21 @@ impl Drop for PyStateManager {
     }
 }
 
+/// The positions of one load as decoded, kept to hand out copies of.
+struct DecodedPositions {
+    raw: Arc<LoadedPositions>,
+    dicts: Py<PyDict>,
+    /// Per position, in the dict's order: no dict or list inside (a shallow copy is a copy).
+    flat: Vec<bool>,
+}
+
+fn is_flat(value: &Bound<'_, PyAny>) -> bool {
+    value.cast::<PyDict>().is_ok_and(|dict| {
+        dict.iter()
+            .all(|(_, v)| !(v.is_instance_of::<PyDict>() || v.is_instance_of::<PyList>()))
+    })
+}
+
 /// `{symbol: dict}` of the stored positions: each decoded straight from its bytes (or taken
 /// from `previous`, the bytes and dicts of the last decode, when its bytes are the same),
 /// else (a value serde_json refuses) all by Python's decoder, else the Rust decoder names the
@@ -578,12 +600,13 @@ fn decode_positions<'py>(
     py: Python<'py>,
     core: &StateManager,
     positions: &[(String, Vec<u8>)],
-    previous: Option<(&LoadedPositions, &Bound<'py, PyDict>)>,
+    previous: Option<&DecodedPositions>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let decoder = Decoder::new(py);
     let previous_raw: std::collections::HashMap<&str, &[u8]> = previous
-        .map(|(loaded, _)| {
-            loaded
+        .map(|decoded| {
+            decoded
+                .raw
                 .items()
                 .iter()
                 .map(|(symbol, raw)| (symbol.as_str(), raw.as_slice()))
@@ -594,7 +617,7 @@ fn decode_positions<'py>(
     let all_decoded = positions.iter().all(|(symbol, raw)| {
         let unchanged = previous
             .filter(|_| previous_raw.get(symbol.as_str()) == Some(&raw.as_slice()))
-            .and_then(|(_, decoded)| decoded.get_item(symbol).ok().flatten());
+            .and_then(|decoded| decoded.dicts.bind(py).get_item(symbol).ok().flatten());
         let position = unchanged.or_else(|| decoder.object(raw).map(Bound::into_any));
         position.is_some_and(|position| out.set_item(symbol, position).is_ok())
     });
@@ -616,10 +639,7 @@ fn decode_positions<'py>(
 /// copied all the way down, the rest (str, int, float, bool, None) is immutable.
 fn copy_json<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Ok(dict) = value.cast::<PyDict>() {
-        let flat = dict
-            .iter()
-            .all(|(_, v)| !(v.is_instance_of::<PyDict>() || v.is_instance_of::<PyList>()));
-        if flat {
+        if is_flat(value) {
             return Ok(dict.copy()?.into_any());
         }
         let out = PyDict::new(value.py());

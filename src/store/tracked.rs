@@ -1,7 +1,8 @@
 //! A connection whose reads Redis tracks (server-assisted client-side caching, `CLIENT
-//! TRACKING` over RESP3): once a key was read on it, Redis pushes an `invalidate` message on
-//! the same connection when anyone changes, deletes or expires that key, or flushes the
-//! database. Pushes travel in order with replies, so after any command's reply every
+//! TRACKING ... OPTIN` over RESP3): once a key was read on it by a command announced with
+//! `CLIENT CACHING YES` (for a MULTI, the whole transaction), Redis pushes an `invalidate`
+//! message on the same connection when anyone changes, deletes or expires that key, or
+//! flushes the database. Pushes travel in order with replies, so after any command's reply every
 //! invalidation of a change Redis applied before that command has been received: a cache
 //! of what was read is current exactly when that command's reply came with no invalidation.
 
@@ -47,9 +48,12 @@ impl Store {
             .arg(3)
             .query::<redis::Value>(&mut conn)
             .and_then(|_| {
+                // OPTIN: only reads announced with CLIENT CACHING YES are tracked, so the
+                // checks that only count keys cost Redis no tracking-table work.
                 redis::cmd("CLIENT")
                     .arg("TRACKING")
                     .arg("ON")
+                    .arg("OPTIN")
                     .query::<()>(&mut conn)
             });
         if let Err(err) = enabled {
