@@ -4,9 +4,11 @@
 //! the same fields), so each distinct key becomes one `str`, shared, as Python's own decoder
 //! does within one document.
 //!
-//! Numbers follow the Rust decoder (serde_json with `float_roundtrip`): integers that fit in
-//! 64 bits become `int`, others `float`; NaN, infinities and nesting beyond serde_json's
-//! limit are refused, and the caller falls back to the slower paths that report them.
+//! Numbers: integers that fit in 64 bits become `int`, other numbers `float` (serde_json with
+//! `float_roundtrip`). serde_json reads an integer beyond 64 bits as a float too, which
+//! `json.loads` would not; a document with a whole float that large (or -0.0, which `-0` also reads as) is refused here, for the
+//! caller's fallback (Python's decoder) to read exactly. NaN, infinities and nesting beyond
+//! serde_json's limit are refused as well.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -93,6 +95,11 @@ impl<'de, 'py> Visitor<'de> for ValueSeed<'_, 'py> {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        // Maybe an integer literal beyond 64 bits (or 1e19 and the like, read alike), or `-0`,
+        // which serde_json reads as the float -0.0.
+        if value.fract() == 0.0 && (value.abs() >= 9.2e18 || value.is_sign_negative()) {
+            return Err(E::custom("a whole number beyond 64 bits"));
+        }
         Ok(PyFloat::new(self.0.py, value).into_any())
     }
 

@@ -90,3 +90,29 @@ def test_every_load_sees_changes_made_by_anyone(
         assert [sm.load_positions()["A"]["quantity"] for sm in (primary, reader)] == [8, 8]
         r.flushdb()
         assert [sm.load_positions() for sm in (primary, reader)] == [{}, {}]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"big": 123456789012345678901234567890, "neg": -99999999999999999999}',
+        '{"e19": 1e19, "whole": 12345678901234567890.0, "tiny": 5e-324}',
+        '{"max": 1.7976931348623157e308, "min": -1.7976931348623157e308, "m1": -1.0}',
+        '{"u64": 18446744073709551615, "i64": -9223372036854775808, "z": -0, "zf": -0.0}',
+        '{"s": "\\u00e9\\ud83d\\ude00\\n\\"", "nested": {"a": [1, [2, {"b": null}]]}, "t": true}',
+    ],
+)
+def test_stored_json_loads_as_json_loads_reads_it(
+    primary: StateManager, r: redis.Redis, bot_name: str, raw: str
+):
+    primary.save_position("X", {"quantity": 1})
+    primary.load_positions()
+    r.set(f"bot:{bot_name}:position:X", raw)
+    r.set(f"bot:{bot_name}:state", raw)
+    expected = json.loads(raw)
+    loaded = primary.load_positions()["X"]
+    assert loaded == expected
+    assert [type(v) for v in loaded.values()] == [type(v) for v in expected.values()]
+    state = primary.load_state()
+    assert state == expected
+    assert [type(v) for v in state.values()] == [type(v) for v in expected.values()]
