@@ -11,6 +11,7 @@ use crate::keys::{validate_bot_name, Keys};
 use crate::lease::HANDOVER_REQUEST;
 use crate::positions::{decode_object, JsonObject, PositionStore};
 use crate::store::Store;
+pub use crate::store::{warning_kind, ServerWarning};
 
 /// What an operator wants to know about one bot.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +83,8 @@ impl BotStatus {
 pub struct ServerStatus {
     pub role: String,
     pub warnings: Vec<String>,
+    /// The kind of each warning ([`warning_kind`]), in the order of `warnings`.
+    pub warning_kinds: Vec<&'static str>,
 }
 
 /// A read-only connection to the Redis of one or more bots.
@@ -107,6 +110,16 @@ fn instance_of(token: String) -> String {
 impl Inspector {
     /// Connects with the library's URL and environment rules (CONTRACT §6).
     pub fn connect(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
+        let inspector = Self::open(redis_url, timeout)?;
+        inspector
+            .store
+            .run(|conn| redis::cmd("PING").query::<String>(conn))?;
+        Ok(inspector)
+    }
+
+    /// Like [`connect`](Self::connect), but without connecting yet: the URL is checked, and
+    /// the first read connects (a monitor that starts while Redis is down).
+    pub fn open(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
         let mut config = Config::new("quantshift-state")
             .connect_timeout(timeout)
             .command_timeout(timeout);
@@ -114,9 +127,9 @@ impl Inspector {
             config = config.redis_url(url);
         }
         config.validate()?;
-        let store = Store::open(&config)?;
-        store.run(|conn| redis::cmd("PING").query::<String>(conn))?;
-        Ok(Inspector { store })
+        Ok(Inspector {
+            store: Store::open(&config)?,
+        })
     }
 
     pub fn redacted_url(&self) -> &str {
@@ -165,32 +178,61 @@ impl Inspector {
         Ok(bots)
     }
 
+    /// One consistent read of the bot: its keys and its positions are read in one
+    /// transaction (MULTI/EXEC, one round trip), so the lease, the instances and the
+    /// position count belong to the same moment.
     pub fn status(&self, bot: &str) -> Result<BotStatus> {
         validate_bot_name(bot)?;
         let keys = Keys::new(bot);
+        let positions_store = self.positions_store(&keys);
+        let load_positions = positions_store.load_invocation(&[]);
         #[allow(clippy::type_complexity)]
-        let (lock, pttl, epoch, heartbeat, state, indexed, instances): (
+        let read: Result<(
             Option<String>,
             i64,
             Option<u64>,
             Option<String>,
             Option<Vec<u8>>,
             Vec<String>,
-            Vec<String>,
-        ) = self.store.read(|conn| {
+            Vec<Vec<u8>>,
+        )> = self.store.read(|conn| {
             let now_ms = crate::clock::unix_millis();
-            redis::pipe()
+            let mut pipe = redis::pipe();
+            pipe.atomic()
                 .get(&keys.lock)
                 .pttl(&keys.lock)
                 .get(&keys.epoch)
                 .get(&keys.heartbeat)
                 .get(&keys.state)
-                .smembers(&keys.positions_index)
                 .cmd("ZRANGEBYSCORE")
                 .arg(&keys.instances)
                 .arg(now_ms)
                 .arg("+inf")
-                .query(conn)
+                .invoke_script(&load_positions);
+            match pipe.query(conn) {
+                // Inside a transaction the script is not loaded on demand: load it, and
+                // read again.
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    load_positions.load(conn)?;
+                    pipe.query(conn)
+                }
+                other => other,
+            }
+        });
+        let (lock, pttl, epoch, heartbeat, state, instances, loaded) = read.map_err(|err| {
+            positions_store.name_load_wrong_type(
+                err,
+                &[],
+                &[
+                    (&keys.lock, "string"),
+                    (&keys.epoch, "string"),
+                    (&keys.heartbeat, "string"),
+                    (&keys.state, "string"),
+                    (&keys.instances, "zset"),
+                ],
+            )
         })?;
         let state_last_update = match state {
             Some(raw) => decode_object(&keys.state, &raw)?
@@ -203,7 +245,7 @@ impl Inspector {
         // large keyspace that often is no operator's friend. Positions of the predecessor
         // join the index as soon as an instance of this library is primary; `positions()`
         // scans for them.
-        let positions = self.positions_store(&keys).load_raw(&indexed)?.len();
+        let positions = PositionStore::pairs_of_load(loaded)?.len();
         let holder = lock.map(instance_of);
         Ok(BotStatus {
             bot: bot.to_owned(),
@@ -273,9 +315,16 @@ impl Inspector {
             Some(redis::Value::SimpleString(text)) => text.clone(),
             _ => return Err(Error::corrupt("unexpected reply to ROLE")),
         };
+        let (warnings, warning_kinds) = self
+            .store
+            .server_warnings_by_kind()?
+            .into_iter()
+            .map(|warning| (warning.message, warning.kind))
+            .unzip();
         Ok(ServerStatus {
             role,
-            warnings: self.store.server_warnings()?,
+            warnings,
+            warning_kinds,
         })
     }
 }
