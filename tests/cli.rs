@@ -1045,3 +1045,59 @@ fn status_through_sentinel_and_on_a_replica() {
         "{run:?}"
     );
 }
+
+/// Calls of each command since the last `CONFIG RESETSTAT` (commands run by scripts
+/// included).
+fn command_calls(conn: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_status_is_one_transaction_also_after_a_script_flush() {
+    let server = RedisServer::start();
+    let m = manager(&server, "tx", TTL_MS);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(5))));
+    for symbol in ["A", "B"] {
+        m.save_position(symbol, &mut obj(json!({"quantity": 1})))
+            .unwrap();
+    }
+    m.save_state(&mut obj(json!({"x": 1}))).unwrap();
+    let inspector = inspector(&server);
+    let mut conn = server.connection();
+    // A restarted Redis forgets its scripts: the transaction fails on NOSCRIPT, and the
+    // status loads the script and reads again.
+    for flush in [false, true] {
+        inspector.status("tx").unwrap();
+        if flush {
+            redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query::<()>(&mut conn)
+                .unwrap();
+        }
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut conn)
+            .unwrap();
+        let status = inspector.status("tx").unwrap();
+        assert_eq!(status.positions, 2);
+        assert_eq!(status.holder.as_deref(), Some(m.instance_id()));
+        assert!(status.state_age.is_some() && status.heartbeat_age.is_some());
+        let calls = command_calls(&mut conn);
+        // The bot's lease thread may renew meanwhile, but it sends no MULTI and no SMEMBERS.
+        let transactions = if flush { 2 } else { 1 };
+        assert_eq!(calls.get("multi"), Some(&transactions), "{calls:?}");
+        assert_eq!(calls.get("exec"), Some(&transactions), "{calls:?}");
+        // (The lease thread may load its own script after the flush too.)
+        assert!(
+            calls.get("script|load").copied().unwrap_or(0) >= transactions - 1,
+            "{calls:?}"
+        );
+        assert_eq!(calls.get("smembers"), Some(&1), "{calls:?}");
+    }
+}
