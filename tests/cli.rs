@@ -1101,3 +1101,28 @@ fn a_status_is_one_transaction_also_after_a_script_flush() {
         assert_eq!(calls.get("smembers"), Some(&1), "{calls:?}");
     }
 }
+
+#[test]
+fn a_status_names_a_key_of_another_redis_type() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let inspector = inspector(&server);
+    let mut run = |args: &[&str]| redis::cmd(args[0]).arg(&args[1..]).query::<()>(&mut conn);
+    run(&["RPUSH", "bot:wt:heartbeat", "by hand"]).unwrap();
+    let err = inspector.status("wt").unwrap_err();
+    assert_eq!(err.kind(), quantshift_core::ErrorKind::CorruptData, "{err}");
+    assert!(
+        err.message()
+            .contains("bot:wt:heartbeat holds a Redis list, not the string"),
+        "{err}"
+    );
+    run(&["DEL", "bot:wt:heartbeat"]).unwrap();
+    run(&["SADD", "bot:wt:positions", "AAPL"]).unwrap();
+    run(&["HSET", "bot:wt:position:AAPL", "f", "by hand"]).unwrap();
+    let err = inspector.status("wt").unwrap_err();
+    assert!(
+        err.message()
+            .contains("bot:wt:position:AAPL holds a Redis hash, not the string"),
+        "{err}"
+    );
+}
