@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::keys::{validate_bot_name, Keys};
 use crate::lease::HANDOVER_REQUEST;
 use crate::positions::{decode_object, JsonObject, PositionStore};
-use crate::store::Store;
 pub use crate::store::{warning_kind, ServerWarning};
+use crate::store::{Store, SCRIPTS};
 
 /// What an operator wants to know about one bot.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +107,52 @@ fn instance_of(token: String) -> String {
     }
 }
 
+/// One MULTI ... EXEC per bot, all sent as one pipeline: the keys of a bot and its
+/// positions (the positions-load script) as of one moment. Only the EXEC replies are kept,
+/// with the errors inside them, so that one bot's `WRONGTYPE` is that bot's error.
+fn status_pipeline(reads: &[(&Keys, redis::ScriptInvocation<'static>)]) -> redis::Pipeline {
+    let now_ms = crate::clock::unix_millis();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for (keys, load_positions) in reads {
+        pipe.cmd("MULTI")
+            .ignore()
+            .get(&keys.lock)
+            .ignore()
+            .pttl(&keys.lock)
+            .ignore()
+            .get(&keys.epoch)
+            .ignore()
+            .get(&keys.heartbeat)
+            .ignore()
+            .get(&keys.state)
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&keys.instances)
+            .arg(now_ms)
+            .arg("+inf")
+            .ignore()
+            .invoke_script(load_positions)
+            .ignore()
+            .cmd("EXEC");
+    }
+    pipe
+}
+
+/// A transaction's reply holding a `NOSCRIPT` error.
+fn is_no_script(reply: &redis::Value) -> bool {
+    let redis::Value::Array(items) = reply else {
+        return false;
+    };
+    items.iter().any(|item| match item {
+        redis::Value::ServerError(err) => {
+            redis::RedisError::from(err.clone()).kind()
+                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        }
+        _ => false,
+    })
+}
+
 impl Inspector {
     /// Connects with the library's URL and environment rules (CONTRACT §6).
     pub fn connect(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
@@ -182,12 +228,58 @@ impl Inspector {
     /// transaction (MULTI/EXEC, one round trip), so the lease, the instances and the
     /// position count belong to the same moment.
     pub fn status(&self, bot: &str) -> Result<BotStatus> {
-        validate_bot_name(bot)?;
-        let keys = Keys::new(bot);
-        let positions_store = self.positions_store(&keys);
-        let load_positions = positions_store.load_invocation(&[]);
+        self.statuses(&[bot])?
+            .pop()
+            .expect("one status per bot asked for")
+    }
+
+    /// The status of several bots, each read in its own transaction as by
+    /// [`status`](Self::status), all in one round trip. The outer error: Redis could not be
+    /// read. The inner ones, one per bot in the order asked: that bot's name or data (an
+    /// invalid name, a key of another Redis type, a state that is not JSON).
+    pub fn statuses<S: AsRef<str>>(&self, bots: &[S]) -> Result<Vec<Result<BotStatus>>> {
+        let keys: Vec<Result<Keys>> = bots
+            .iter()
+            .map(|bot| validate_bot_name(bot.as_ref()).map(|()| Keys::new(bot.as_ref())))
+            .collect();
+        let reads: Vec<(&Keys, redis::ScriptInvocation<'static>)> = keys
+            .iter()
+            .filter_map(|keys| keys.as_ref().ok())
+            .map(|keys| (keys, self.positions_store(keys).load_invocation(&[])))
+            .collect();
+        let mut replies = if reads.is_empty() {
+            Vec::new()
+        } else {
+            self.store.read(|conn| {
+                let pipe = status_pipeline(&reads);
+                let replies: Vec<redis::Value> = pipe.query(conn)?;
+                if replies.iter().any(is_no_script) {
+                    // Inside a transaction the script is not loaded on demand: load it, and
+                    // read again (a restarted Redis, a SCRIPT FLUSH).
+                    SCRIPTS.positions_load.load(conn)?;
+                    return pipe.query(conn);
+                }
+                Ok(replies)
+            })?
+        }
+        .into_iter();
+        Ok(bots
+            .iter()
+            .zip(keys)
+            .map(|(bot, keys)| {
+                let keys = keys?;
+                let reply = replies
+                    .next()
+                    .ok_or_else(|| Error::corrupt("Redis answered fewer transactions than sent"))?;
+                self.status_of(bot.as_ref(), &keys, reply)
+            })
+            .collect())
+    }
+
+    /// A bot's status from the reply of its transaction (see [`status_pipeline`]).
+    fn status_of(&self, bot: &str, keys: &Keys, reply: redis::Value) -> Result<BotStatus> {
         #[allow(clippy::type_complexity)]
-        let read: Result<(
+        let read: redis::RedisResult<(
             Option<String>,
             i64,
             Option<u64>,
@@ -195,35 +287,12 @@ impl Inspector {
             Option<Vec<u8>>,
             Vec<String>,
             Vec<Vec<u8>>,
-        )> = self.store.read(|conn| {
-            let now_ms = crate::clock::unix_millis();
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .get(&keys.lock)
-                .pttl(&keys.lock)
-                .get(&keys.epoch)
-                .get(&keys.heartbeat)
-                .get(&keys.state)
-                .cmd("ZRANGEBYSCORE")
-                .arg(&keys.instances)
-                .arg(now_ms)
-                .arg("+inf")
-                .invoke_script(&load_positions);
-            match pipe.query(conn) {
-                // Inside a transaction the script is not loaded on demand: load it, and
-                // read again.
-                Err(err)
-                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    load_positions.load(conn)?;
-                    pipe.query(conn)
-                }
-                other => other,
-            }
-        });
+        )> = reply
+            .extract_error()
+            .and_then(|reply| Ok(redis::from_redis_value(reply)?));
         let (lock, pttl, epoch, heartbeat, state, instances, loaded) = read.map_err(|err| {
-            positions_store.name_load_wrong_type(
-                err,
+            self.positions_store(keys).name_load_wrong_type(
+                Error::from(err),
                 &[],
                 &[
                     (&keys.lock, "string"),

@@ -1125,4 +1125,17 @@ fn a_status_names_a_key_of_another_redis_type() {
             .contains("bot:wt:position:AAPL holds a Redis hash, not the string"),
         "{err}"
     );
+    // Several bots in one round trip: each has its own outcome.
+    run(&["SET", "bot:fine:epoch", "4"]).unwrap();
+    let all = inspector.statuses(&["wt", "fine", "a:b", "none"]).unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].as_ref().unwrap_err().message(), err.message());
+    assert_eq!(all[1].as_ref().unwrap().epoch, Some(4));
+    let invalid = all[2].as_ref().unwrap_err();
+    assert_eq!(
+        invalid.kind(),
+        quantshift_core::ErrorKind::InvalidInput,
+        "{invalid}"
+    );
+    assert_eq!(all[3].as_ref().unwrap().epoch, None);
 }

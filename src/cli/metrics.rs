@@ -1,8 +1,8 @@
-//! `quantshift-state metrics`: a Prometheus exporter. Each scrape of `/metrics` reads every
-//! bot through [`Inspector::status`] (one transaction per bot) and the Redis node's warnings
-//! through [`Inspector::server`], and answers in the Prometheus text format (version 0.0.4),
+//! `quantshift-state metrics`: a Prometheus exporter. Each scrape of `/metrics` reads the
+//! bots through [`Inspector::statuses`] (one transaction per bot, all in one round trip) and
+//! the Redis node's warnings through [`Inspector::server`], and answers in the Prometheus text format (version 0.0.4),
 //! encoded by `prometheus-client`. `tiny_http` serves it, one request at a time: a scrape is
-//! a handful of round trips per bot, and Prometheus does not scrape in parallel.
+//! a handful of round trips, and Prometheus does not scrape in parallel.
 //!
 //! Values that do not exist (a bot without heartbeat, state or lease) have no series rather
 //! than a made-up 0; an unreachable Redis is `quantshift_redis_up 0` in a normal answer, so
@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use super::args::MetricsArgs;
 use super::{interrupt_flag, Failure, Outcome, EXIT_ERROR, EXIT_OK, TOOL};
 use crate::inspect::warning_kind;
-use crate::{BotStatus, Error, ErrorKind, Inspector};
+use crate::{BotStatus, Error, Inspector};
 
 /// The path Prometheus scrapes; any other answers 404.
 const METRICS_PATH: &str = "/metrics";
@@ -65,10 +65,9 @@ pub fn read(inspector: &Inspector, named: &[String]) -> Result<RedisReading, Err
         named.to_vec()
     };
     let mut statuses = Vec::with_capacity(bots.len());
-    for bot in &bots {
-        match inspector.status(bot) {
+    for (bot, status) in bots.iter().zip(inspector.statuses(&bots)?) {
+        match status {
             Ok(status) => statuses.push(status),
-            Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
             Err(err) => eprintln!("{TOOL}: metrics: bot {bot:?} left out of the scrape: {err}"),
         }
     }

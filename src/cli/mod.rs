@@ -171,9 +171,9 @@ fn status(inspector: &Inspector, bots: Vec<String>, json: bool, check: bool) -> 
     } else {
         bots
     };
-    let statuses = bots
-        .iter()
-        .map(|bot| inspector.status(bot))
+    let statuses = inspector
+        .statuses(&bots)?
+        .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     let server = inspector.server()?;
     for status in statuses.iter().filter(|s| view::has_no_keys(s)) {
