@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 
 use super::args::MetricsArgs;
@@ -94,42 +95,39 @@ pub fn encode(reading: &Reading) -> String {
          persistence_unreadable, not_master, role_unreadable",
         warnings.clone(),
     );
-    let mut per_bot = |name: &str, help: &str| {
-        let family = Family::<BotLabel, Gauge>::default();
-        registry.register(name, help, family.clone());
-        family
-    };
-    let has_primary = per_bot(
+    let has_primary: Family<BotLabel, Gauge> = register_family(
+        &mut registry,
         "bot_has_primary",
         "1 when an instance holds the bot's primary lease, else 0",
     );
-    let standbys = per_bot(
+    let standbys: Family<BotLabel, Gauge> = register_family(
+        &mut registry,
         "bot_standbys",
         "Live instances of the bot other than the primary (standbys ready to take over)",
     );
-    let epoch = per_bot(
+    let epoch: Family<BotLabel, Gauge> = register_family(
+        &mut registry,
         "bot_epoch",
         "The bot's fencing epoch: it grows by one at each change of primary",
     );
-    let positions = per_bot(
+    let positions: Family<BotLabel, Gauge> = register_family(
+        &mut registry,
         "bot_positions",
         "Positions the bot keeps in Redis (counted through its index)",
     );
-    let mut seconds = |name: &str, help: &str| {
-        let family = Family::<BotLabel, SecondsGauge>::default();
-        registry.register(name, help, family.clone());
-        family
-    };
-    let lease_ttl = seconds(
+    let lease_ttl: Family<BotLabel, SecondsGauge> = register_family(
+        &mut registry,
         "bot_lease_ttl_seconds",
         "Time left on the primary's lease as Redis counts it (no series without a primary)",
     );
-    let heartbeat_age = seconds(
+    let heartbeat_age: Family<BotLabel, SecondsGauge> = register_family(
+        &mut registry,
         "bot_heartbeat_age_seconds",
         "Age of the bot's last heartbeat against the exporter's UTC clock (no series without \
          a heartbeat)",
     );
-    let state_age = seconds(
+    let state_age: Family<BotLabel, SecondsGauge> = register_family(
+        &mut registry,
         "bot_state_age_seconds",
         "Age of the bot's saved state (its last_update) against the exporter's UTC clock (no \
          series without a state)",
@@ -175,6 +173,16 @@ pub fn encode(reading: &Reading) -> String {
         }
     }
     text_of(&registry)
+}
+
+/// A gauge family with one series per bot, registered under `quantshift_{name}`.
+fn register_family<M>(registry: &mut Registry, name: &str, help: &str) -> Family<BotLabel, M>
+where
+    M: EncodeMetric + TypedMetric + Default + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<BotLabel, M>::default();
+    registry.register(name, help, family.clone());
+    family
 }
 
 fn count(n: usize) -> i64 {

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import quantshift_core
 
 from conftest import ManagerFactory
-from processes import BotProcess
+from processes import BotProcess, kill_all
 from redis_server import RedisServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -258,53 +258,39 @@ def test_kill_9_of_the_primary_is_has_primary_0_then_1(
         exporter = Exporter(redis_url, bot_name)
         exporters.append(exporter)
 
-        def look() -> dict[str, float | None]:
-            samples, _, _ = exporter.scrape()
-            return {metric: bot_values(samples, metric).get(bot_name) for metric in BOT_METRICS}
+        history: list[float | None] = []
 
-        give_up = time.monotonic() + 10
-        while look()["quantshift_bot_standbys"] != 1 and time.monotonic() < give_up:
-            time.sleep(0.05)
-        seen = look()
+        def look_until(metric: str, value: float, timeout: float) -> dict[str, float | None]:
+            """Scrapes until `metric` of the bot is `value` (bounded); the last look."""
+            give_up = time.monotonic() + timeout
+            while True:
+                samples, _, _ = exporter.scrape()
+                seen = {name: bot_values(samples, name).get(bot_name) for name in BOT_METRICS}
+                history.append(seen["quantshift_bot_has_primary"])
+                if seen[metric] == value or time.monotonic() > give_up:
+                    assert seen[metric] == value, (metric, seen, history)
+                    return seen
+                time.sleep(0.05)
+
+        seen = look_until("quantshift_bot_standbys", 1, 10)
         assert seen["quantshift_bot_has_primary"] == 1 and seen["quantshift_bot_epoch"] == epoch
-        assert seen["quantshift_bot_standbys"] == 1, seen
 
         # The standby is held still while the primary dies, so the moment without a primary
         # (lease expired, nobody took it yet) lasts until it runs again, and the scrape can
         # see it; then it takes over as it would have.
         os.kill(standby.pid, signal.SIGSTOP)
         os.kill(primary.pid, signal.SIGKILL)
-        history = []
-        give_up = time.monotonic() + 15
-        while time.monotonic() < give_up:
-            seen = look()
-            history.append(seen["quantshift_bot_has_primary"])
-            if seen["quantshift_bot_has_primary"] == 0:
-                break
-            time.sleep(0.05)
-        assert seen["quantshift_bot_has_primary"] == 0, history
+        seen = look_until("quantshift_bot_has_primary", 0, 15)
         assert seen["quantshift_bot_lease_ttl_seconds"] is None, seen
         assert seen["quantshift_bot_epoch"] == epoch
 
         os.kill(standby.pid, signal.SIGCONT)
-        give_up = time.monotonic() + 15
-        while time.monotonic() < give_up:
-            seen = look()
-            history.append(seen["quantshift_bot_has_primary"])
-            if seen["quantshift_bot_has_primary"] == 1:
-                break
-            time.sleep(0.05)
-        assert seen["quantshift_bot_has_primary"] == 1, history
+        seen = look_until("quantshift_bot_has_primary", 1, 15)
         assert seen["quantshift_bot_epoch"] == epoch + 1, seen
         assert int(standby.wait_for("PROMOTED", 10).details[0]) == epoch + 1
         exporter.stop()
     finally:
-        for process in started:
-            try:
-                os.kill(process.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            process.kill()
+        kill_all(started)
 
 
 def test_redis_down_other_paths_and_the_password(exporters: list[Exporter]) -> None:
