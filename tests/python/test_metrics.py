@@ -157,12 +157,13 @@ def assert_matches_status(samples: Samples, status: dict[str, Any]) -> None:
             ("quantshift_bot_heartbeat_age_seconds", "heartbeat_age_seconds", 1.0),
             ("quantshift_bot_state_age_seconds", "state_age_seconds", 2.0),
         ]:
+            value = seen[metric]
             if bot[field] is None:
-                assert seen[metric] is None, (name, metric, seen)
+                assert value is None, (name, metric, seen)
             else:
-                assert seen[metric] is not None, (name, metric, seen)
-                assert seen[metric] >= 0
-                assert abs(seen[metric] - bot[field]) < tolerance, (name, metric, seen, bot)
+                assert value is not None, (name, metric, seen)
+                assert value >= 0
+                assert abs(value - bot[field]) < tolerance, (name, metric, seen, bot)
     warnings = {
         dict(labels)["kind"]: v for labels, v in samples["quantshift_redis_warning"].items()
     }
