@@ -107,50 +107,38 @@ fn instance_of(token: String) -> String {
     }
 }
 
-/// One MULTI ... EXEC per bot, all sent as one pipeline: the keys of a bot and its
-/// positions (the positions-load script) as of one moment. Only the EXEC replies are kept,
-/// with the errors inside them, so that one bot's `WRONGTYPE` is that bot's error.
-fn status_pipeline(reads: &[(&Keys, redis::ScriptInvocation<'static>)]) -> redis::Pipeline {
+/// One call of the read-only status script per bot, all sent as one pipeline. The errors
+/// are kept in the replies, so that one bot's `WRONGTYPE` is that bot's error.
+fn status_pipeline(keys: &[&Keys]) -> redis::Pipeline {
     let now_ms = crate::clock::unix_millis();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for (keys, load_positions) in reads {
-        pipe.cmd("MULTI")
-            .ignore()
-            .get(&keys.lock)
-            .ignore()
-            .pttl(&keys.lock)
-            .ignore()
-            .get(&keys.epoch)
-            .ignore()
-            .get(&keys.heartbeat)
-            .ignore()
-            .get(&keys.state)
-            .ignore()
-            .cmd("ZRANGEBYSCORE")
-            .arg(&keys.instances)
-            .arg(now_ms)
-            .arg("+inf")
-            .ignore()
-            .invoke_script(load_positions)
-            .ignore()
-            .cmd("EXEC");
+    for keys in keys {
+        pipe.invoke_script(
+            SCRIPTS
+                .bot_status
+                .key(&keys.lock)
+                .key(&keys.epoch)
+                .key(&keys.heartbeat)
+                .key(&keys.state)
+                .key(&keys.instances)
+                .key(&keys.positions_index)
+                .arg(keys.position_prefix())
+                .arg(now_ms),
+        );
     }
     pipe
 }
 
-/// A transaction's reply holding a `NOSCRIPT` error.
+/// A reply that is Redis' `NOSCRIPT`.
 fn is_no_script(reply: &redis::Value) -> bool {
-    let redis::Value::Array(items) = reply else {
-        return false;
-    };
-    items.iter().any(|item| match item {
+    match reply {
         redis::Value::ServerError(err) => {
             redis::RedisError::from(err.clone()).kind()
                 == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
         }
         _ => false,
-    })
+    }
 }
 
 impl Inspector {
@@ -224,39 +212,34 @@ impl Inspector {
         Ok(bots)
     }
 
-    /// One consistent read of the bot: its keys and its positions are read in one
-    /// transaction (MULTI/EXEC, one round trip), so the lease, the instances and the
-    /// position count belong to the same moment.
+    /// One consistent read of the bot: its keys and the number of its positions are read by
+    /// one read-only script (`bot_status.lua`), so they belong to the same moment.
     pub fn status(&self, bot: &str) -> Result<BotStatus> {
         self.statuses(&[bot])?
             .pop()
             .expect("one status per bot asked for")
     }
 
-    /// The status of several bots, each read in its own transaction as by
-    /// [`status`](Self::status), all in one round trip. The outer error: Redis could not be
-    /// read. The inner ones, one per bot in the order asked: that bot's name or data (an
-    /// invalid name, a key of another Redis type, a state that is not JSON).
+    /// The status of several bots, each read as by [`status`](Self::status), all in one
+    /// round trip. The outer error: Redis could not be read. The inner ones, one per bot in
+    /// the order asked: that bot's name or data (an invalid name, a key of another Redis
+    /// type, a state that is not JSON).
     pub fn statuses<S: AsRef<str>>(&self, bots: &[S]) -> Result<Vec<Result<BotStatus>>> {
         let keys: Vec<Result<Keys>> = bots
             .iter()
             .map(|bot| validate_bot_name(bot.as_ref()).map(|()| Keys::new(bot.as_ref())))
             .collect();
-        let reads: Vec<(&Keys, redis::ScriptInvocation<'static>)> = keys
-            .iter()
-            .filter_map(|keys| keys.as_ref().ok())
-            .map(|keys| (keys, self.positions_store(keys).load_invocation(&[])))
-            .collect();
-        let mut replies = if reads.is_empty() {
+        let valid: Vec<&Keys> = keys.iter().filter_map(|keys| keys.as_ref().ok()).collect();
+        let mut replies = if valid.is_empty() {
             Vec::new()
         } else {
             self.store.read(|conn| {
-                let pipe = status_pipeline(&reads);
+                let pipe = status_pipeline(&valid);
                 let replies: Vec<redis::Value> = pipe.query(conn)?;
                 if replies.iter().any(is_no_script) {
-                    // Inside a transaction the script is not loaded on demand: load it, and
-                    // read again (a restarted Redis, a SCRIPT FLUSH).
-                    SCRIPTS.positions_load.load(conn)?;
+                    // A pipelined script is not loaded on demand: load it, and read again
+                    // (a restarted Redis, a SCRIPT FLUSH).
+                    SCRIPTS.bot_status.load(conn)?;
                     return pipe.query(conn);
                 }
                 Ok(replies)
@@ -270,13 +253,13 @@ impl Inspector {
                 let keys = keys?;
                 let reply = replies
                     .next()
-                    .ok_or_else(|| Error::corrupt("Redis answered fewer transactions than sent"))?;
+                    .ok_or_else(|| Error::corrupt("Redis answered fewer reads than sent"))?;
                 self.status_of(bot.as_ref(), &keys, reply)
             })
             .collect())
     }
 
-    /// A bot's status from the reply of its transaction (see [`status_pipeline`]).
+    /// A bot's status from the reply of `bot_status.lua`.
     fn status_of(&self, bot: &str, keys: &Keys, reply: redis::Value) -> Result<BotStatus> {
         #[allow(clippy::type_complexity)]
         let read: redis::RedisResult<(
@@ -286,23 +269,12 @@ impl Inspector {
             Option<String>,
             Option<Vec<u8>>,
             Vec<String>,
-            Vec<Vec<u8>>,
+            usize,
         )> = reply
             .extract_error()
             .and_then(|reply| Ok(redis::from_redis_value(reply)?));
-        let (lock, pttl, epoch, heartbeat, state, instances, loaded) = read.map_err(|err| {
-            self.positions_store(keys).name_load_wrong_type(
-                Error::from(err),
-                &[],
-                &[
-                    (&keys.lock, "string"),
-                    (&keys.epoch, "string"),
-                    (&keys.heartbeat, "string"),
-                    (&keys.state, "string"),
-                    (&keys.instances, "zset"),
-                ],
-            )
-        })?;
+        let (lock, pttl, epoch, heartbeat, state, instances, positions) =
+            read.map_err(|err| self.name_wrong_type(keys, Error::from(err)))?;
         let state_last_update = match state {
             Some(raw) => decode_object(&keys.state, &raw)?
                 .get("last_update")
@@ -310,11 +282,6 @@ impl Inspector {
                 .map(str::to_owned),
             None => None,
         };
-        // Counted through the index alone: `watch` calls this every second, and a SCAN of a
-        // large keyspace that often is no operator's friend. Positions of the predecessor
-        // join the index as soon as an instance of this library is primary; `positions()`
-        // scans for them.
-        let positions = PositionStore::pairs_of_load(loaded)?.len();
         let holder = lock.map(instance_of);
         Ok(BotStatus {
             bot: bot.to_owned(),
@@ -342,6 +309,30 @@ impl Inspector {
             .store
             .read(|conn| redis::pipe().get(&keys.lock).get(&keys.epoch).query(conn))?;
         Ok((lock.map(instance_of), epoch))
+    }
+
+    /// A `WRONGTYPE` in a status read names the key: one of the bot's keys, or one of its
+    /// indexed positions.
+    fn name_wrong_type(&self, keys: &Keys, err: Error) -> Error {
+        if !err.is_wrong_type() {
+            return err;
+        }
+        let indexed: Result<Vec<String>> = self.store.read(|conn| {
+            redis::cmd("SMEMBERS")
+                .arg(&keys.positions_index)
+                .query(conn)
+        });
+        self.positions_store(keys).name_wrong_type(
+            err,
+            &indexed.unwrap_or_default(),
+            &[
+                (&keys.lock, "string"),
+                (&keys.epoch, "string"),
+                (&keys.heartbeat, "string"),
+                (&keys.state, "string"),
+                (&keys.instances, "zset"),
+            ],
+        )
     }
 
     fn positions_store<'a>(&'a self, keys: &'a Keys) -> PositionStore<'a> {

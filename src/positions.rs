@@ -343,27 +343,29 @@ impl PositionStore<'_> {
     /// Every position: the indexed ones plus `extra` (symbols found at start-up, not yet
     /// indexed), in one round trip.
     pub fn load_raw(&self, extra: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
-        let invocation = self.load_invocation(extra);
         let flat: Vec<Vec<u8>> = self
             .store
-            .read(|conn| invocation.invoke(conn))
-            .map_err(|err| self.name_load_wrong_type(err, extra, &[]))?;
-        Self::pairs_of_load(flat)
-    }
-
-    /// The positions-load script call of [`load_raw`](Self::load_raw), for a caller that
-    /// sends it with other reads in one transaction (the inspector's status).
-    pub fn load_invocation(&self, extra: &[String]) -> redis::ScriptInvocation<'static> {
-        let mut invocation = SCRIPTS.positions_load.key(&self.keys.positions_index);
-        invocation.arg(self.keys.position_prefix());
-        for symbol in extra {
-            invocation.arg(symbol);
-        }
-        invocation
-    }
-
-    /// The reply of the positions-load script as (symbol, raw value) pairs.
-    pub fn pairs_of_load(flat: Vec<Vec<u8>>) -> Result<Vec<(String, Vec<u8>)>> {
+            .read(|conn| {
+                let mut invocation = SCRIPTS.positions_load.key(&self.keys.positions_index);
+                invocation.arg(self.keys.position_prefix());
+                for symbol in extra {
+                    invocation.arg(symbol);
+                }
+                invocation.invoke(conn)
+            })
+            .map_err(|err| {
+                let mut symbols = extra.to_vec();
+                if err.is_wrong_type() {
+                    // The indexed symbols too, when the index itself is a set.
+                    let indexed: Result<Vec<String>> = self.store.read(|conn| {
+                        redis::cmd("SMEMBERS")
+                            .arg(&self.keys.positions_index)
+                            .query(conn)
+                    });
+                    symbols.extend(indexed.unwrap_or_default());
+                }
+                self.name_wrong_type(err, &symbols, &[])
+            })?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut items = flat.into_iter();
         while let (Some(symbol), Some(value)) = (items.next(), items.next()) {
@@ -372,26 +374,6 @@ impl PositionStore<'_> {
             out.push((symbol, value));
         }
         Ok(out)
-    }
-
-    /// A `WRONGTYPE` from a load names the key: one of `extra`, the indexed positions (read
-    /// again here, when the index itself is a set), the index or one of `more`.
-    pub fn name_load_wrong_type(
-        &self,
-        err: Error,
-        extra: &[String],
-        more: &[(&str, &str)],
-    ) -> Error {
-        let mut symbols = extra.to_vec();
-        if err.is_wrong_type() {
-            let indexed: Result<Vec<String>> = self.store.read(|conn| {
-                redis::cmd("SMEMBERS")
-                    .arg(&self.keys.positions_index)
-                    .query(conn)
-            });
-            symbols.extend(indexed.unwrap_or_default());
-        }
-        self.name_wrong_type(err, &symbols, more)
     }
 
     pub fn load(&self, extra: &[String]) -> Result<Vec<(String, JsonObject)>> {
