@@ -214,6 +214,11 @@ impl Inspector {
 
     /// One consistent read of the bot: its keys and the number of its positions are read by
     /// one read-only script (`bot_status.lua`), so they belong to the same moment.
+    ///
+    /// Positions are counted through the index alone: `watch` calls this every second, and a
+    /// SCAN of a large keyspace that often is no operator's friend. Positions of the
+    /// predecessor join the index as soon as an instance of this library is primary;
+    /// [`positions`](Self::positions) scans for them.
     pub fn status(&self, bot: &str) -> Result<BotStatus> {
         self.statuses(&[bot])?
             .pop()
