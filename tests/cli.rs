@@ -1098,8 +1098,7 @@ fn a_status_is_one_script_call_also_after_a_script_flush() {
             ("smembers", 1),
             ("mget", 1),
             ("get", 4),
-            // Position C is in the index but gone: is it another type?
-            ("type", 1),
+            ("exists", 1),
             ("pttl", 1),
             ("zrangebyscore", 1),
             ("script|load", reads - 1),

@@ -6,26 +6,28 @@
 -- ARGV[1] position key prefix, ARGV[2] now (Unix ms): instances whose liveness score is not
 -- older are live
 -- Returns {lease holder token, lease PTTL, epoch, heartbeat, state, live instances,
--- positions}: the positions are the index's symbols whose key exists (counted as
--- positions_load.lua reads them, MGET in chunks; only the count comes back). A WRONGTYPE
--- error when a position key holds another Redis type, as loading the positions would.
+-- positions}: the positions are the index's symbols whose key exists, read in chunks (unpack()
+-- and the Lua stack take a few thousand arguments at most). A WRONGTYPE error when a position
+-- key holds another Redis type, as loading the positions would: MGET reads such a key as
+-- missing, EXISTS counts it.
 local CHUNK = 1000
 local symbols = redis.call('SMEMBERS', KEYS[6])
 local positions = 0
 for first = 1, #symbols, CHUNK do
-  local last = math.min(first + CHUNK - 1, #symbols)
   local keys = {}
-  for i = first, last do
+  for i = first, math.min(first + CHUNK - 1, #symbols) do
     keys[#keys + 1] = ARGV[1] .. symbols[i]
   end
-  local values = redis.call('MGET', unpack(keys))
-  for i = 1, #values do
-    if values[i] then
-      positions = positions + 1
-    elseif redis.call('TYPE', keys[i]).ok ~= 'none' then
-      return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+  local strings = 0
+  for _, value in ipairs(redis.call('MGET', unpack(keys))) do
+    if value then
+      strings = strings + 1
     end
   end
+  if redis.call('EXISTS', unpack(keys)) > strings then
+    return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+  end
+  positions = positions + strings
 end
 -- A missing key reads as false, which becomes a nil reply (a nil would end the table).
 return {
