@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::keys::{validate_bot_name, Keys};
 use crate::lease::HANDOVER_REQUEST;
 use crate::positions::{decode_object, JsonObject, PositionStore};
-use crate::store::Store;
+pub use crate::store::{warning_kind, ServerWarning};
+use crate::store::{Store, SCRIPTS};
 
 /// What an operator wants to know about one bot.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +83,8 @@ impl BotStatus {
 pub struct ServerStatus {
     pub role: String,
     pub warnings: Vec<String>,
+    /// The kind of each warning ([`warning_kind`]), in the order of `warnings`.
+    pub warning_kinds: Vec<&'static str>,
 }
 
 /// A read-only connection to the Redis of one or more bots.
@@ -104,9 +107,53 @@ fn instance_of(token: String) -> String {
     }
 }
 
+/// One call of the read-only status script per bot, all sent as one pipeline. The errors
+/// are kept in the replies, so that one bot's `WRONGTYPE` is that bot's error.
+fn status_pipeline(keys: &[&Keys]) -> redis::Pipeline {
+    let now_ms = crate::clock::unix_millis();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for keys in keys {
+        pipe.invoke_script(
+            SCRIPTS
+                .bot_status
+                .key(&keys.lock)
+                .key(&keys.epoch)
+                .key(&keys.heartbeat)
+                .key(&keys.state)
+                .key(&keys.instances)
+                .key(&keys.positions_index)
+                .arg(keys.position_prefix())
+                .arg(now_ms),
+        );
+    }
+    pipe
+}
+
+/// A reply that is Redis' `NOSCRIPT`.
+fn is_no_script(reply: &redis::Value) -> bool {
+    match reply {
+        redis::Value::ServerError(err) => {
+            redis::RedisError::from(err.clone()).kind()
+                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        }
+        _ => false,
+    }
+}
+
 impl Inspector {
     /// Connects with the library's URL and environment rules (CONTRACT §6).
     pub fn connect(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
+        let inspector = Self::open(redis_url, timeout)?;
+        inspector
+            .store
+            .run(|conn| redis::cmd("PING").query::<String>(conn))?;
+        Ok(inspector)
+    }
+
+    /// Like [`connect`](Self::connect), but without connecting yet: the URL is checked, and
+    /// the first read connects (a monitor that starts while Redis is down).
+    pub fn open(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
         let mut config = Config::new("quantshift-state")
             .connect_timeout(timeout)
             .command_timeout(timeout);
@@ -114,9 +161,9 @@ impl Inspector {
             config = config.redis_url(url);
         }
         config.validate()?;
-        let store = Store::open(&config)?;
-        store.run(|conn| redis::cmd("PING").query::<String>(conn))?;
-        Ok(Inspector { store })
+        Ok(Inspector {
+            store: Store::open(&config)?,
+        })
     }
 
     pub fn redacted_url(&self) -> &str {
@@ -165,33 +212,74 @@ impl Inspector {
         Ok(bots)
     }
 
+    /// One consistent read of the bot: its keys and the number of its positions are read by
+    /// one read-only script (`bot_status.lua`), so they belong to the same moment.
+    ///
+    /// Positions are counted through the index alone: `watch` calls this every second, and a
+    /// SCAN of a large keyspace that often is no operator's friend. Positions of the
+    /// predecessor join the index as soon as an instance of this library is primary;
+    /// [`positions`](Self::positions) scans for them.
     pub fn status(&self, bot: &str) -> Result<BotStatus> {
-        validate_bot_name(bot)?;
-        let keys = Keys::new(bot);
+        self.statuses(&[bot])?
+            .pop()
+            .expect("one status per bot asked for")
+    }
+
+    /// The status of several bots, each read as by [`status`](Self::status), all in one
+    /// round trip. The outer error: Redis could not be read. The inner ones, one per bot in
+    /// the order asked: that bot's name or data (an invalid name, a key of another Redis
+    /// type, a state that is not JSON).
+    pub fn statuses<S: AsRef<str>>(&self, bots: &[S]) -> Result<Vec<Result<BotStatus>>> {
+        let keys: Vec<Result<Keys>> = bots
+            .iter()
+            .map(|bot| validate_bot_name(bot.as_ref()).map(|()| Keys::new(bot.as_ref())))
+            .collect();
+        let valid: Vec<&Keys> = keys.iter().filter_map(|keys| keys.as_ref().ok()).collect();
+        let mut replies = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.store.read(|conn| {
+                let pipe = status_pipeline(&valid);
+                let replies: Vec<redis::Value> = pipe.query(conn)?;
+                if replies.iter().any(is_no_script) {
+                    // A pipelined script is not loaded on demand: load it, and read again
+                    // (a restarted Redis, a SCRIPT FLUSH).
+                    SCRIPTS.bot_status.load(conn)?;
+                    return pipe.query(conn);
+                }
+                Ok(replies)
+            })?
+        }
+        .into_iter();
+        Ok(bots
+            .iter()
+            .zip(keys)
+            .map(|(bot, keys)| {
+                let keys = keys?;
+                let reply = replies
+                    .next()
+                    .ok_or_else(|| Error::corrupt("Redis answered fewer reads than sent"))?;
+                self.status_of(bot.as_ref(), &keys, reply)
+            })
+            .collect())
+    }
+
+    /// A bot's status from the reply of `bot_status.lua`.
+    fn status_of(&self, bot: &str, keys: &Keys, reply: redis::Value) -> Result<BotStatus> {
         #[allow(clippy::type_complexity)]
-        let (lock, pttl, epoch, heartbeat, state, indexed, instances): (
+        let read: redis::RedisResult<(
             Option<String>,
             i64,
             Option<u64>,
             Option<String>,
             Option<Vec<u8>>,
             Vec<String>,
-            Vec<String>,
-        ) = self.store.read(|conn| {
-            let now_ms = crate::clock::unix_millis();
-            redis::pipe()
-                .get(&keys.lock)
-                .pttl(&keys.lock)
-                .get(&keys.epoch)
-                .get(&keys.heartbeat)
-                .get(&keys.state)
-                .smembers(&keys.positions_index)
-                .cmd("ZRANGEBYSCORE")
-                .arg(&keys.instances)
-                .arg(now_ms)
-                .arg("+inf")
-                .query(conn)
-        })?;
+            usize,
+        )> = reply
+            .extract_error()
+            .and_then(|reply| Ok(redis::from_redis_value(reply)?));
+        let (lock, pttl, epoch, heartbeat, state, instances, positions) =
+            read.map_err(|err| self.name_wrong_type(keys, Error::from(err)))?;
         let state_last_update = match state {
             Some(raw) => decode_object(&keys.state, &raw)?
                 .get("last_update")
@@ -199,11 +287,6 @@ impl Inspector {
                 .map(str::to_owned),
             None => None,
         };
-        // Counted through the index alone: `watch` calls this every second, and a SCAN of a
-        // large keyspace that often is no operator's friend. Positions of the predecessor
-        // join the index as soon as an instance of this library is primary; `positions()`
-        // scans for them.
-        let positions = self.positions_store(&keys).load_raw(&indexed)?.len();
         let holder = lock.map(instance_of);
         Ok(BotStatus {
             bot: bot.to_owned(),
@@ -231,6 +314,30 @@ impl Inspector {
             .store
             .read(|conn| redis::pipe().get(&keys.lock).get(&keys.epoch).query(conn))?;
         Ok((lock.map(instance_of), epoch))
+    }
+
+    /// A `WRONGTYPE` in a status read names the key: one of the bot's keys, or one of its
+    /// indexed positions.
+    fn name_wrong_type(&self, keys: &Keys, err: Error) -> Error {
+        if !err.is_wrong_type() {
+            return err;
+        }
+        let indexed: Result<Vec<String>> = self.store.read(|conn| {
+            redis::cmd("SMEMBERS")
+                .arg(&keys.positions_index)
+                .query(conn)
+        });
+        self.positions_store(keys).name_wrong_type(
+            err,
+            &indexed.unwrap_or_default(),
+            &[
+                (&keys.lock, "string"),
+                (&keys.epoch, "string"),
+                (&keys.heartbeat, "string"),
+                (&keys.state, "string"),
+                (&keys.instances, "zset"),
+            ],
+        )
     }
 
     fn positions_store<'a>(&'a self, keys: &'a Keys) -> PositionStore<'a> {
@@ -274,9 +381,16 @@ impl Inspector {
             Some(redis::Value::SimpleString(text)) => text.clone(),
             _ => return Err(Error::corrupt("unexpected reply to ROLE")),
         };
+        let (warnings, warning_kinds) = self
+            .store
+            .server_warnings_by_kind()?
+            .into_iter()
+            .map(|warning| (warning.message, warning.kind))
+            .unzip();
         Ok(ServerStatus {
             role,
-            warnings: self.store.server_warnings()?,
+            warnings,
+            warning_kinds,
         })
     }
 }

@@ -1045,3 +1045,107 @@ fn status_through_sentinel_and_on_a_replica() {
         "{run:?}"
     );
 }
+
+/// Calls of each command since the last `CONFIG RESETSTAT` (commands run by scripts
+/// included).
+fn command_calls(conn: &mut redis::Connection) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_status_is_one_script_call_also_after_a_script_flush() {
+    let server = RedisServer::start();
+    let m = manager(&server, "tx", TTL_MS);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(5))));
+    for symbol in ["A", "B", "C"] {
+        m.save_position(symbol, &mut obj(json!({"quantity": 1})))
+            .unwrap();
+    }
+    m.save_state(&mut obj(json!({"x": 1}))).unwrap();
+    // Nothing else talks to Redis while the commands are counted: the manager is closed, a
+    // lease is set by hand, and one position expired.
+    m.close().unwrap();
+    drop(m);
+    let mut conn = server.connection();
+    let mut run = |args: &[&str]| redis::cmd(args[0]).arg(&args[1..]).query::<()>(&mut conn);
+    run(&["SET", "bot:tx:primary_lock", "host:7:nonce", "PX", "60000"]).unwrap();
+    run(&["DEL", "bot:tx:position:C"]).unwrap();
+    let inspector = inspector(&server);
+    // A restarted Redis forgets its scripts: the call fails on NOSCRIPT, and the status
+    // loads the script and reads again.
+    for flush in [false, true] {
+        inspector.status("tx").unwrap();
+        if flush {
+            run(&["SCRIPT", "FLUSH"]).unwrap();
+        }
+        run(&["CONFIG", "RESETSTAT"]).unwrap();
+        let status = inspector.status("tx").unwrap();
+        assert_eq!(status.positions, 2);
+        assert_eq!(status.holder.as_deref(), Some("host:7"));
+        assert!(status.lease_ttl.unwrap() > Duration::from_secs(50));
+        assert_eq!(status.epoch, Some(1));
+        assert!(status.state_age.is_some() && status.heartbeat_age.is_some());
+        let calls = command_calls(&mut server.connection());
+        let reads = if flush { 2 } else { 1 };
+        let expected: std::collections::HashMap<String, u64> = [
+            ("evalsha", reads),
+            ("smembers", 1),
+            ("mget", 1),
+            ("get", 4),
+            ("exists", 1),
+            ("pttl", 1),
+            ("zrangebyscore", 1),
+            ("script|load", reads - 1),
+            ("config|resetstat", 1),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| (name.to_owned(), n))
+        .collect();
+        assert_eq!(calls, expected);
+    }
+}
+
+#[test]
+fn a_status_names_a_key_of_another_redis_type() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let inspector = inspector(&server);
+    let mut run = |args: &[&str]| redis::cmd(args[0]).arg(&args[1..]).query::<()>(&mut conn);
+    run(&["RPUSH", "bot:wt:heartbeat", "by hand"]).unwrap();
+    let err = inspector.status("wt").unwrap_err();
+    assert_eq!(err.kind(), quantshift_core::ErrorKind::CorruptData, "{err}");
+    assert!(
+        err.message()
+            .contains("bot:wt:heartbeat holds a Redis list, not the string"),
+        "{err}"
+    );
+    run(&["DEL", "bot:wt:heartbeat"]).unwrap();
+    run(&["SADD", "bot:wt:positions", "AAPL"]).unwrap();
+    run(&["HSET", "bot:wt:position:AAPL", "f", "by hand"]).unwrap();
+    let err = inspector.status("wt").unwrap_err();
+    assert!(
+        err.message()
+            .contains("bot:wt:position:AAPL holds a Redis hash, not the string"),
+        "{err}"
+    );
+    // Several bots in one round trip: each has its own outcome.
+    run(&["SET", "bot:fine:epoch", "4"]).unwrap();
+    let all = inspector.statuses(&["wt", "fine", "a:b", "none"]).unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].as_ref().unwrap_err().message(), err.message());
+    assert_eq!(all[1].as_ref().unwrap().epoch, Some(4));
+    let invalid = all[2].as_ref().unwrap_err();
+    assert_eq!(
+        invalid.kind(),
+        quantshift_core::ErrorKind::InvalidInput,
+        "{invalid}"
+    );
+    assert_eq!(all[3].as_ref().unwrap().epoch, None);
+}

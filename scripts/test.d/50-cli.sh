@@ -71,5 +71,24 @@ for form in script module; do
   rc=0; wait "$watch_pid" || rc=$?
   [ "$rc" -eq 0 ] || fail "$form: watch after SIGINT exited $rc: $(cat "$work/watch")"
   grep -q 'health     no primary' "$work/watch" || fail "$form: unexpected watch output: $(cat "$work/watch")"
+
+  # The Prometheus exporter: a scrape on a free port, then SIGTERM ends it with exit code 0.
+  "${tool[@]}" --url "$url" metrics --listen 127.0.0.1:0 cli-bot 2>"$work/metrics" &
+  metrics_pid=$!
+  metrics_url=""
+  for _ in $(seq 100); do
+    metrics_url=$(grep -o 'http://127.0.0.1:[0-9]*/metrics' "$work/metrics" || true)
+    [ -n "$metrics_url" ] && break
+    sleep 0.1
+  done
+  [ -n "$metrics_url" ] || { kill -KILL "$metrics_pid"; fail "$form: metrics did not start: $(cat "$work/metrics")"; }
+  out=$("$PY" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' "$metrics_url") \
+    || { kill -KILL "$metrics_pid"; fail "$form: the scrape failed"; }
+  kill -TERM "$metrics_pid"
+  rc=0; wait "$metrics_pid" || rc=$?
+  [ "$rc" -eq 0 ] || fail "$form: metrics after SIGTERM exited $rc: $(cat "$work/metrics")"
+  echo "$out" | grep -qx 'quantshift_redis_up 1' \
+    && echo "$out" | grep -qx 'quantshift_bot_has_primary{bot="cli-bot"} 0' \
+    || fail "$form: unexpected metrics: $out"
 done
 echo "50-cli: the quantshift-state console script and python -m quantshift_core ($(qs --version))"

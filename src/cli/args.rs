@@ -2,6 +2,7 @@
 //! checked before any connection is made. A new command is one more [`Command`] variant (with
 //! its own `Args` struct) and one more arm in `run` (src/cli/mod.rs).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -14,6 +15,7 @@ quantshift-state [--url URL] status [BOT...] [--json] [--check]
        quantshift-state [--url URL] positions BOT [--json]
        quantshift-state [--url URL] handover BOT [--timeout SECS] [--force]
        quantshift-state [--url URL] watch BOT [--interval SECS] [--count N] [--json]
+       quantshift-state [--url URL] metrics [--listen ADDRESS:PORT] [BOT...]
        quantshift-state completions bash|zsh|fish|elvish|powershell";
 
 const EXIT_CODES: &str = "\
@@ -113,6 +115,26 @@ view and retried at the next refresh."
     )]
     Watch(WatchArgs),
 
+    /// serve the bots' status as Prometheus metrics on http://127.0.0.1:9464/metrics until
+    /// Ctrl-C
+    #[command(
+        override_usage = "quantshift-state [--url URL] metrics [--listen ADDRESS:PORT] [BOT...]",
+        long_about = "\
+A Prometheus exporter.
+
+Serves /metrics in the Prometheus text format; each scrape reads the bots named (every bot
+found in Redis at that scrape when none is named), one consistent read per bot:
+quantshift_bot_has_primary, quantshift_bot_standbys, quantshift_bot_epoch,
+quantshift_bot_lease_ttl_seconds, quantshift_bot_heartbeat_age_seconds,
+quantshift_bot_state_age_seconds, quantshift_bot_positions (label bot), quantshift_redis_up
+and quantshift_redis_warning (label kind). A value that does not exist (no heartbeat, no
+state, no lease) has no series. When Redis is unreachable the scrape still answers, with
+quantshift_redis_up 0. Runs until Ctrl-C (or SIGTERM), exit code 0.
+
+Example rules and a Grafana dashboard: examples/monitoring/ in the source tree."
+    )]
+    Metrics(MetricsArgs),
+
     /// print a shell completion script (e.g. quantshift-state completions bash >
     /// ~/.local/share/bash-completion/completions/quantshift-state)
     #[command(
@@ -189,6 +211,17 @@ pub struct WatchArgs {
     /// one JSON object per line and refresh instead of the screen view
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// the bots (default: every bot found in Redis at each scrape)
+    #[arg(value_name = "BOT")]
+    pub bots: Vec<String>,
+    /// the address and port to serve on (0.0.0.0:9464 for every interface; port 0: any free
+    /// port, printed at start)
+    #[arg(long, value_name = "ADDRESS:PORT", default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
 }
 
 /// A number of seconds from `min` to one day.

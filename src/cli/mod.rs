@@ -9,6 +9,7 @@
 //! [`main_with_args`].
 
 mod args;
+mod metrics;
 mod view;
 
 use std::ffi::OsString;
@@ -138,13 +139,21 @@ fn parse(args: Vec<OsString>) -> Result<Cli, Failure> {
 }
 
 fn run(cli: Cli) -> Outcome {
-    // Commands that need no Redis.
-    if let Command::Completions { shell } = cli.command {
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), TOOL, &mut script);
-        // A closed pipe (`| head`) is not an error.
-        let _ = std::io::stdout().write_all(&script);
-        return Ok(EXIT_OK);
+    match &cli.command {
+        // Needs no Redis.
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), TOOL, &mut script);
+            // A closed pipe (`| head`) is not an error.
+            let _ = std::io::stdout().write_all(&script);
+            return Ok(EXIT_OK);
+        }
+        // Starts while Redis is down too: that is quantshift_redis_up 0, not an error.
+        Command::Metrics(a) => {
+            let inspector = Inspector::open(cli.url.as_deref(), REDIS_TIMEOUT)?;
+            return metrics::serve(&inspector, a);
+        }
+        _ => {}
     }
     let inspector = Inspector::connect(cli.url.as_deref(), REDIS_TIMEOUT)?;
     match cli.command {
@@ -152,7 +161,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Positions(a) => positions(&inspector, &a.bot, a.json),
         Command::Handover(a) => handover(&inspector, &a.bot, a.timeout, a.force),
         Command::Watch(a) => watch(&inspector, &a.bot, a.interval, a.count, a.json),
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Metrics(_) => unreachable!("handled above"),
     }
 }
 
@@ -162,9 +171,9 @@ fn status(inspector: &Inspector, bots: Vec<String>, json: bool, check: bool) -> 
     } else {
         bots
     };
-    let statuses = bots
-        .iter()
-        .map(|bot| inspector.status(bot))
+    let statuses = inspector
+        .statuses(&bots)?
+        .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
     let server = inspector.server()?;
     for status in statuses.iter().filter(|s| view::has_no_keys(s)) {
@@ -386,8 +395,8 @@ fn watch(
     Ok(EXIT_OK)
 }
 
-/// Set by SIGINT / SIGTERM once `watch` has installed its handler; the handler is installed
-/// once per process (the Python entry point may run the tool more than once).
+/// Set by SIGINT / SIGTERM once `watch` or `metrics` has installed its handler; the handler
+/// is installed once per process (the Python entry point may run the tool more than once).
 fn interrupt_flag() -> Result<&'static AtomicBool, Failure> {
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();

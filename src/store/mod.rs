@@ -61,6 +61,36 @@ struct SharedConnection {
     lost_to_error: bool,
 }
 
+/// A problem of the Redis node's configuration, with a stable kind for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerWarning {
+    /// One of [`warning_kind::ALL`].
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// The kinds of [`ServerWarning`]: stable snake_case names (Prometheus label values).
+pub mod warning_kind {
+    /// maxmemory-policy is not noeviction: the lease, state and positions may be evicted.
+    pub const EVICTION_POLICY: &str = "eviction_policy";
+    /// CONFIG GET maxmemory-policy refused (e.g. a managed Redis that renames CONFIG).
+    pub const EVICTION_POLICY_UNREADABLE: &str = "eviction_policy_unreadable";
+    /// No AOF, no RDB save rules and no replicas waited for: a restart loses everything.
+    pub const PERSISTENCE_OFF: &str = "persistence_off";
+    pub const PERSISTENCE_UNREADABLE: &str = "persistence_unreadable";
+    /// The node is a replica: it refuses writes.
+    pub const NOT_MASTER: &str = "not_master";
+    pub const ROLE_UNREADABLE: &str = "role_unreadable";
+    pub const ALL: [&str; 6] = [
+        EVICTION_POLICY,
+        EVICTION_POLICY_UNREADABLE,
+        PERSISTENCE_OFF,
+        PERSISTENCE_UNREADABLE,
+        NOT_MASTER,
+        ROLE_UNREADABLE,
+    ];
+}
+
 enum Target {
     Direct(Client),
     Sentinel(SentinelTarget),
@@ -253,21 +283,39 @@ impl Store {
         Ok(value)
     }
 
+    /// What in the Redis node's configuration puts the promises at risk, as messages.
     pub fn server_warnings(&self) -> Result<Vec<String>> {
+        Ok(self
+            .server_warnings_by_kind()?
+            .into_iter()
+            .map(|warning| warning.message)
+            .collect())
+    }
+
+    /// [`server_warnings`](Self::server_warnings) with the kind of each (for monitoring).
+    pub fn server_warnings_by_kind(&self) -> Result<Vec<ServerWarning>> {
         let mut warnings = Vec::new();
+        let mut warn = |kind: &'static str, message: String| {
+            warnings.push(ServerWarning { kind, message });
+        };
         match self.config_get("maxmemory-policy") {
             Ok(policy) => {
                 if policy != "noeviction" {
-                    warnings.push(format!(
-                        "Redis maxmemory-policy is {policy:?}: under memory pressure it may evict the \
-                         lease, state and positions (all carry TTLs); set maxmemory-policy noeviction"
-                    ));
+                    warn(
+                        warning_kind::EVICTION_POLICY,
+                        format!(
+                            "Redis maxmemory-policy is {policy:?}: under memory pressure it may \
+                             evict the lease, state and positions (all carry TTLs); set \
+                             maxmemory-policy noeviction"
+                        ),
+                    );
                 }
             }
             Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
-            Err(err) => warnings.push(format!(
-                "cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"
-            )),
+            Err(err) => warn(
+                warning_kind::EVICTION_POLICY_UNREADABLE,
+                format!("cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"),
+            ),
         }
         if self.wait_replicas == 0 {
             let persistence = self
@@ -276,7 +324,8 @@ impl Store {
             match persistence {
                 Ok((aof, save)) => {
                     if aof != "yes" && save.trim().is_empty() {
-                        warnings.push(
+                        warn(
+                            warning_kind::PERSISTENCE_OFF,
                             "Redis persistence is off (appendonly no and no save rules) and \
                              wait_replicas is 0: a restart of Redis loses the lease epoch, the \
                              state and the positions; set appendonly yes, or wait for replicas"
@@ -285,10 +334,13 @@ impl Store {
                     }
                 }
                 Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
-                Err(err) => warnings.push(format!(
-                    "cannot read the Redis persistence settings ({err}); make sure appendonly is \
-                     yes or wait_replicas is set"
-                )),
+                Err(err) => warn(
+                    warning_kind::PERSISTENCE_UNREADABLE,
+                    format!(
+                        "cannot read the Redis persistence settings ({err}); make sure \
+                         appendonly is yes or wait_replicas is set"
+                    ),
+                ),
             }
         }
         let role: Result<Vec<redis::Value>> = self.read(|conn| redis::cmd("ROLE").query(conn));
@@ -299,15 +351,21 @@ impl Store {
                     .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                     .unwrap_or_default();
                 if name != "master" {
-                    warnings.push(format!(
-                        "the Redis node at {} is a {name}, not a master: it refuses writes \
-                         (READONLY); point the URL at the master, or use redis+sentinel://",
-                        self.redacted_url
-                    ));
+                    warn(
+                        warning_kind::NOT_MASTER,
+                        format!(
+                            "the Redis node at {} is a {name}, not a master: it refuses writes \
+                             (READONLY); point the URL at the master, or use redis+sentinel://",
+                            self.redacted_url
+                        ),
+                    );
                 }
             }
             Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
-            Err(err) => warnings.push(format!("cannot read the Redis node's role ({err})")),
+            Err(err) => warn(
+                warning_kind::ROLE_UNREADABLE,
+                format!("cannot read the Redis node's role ({err})"),
+            ),
         }
         Ok(warnings)
     }

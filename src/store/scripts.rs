@@ -16,10 +16,11 @@ pub(crate) struct Scripts {
     pub positions_write: redis::Script,
     pub positions_load: redis::Script,
     pub positions_adopt: redis::Script,
+    pub bot_status: redis::Script,
 }
 
 /// The scripts' sources, in the field order of [`Scripts`].
-const SCRIPT_SOURCES: [&str; 7] = [
+const SCRIPT_SOURCES: [&str; 8] = [
     include_str!("../scripts/lease_acquire.lua"),
     include_str!("../scripts/lease_renew.lua"),
     include_str!("../scripts/lease_release.lua"),
@@ -27,10 +28,11 @@ const SCRIPT_SOURCES: [&str; 7] = [
     include_str!("../scripts/positions_write.lua"),
     include_str!("../scripts/positions_load.lua"),
     include_str!("../scripts/positions_adopt.lua"),
+    include_str!("../scripts/bot_status.lua"),
 ];
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
-    let [lease_acquire, lease_renew, lease_release, fenced_set, positions_write, positions_load, positions_adopt] =
+    let [lease_acquire, lease_renew, lease_release, fenced_set, positions_write, positions_load, positions_adopt, bot_status] =
         SCRIPT_SOURCES.map(redis::Script::new);
     Scripts {
         lease_acquire,
@@ -40,6 +42,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         positions_write,
         positions_load,
         positions_adopt,
+        bot_status,
     }
 });
 

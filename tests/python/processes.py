@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -99,3 +100,13 @@ class BotProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+def kill_all(bots: list[BotProcess]) -> None:
+    """SIGKILL for each bot process still running, stopped (SIGSTOP) ones included."""
+    for bot in bots:
+        try:
+            os.kill(bot.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        bot.kill()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from processes import BotProcess
+from processes import BotProcess, kill_all
 
 LOCK_TTL = 1.0
 
@@ -20,12 +20,7 @@ LOCK_TTL = 1.0
 def bots(redis_url: str, bot_name: str) -> Iterator[list[BotProcess]]:
     started: list[BotProcess] = []
     yield started
-    for bot in started:
-        try:
-            os.kill(bot.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        bot.kill()
+    kill_all(started)
 
 
 def start_pair(
