@@ -580,3 +580,49 @@ fn values_over_the_payload_limit_are_refused_before_sending() {
     assert!(err.message().contains("limit"), "{err}");
     assert_eq!(get(&server, "bot:big:state"), None);
 }
+
+/// Above the counted-check limit the TTLs are read with the positions and unchanged loads are
+/// confirmed by a PING until the first TTL may have run out; a position past its TTL is never
+/// returned, whether or not Redis reclaimed it (active expiry off here: never reclaimed).
+#[test]
+fn many_positions_past_their_ttl_are_never_returned() {
+    let server = RedisServer::start_with(&["--enable-debug-command", "local"]);
+    let mut conn = server.connection();
+    let m = manager(&server, "ttl", 30_000);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    let broker: Vec<(String, serde_json::Map<String, serde_json::Value>)> = (0..1500)
+        .map(|i| (format!("S{i:04}"), obj(json!({"quantity": i + 1}))))
+        .collect();
+    m.sync_positions(&broker).unwrap();
+    redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("PEXPIRE")
+        .arg("bot:ttl:position:S0007")
+        .arg(400)
+        .query::<()>(&mut conn)
+        .unwrap();
+    // The script, then the tracked read with the TTLs, then a PING.
+    for round in 0..2 {
+        let loaded = m.load_positions().unwrap();
+        let names: std::collections::BTreeSet<&str> =
+            loaded.iter().map(|(s, _)| s.as_str()).collect();
+        let missing: Vec<String> = broker
+            .iter()
+            .map(|(s, _)| s.clone())
+            .filter(|s| !names.contains(s.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "round {round}: {missing:?}");
+    }
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 1500);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 1, "{info}");
+    assert_eq!(command_calls(&info, "ping"), 1, "{info}");
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded = m.load_positions().unwrap();
+    assert_eq!(loaded.len(), 1499);
+    assert!(!loaded.iter().any(|(symbol, _)| symbol == "S0007"));
+}

@@ -8,11 +8,12 @@
 //!   position key, present or not) is changed, deleted, expired or flushed. The next load
 //!   sends one `EXISTS` of the positions it holds there: a reply with no invalidation before
 //!   it that counts every one of them means nothing changed since, and the last load's
-//!   positions are the answer, nothing transferred again. (Redis announces an expiry only
+//!   positions are the answer, nothing transferred again. Redis announces an expiry only
 //!   when it reclaims the key, which can come long after the TTL ran out when many keys have
-//!   TTLs; `EXISTS` counts no key past its TTL, reclaimed or not. Reading every TTL with the
-//!   positions instead, to send a mere `PING` until the first runs out, costs the server a
-//!   command per position on every change.)
+//!   TTLs; `EXISTS` counts no key past its TTL, reclaimed or not. For more than
+//!   [`COUNTED_CHECK_MAX`] positions, where that `EXISTS` costs Redis a millisecond and more
+//!   on every load, the read also takes every key's TTL (a command per position, on changes
+//!   only), and the check is a `PING` until the first of those TTLs may have run out.
 //! - Known index. The symbols of the last load are read in one MULTI/EXEC: SMEMBERS of the
 //!   index, MGET and EXISTS of every position key. When the index still has exactly those
 //!   members and every existing key was read as a string (no key of another type), that is
@@ -32,6 +33,10 @@ use redis::{ConnectionLike, FromRedisValue, Value};
 use super::PositionStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{Invalidated, TrackedConnection, TrackingRefused, SCRIPTS};
+
+/// Up to this many positions, unchanged ones are confirmed by counting them (`EXISTS`); above
+/// it, by their TTLs read when they were (a `PING` until the first may have run out).
+pub(crate) const COUNTED_CHECK_MAX: usize = 1000;
 
 /// What a manager keeps between loads of its bot's positions.
 pub(crate) type LastLoad = Mutex<LoadCache>;
@@ -53,9 +58,12 @@ pub(crate) struct LoadCache {
 
 struct CachedLoad {
     /// How many positions were found, and the command that counts them (`EXISTS` of their
-    /// keys, `PING` for none), packed once.
+    /// keys), packed once.
     present: usize,
-    check: Vec<u8>,
+    count: Vec<u8>,
+    /// With the TTLs read: monotonic nanoseconds from which one of them may have run out
+    /// (`u64::MAX` when none has a TTL); until then a `PING` is the check.
+    first_expiry: Option<u64>,
     positions: Arc<LoadedPositions>,
     /// The symbols that read covered.
     known: Arc<KnownIndex>,
@@ -130,9 +138,9 @@ impl PositionStore<'_> {
         if let (Some(known), false) = (known, spent_round_trip) {
             match self
                 .store
-                .read(|conn| read_known(conn, self, &known, Tracking::Off))
+                .read(|conn| read_known(conn, self, &known, Tracking::Off, false))
             {
-                Ok(Some(found)) => return Ok(LoadedPositions::new(found)),
+                Ok(Some(read)) => return Ok(LoadedPositions::new(read.found)),
                 Ok(None) => {}
                 Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
                 // Anything else (a key of another type, say): the script names it.
@@ -191,11 +199,21 @@ impl PositionStore<'_> {
             .take()
             .filter(|c| known.is_some_and(|k| Arc::ptr_eq(k, &c.known)));
         if let Some(previous) = previous {
-            let counted =
-                tracked.run(|conn| match conn.req_packed_command(&previous.check)? {
+            let ping = previous.present == 0
+                || previous
+                    .first_expiry
+                    .is_some_and(|at| crate::clock::now_nanos() < at);
+            let counted = tracked.run(|conn| {
+                if ping {
+                    return redis::cmd("PING")
+                        .query::<()>(conn)
+                        .map(|()| Some(previous.present));
+                }
+                match conn.req_packed_command(&previous.count)? {
                     Value::Int(count) => Ok(usize::try_from(count).ok()),
-                    _ => Ok(Some(0)),
-                })?;
+                    _ => Ok(None),
+                }
+            })?;
             let invalidated = tracked.take_invalidations(&self.keys.positions_index);
             if invalidated == Invalidated::Nothing && counted == Some(previous.present) {
                 let positions = Arc::clone(&previous.positions);
@@ -211,28 +229,38 @@ impl PositionStore<'_> {
         let Some(known) = known else {
             return Ok(None);
         };
-        let found = tracked.run(|conn| read_known(conn, self, known, Tracking::On))?;
-        // Invalidations that came before that reply are of changes it read.
-        tracked.take_invalidations(&self.keys.positions_index);
-        let Some(found) = found else {
+        let with_ttls = known.keys.len() > COUNTED_CHECK_MAX;
+        let sent_at = crate::clock::now_nanos();
+        let read = tracked.run(|conn| read_known(conn, self, known, Tracking::On, with_ttls))?;
+        let invalidated = tracked.take_invalidations(&self.keys.positions_index);
+        let Some(KnownRead {
+            found,
+            shortest_ttl,
+        }) = read
+        else {
             return Ok(None);
         };
         let positions = LoadedPositions::new(found);
-        let check = if positions.items.is_empty() {
-            redis::cmd("PING").get_packed_command()
-        } else {
-            let mut exists = redis::cmd("EXISTS");
+        // Invalidations that came before the transaction's reply are of changes it read; with
+        // the TTLs read behind it, one may also come after: then keep nothing.
+        if !(with_ttls && invalidated != Invalidated::Nothing) {
+            let mut count = redis::cmd("EXISTS");
             for (symbol, _) in &positions.items {
-                exists.arg(self.keys.position(symbol));
+                count.arg(self.keys.position(symbol));
             }
-            exists.get_packed_command()
-        };
-        cache.cached = Some(CachedLoad {
-            present: positions.items.len(),
-            check,
-            positions: Arc::clone(&positions),
-            known: Arc::clone(known),
-        });
+            cache.cached = Some(CachedLoad {
+                present: positions.items.len(),
+                count: count.get_packed_command(),
+                // Counted from before Redis read them: never after the real expiry.
+                first_expiry: with_ttls.then(|| {
+                    shortest_ttl.map_or(u64::MAX, |ttl| {
+                        sent_at.saturating_add(ttl.saturating_mul(1_000_000))
+                    })
+                }),
+                positions: Arc::clone(&positions),
+                known: Arc::clone(known),
+            });
+        }
         Ok(Some(positions))
     }
 
@@ -296,14 +324,23 @@ enum Tracking {
     Off,
 }
 
+/// What [`read_known`] found: the positions, and with `ttls` the shortest TTL of a position
+/// key in milliseconds (`None` when none has one).
+struct KnownRead {
+    found: RawPositions,
+    shortest_ttl: Option<u64>,
+}
+
 /// The positions of the `known` symbols in one MULTI/EXEC, when the index still has exactly
-/// those members and no position key holds another type (`None` otherwise).
+/// those members and no position key holds another type (`None` otherwise); with `ttls`, the
+/// keys' TTLs too, read right behind the transaction in the same round trip.
 fn read_known(
     conn: &mut redis::Connection,
     positions: &PositionStore<'_>,
     known: &KnownIndex,
     tracking: Tracking,
-) -> redis::RedisResult<Option<RawPositions>> {
+    ttls: bool,
+) -> redis::RedisResult<Option<KnownRead>> {
     // MULTI and EXEC written out (not an atomic pipe) so that CLIENT CACHING YES, which
     // makes Redis track the whole transaction, goes in the same round trip.
     let mut pipe = redis::pipe();
@@ -319,15 +356,29 @@ fn read_known(
         pipe.cmd("EXISTS").arg(&known.keys).ignore();
     }
     pipe.cmd("EXEC");
-    let (replies,): (Vec<Value>,) = pipe.query(conn)?;
-    let mut replies = replies.into_iter();
-    let mut next = || replies.next().unwrap_or(Value::Nil);
+    if ttls {
+        for key in &known.keys {
+            pipe.cmd("PTTL").arg(key);
+        }
+    }
+    let mut replies = pipe.query::<Vec<Value>>(conn)?.into_iter();
+    let transaction = Vec::<Value>::from_redis_value(replies.next().unwrap_or(Value::Nil))?;
+    // PTTL is -1 for a key without TTL, -2 for a missing one.
+    let shortest_ttl = replies
+        .filter_map(|ttl| i64::from_redis_value(ttl).ok())
+        .filter_map(|ttl| u64::try_from(ttl).ok())
+        .min();
+    let mut transaction = transaction.into_iter();
+    let mut next = || transaction.next().unwrap_or(Value::Nil);
     let members = Vec::<Vec<u8>>::from_redis_value(next())?;
     if members.len() != known.members.len() || !members.iter().all(|m| known.members.contains(m)) {
         return Ok(None);
     }
     if known.keys.is_empty() {
-        return Ok(Some(Vec::new()));
+        return Ok(Some(KnownRead {
+            found: Vec::new(),
+            shortest_ttl,
+        }));
     }
     let values = Vec::<Option<Vec<u8>>>::from_redis_value(next())?;
     let existing = usize::from_redis_value(next())?;
@@ -338,7 +389,10 @@ fn read_known(
         .filter_map(|(symbol, value)| value.map(|value| (symbol.clone(), value)))
         .collect();
     // MGET reads a key of another type as missing; EXISTS counts it.
-    Ok((existing == found.len()).then_some(found))
+    Ok((existing == found.len()).then_some(KnownRead {
+        found,
+        shortest_ttl,
+    }))
 }
 
 /// The load script's reply: how many of the symbols are the index's, the symbols, and the
