@@ -487,6 +487,9 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64) -> usize {
         .query(&mut conn)
         .unwrap();
     let mut instances = Vec::new();
+    // Loads right after one's own acknowledged write that gave an older write of one's own.
+    let (mut read_backs, mut read_back_errors) = (0usize, 0usize);
+    let mut stale_loads = Vec::new();
     for slot in &mut chaos.slots {
         for instance in slot
             .past
@@ -495,6 +498,16 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64) -> usize {
         {
             instance.finish();
             let log = instance.log.lock().unwrap();
+            for read in &log.read_backs {
+                read_backs += 1;
+                read_back_errors += usize::from(!read.ok);
+                if read.ok && read.writer == instance.writer && read.loaded < read.seq {
+                    stale_loads.push(format!(
+                        "{}: wrote LAST seq {}, the next load gave its seq {}",
+                        instance.writer, read.seq, read.loaded
+                    ));
+                }
+            }
             instances.push(InstanceData::new(
                 &instance.writer,
                 &log.runs,
@@ -655,6 +668,11 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64) -> usize {
         "fills recorded in Redis: {}; position quantity: {quantity}",
         recorded.len()
     );
+    let _ = writeln!(
+        summary,
+        "loads right after one's own write: {read_backs} ({read_back_errors} failed); giving an older write: {}",
+        stale_loads.len()
+    );
     println!("---- chaos summary ----\n{summary}");
     if let Ok(path) = std::env::var("QS_CHAOS_REPORT") {
         let mut text = summary.clone();
@@ -708,6 +726,12 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64) -> usize {
         "acknowledged position writes lost (seed {seed}):\n{}",
         show(&lost)
     );
+    assert!(
+        stale_loads.is_empty(),
+        "a load missed the loader's own acknowledged write (seed {seed}):\n{}",
+        show(&stale_loads)
+    );
+    assert!(read_backs > 50, "too few loads to judge:\n{summary}");
     assert!(
         lost_fills.is_empty(),
         "acknowledged fills lost (seed {seed}): {:?}",

@@ -11,6 +11,11 @@
 //!   the call), its completion, the epoch read just before and just after (0: none), and
 //!   `ok` or the error kind. `P` is `save_position("LAST", {"w", "seq", "e"})`; `F` is
 //!   `apply_fill("FILLS", +1, price, fill_id = "<writer>-<seq>")`.
+//! - `L <seq> <writer> <seq_loaded> <outcome>`: right after an acknowledged `P` write of
+//!   `seq`, `load_positions()` found `LAST` written by `writer` with `seq_loaded` (`-` and 0
+//!   when absent), or failed (`outcome` is the error kind). Reading one's own write back
+//!   through the loads' cache (invalidated by Redis when `LAST` changes) must never give an
+//!   older `seq` of the same writer.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -145,9 +150,38 @@ fn write(manager: &StateManager, writer: &str, give_up: Instant) {
             };
             let kind = if fill { 'F' } else { 'P' };
             println!("W {kind} {seq} {t_send} {t_done} {e1} {e2} {outcome}");
+            if !fill && outcome == "ok" {
+                read_back(manager, seq);
+            }
         }
         std::thread::sleep(Duration::from_millis(3));
     }
+}
+
+/// Loads the positions right after writing `LAST` = `seq` and prints what `LAST` was.
+fn read_back(manager: &StateManager, seq: u64) {
+    match manager.load_positions() {
+        Ok(positions) => {
+            let last = positions.iter().find(|(symbol, _)| symbol == "LAST");
+            let (writer, loaded) = last.map_or(("-".to_owned(), 0), |(_, v)| {
+                (
+                    v["w"].as_str().unwrap_or("?").to_owned(),
+                    v["seq"].as_u64().unwrap_or(0),
+                )
+            });
+            println!("L {seq} {writer} {loaded} ok");
+        }
+        Err(err) => println!("L {seq} - 0 {:?}", err.kind()),
+    }
+}
+
+/// One `L` line: a load right after an acknowledged write of `LAST`.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    pub seq: u64,
+    pub writer: String,
+    pub loaded: u64,
+    pub ok: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +217,7 @@ pub struct InstanceLog {
     pub ready: bool,
     pub runs: Vec<Run>,
     pub writes: Vec<WriteRecord>,
+    pub read_backs: Vec<ReadBack>,
     pub primary_now: bool,
     pub last_alive: u64,
     pub other_lines: Vec<String>,
@@ -230,6 +265,12 @@ impl InstanceLog {
                 e2: num(6),
                 ok: parts[7] == "ok",
                 outcome: parts[7].to_owned(),
+            }),
+            Some("L") if parts.len() >= 5 => self.read_backs.push(ReadBack {
+                seq: num(1),
+                writer: parts[2].to_owned(),
+                loaded: num(3),
+                ok: parts[4] == "ok",
             }),
             _ => {
                 if self.other_lines.len() < 50 && !line.is_empty() {
