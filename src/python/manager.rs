@@ -85,7 +85,11 @@ impl PyStateManager {
     }
 
     /// Drops the references to the callables (after close: they will not run again).
+    /// Lets go of the Python objects the manager holds: its callables and the positions kept
+    /// for copies.
     fn clear_slots(&self) {
+        let decoded = self.decoded_positions.lock().take();
+        drop(decoded);
         let slots = std::mem::take(&mut *self.slots.lock());
         for slot in slots {
             // Released outside the lock: dropping a callable may run Python code.
