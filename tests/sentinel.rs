@@ -716,6 +716,12 @@ fn a_graceful_sentinel_failover_is_followed_at_once() {
         .len()
         > 50));
     let old = cluster.agreed_master();
+    // Both managers hold loaded positions (tracked on the old master) through the switch.
+    for manager in observed.managers.iter() {
+        for _ in 0..2 {
+            assert!(!manager.load_positions().unwrap().is_empty());
+        }
+    }
     let before = observed.now();
     assert!(
         request_failover(&cluster, Duration::from_secs(10)),
@@ -755,6 +761,27 @@ fn a_graceful_sentinel_failover_is_followed_at_once() {
     let stopped = observed.stop();
     let overlaps = stopped.0.overlaps.load(Ordering::Relaxed);
     assert_eq!(overlaps, 0);
+    // Loads answer what the new master holds, not what the old one did.
+    let mut on_new: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("bot:{bot}:position:*"))
+        .query::<Vec<String>>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|key| key.rsplit(':').next().unwrap().to_owned())
+        .collect();
+    on_new.sort();
+    for manager in stopped.0.managers.iter() {
+        for _ in 0..2 {
+            let mut loaded: Vec<String> = manager
+                .load_positions()
+                .unwrap()
+                .into_iter()
+                .map(|(symbol, _)| symbol)
+                .collect();
+            loaded.sort();
+            assert_eq!(loaded, on_new);
+        }
+    }
     let logs = RECORDS
         .get_or_init(Default::default)
         .lock()
