@@ -626,3 +626,44 @@ fn many_positions_past_their_ttl_are_never_returned() {
     assert_eq!(loaded.len(), 1499);
     assert!(!loaded.iter().any(|(symbol, _)| symbol == "S0007"));
 }
+
+/// Redis restarted empty under loaded positions: the next load answers the empty Redis (the
+/// tracked connection broke), loads go on through the command connection meanwhile, and
+/// within the retry interval the tracked connection is back (one EXISTS per unchanged load).
+#[test]
+fn loads_follow_a_redis_restart_and_track_again() {
+    let mut server = RedisServer::start();
+    let m = manager(&server, "restart", 30_000);
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    m.save_position("A", &mut obj(json!({"quantity": 1})))
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(m.load_positions().unwrap().len(), 1);
+    }
+    server.restart_empty();
+    let reloaded = wait_for(Duration::from_secs(5), || {
+        m.load_positions().is_ok_and(|positions| positions.is_empty())
+    });
+    assert!(reloaded, "a load after the restart answers the empty Redis");
+    let mut conn = server.connection();
+    redis::cmd("SET")
+        .arg("bot:restart:position:B")
+        .arg(r#"{"quantity": 2}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("bot:restart:positions")
+        .arg("B")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let tracked_again = wait_for(Duration::from_secs(5), || {
+        let loaded = m.load_positions().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].0, "B");
+        reset_stats(&mut conn);
+        let _ = m.load_positions().unwrap();
+        let info = commandstats(&mut conn);
+        command_calls(&info, "exists") == 1 && load_round_trips(&info) == 1
+    });
+    assert!(tracked_again, "unchanged loads are one EXISTS again");
+}

@@ -26,6 +26,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::{ConnectionLike, FromRedisValue, Value};
@@ -37,6 +38,9 @@ use crate::store::{Invalidated, TrackedConnection, TrackingRefused, SCRIPTS};
 /// Up to this many positions, unchanged ones are confirmed by counting them (`EXISTS`); above
 /// it, by their TTLs read when they were (a `PING` until the first may have run out).
 pub(crate) const COUNTED_CHECK_MAX: usize = 1000;
+
+/// How long loads go without the tracked connection after it failed.
+const TRACKING_RETRY: Duration = Duration::from_secs(1);
 
 /// What a manager keeps between loads of its bot's positions.
 pub(crate) type LastLoad = Mutex<LoadCache>;
@@ -52,6 +56,10 @@ pub(crate) struct LoadCache {
     cached: Option<CachedLoad>,
     /// Redis refused RESP3 or tracking to this user: loads go through the shared connection.
     tracking_unsupported: bool,
+    /// After the tracked connection failed or could not be opened: not before this instant
+    /// again (meanwhile loads go through the shared connection, so an unreachable Redis costs
+    /// a load one connect timeout, not two).
+    retry_tracking_at: Option<Instant>,
     /// The symbols the last load read.
     known: Option<Arc<KnownIndex>>,
 }
@@ -131,6 +139,7 @@ impl PositionStore<'_> {
                     log::debug!("the tracked connection failed, loading another way: {err}");
                     cache.tracked = None;
                     cache.cached = None;
+                    cache.retry_tracking_at = Some(Instant::now() + TRACKING_RETRY);
                 }
             }
         }
@@ -167,10 +176,17 @@ impl PositionStore<'_> {
         }
         if cache.tracked.is_none() {
             cache.cached = None;
+            if cache
+                .retry_tracking_at
+                .is_some_and(|at| Instant::now() < at)
+            {
+                return false;
+            }
             match self.store.connect_tracked() {
                 Ok(tracked) => cache.tracked = Some(tracked),
                 Err(TrackingRefused::Unavailable(err)) => {
                     log::debug!("no tracked connection now: {err}");
+                    cache.retry_tracking_at = Some(Instant::now() + TRACKING_RETRY);
                     return false;
                 }
                 Err(TrackingRefused::Unsupported(err)) => {
