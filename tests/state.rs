@@ -642,7 +642,8 @@ fn loads_follow_a_redis_restart_and_track_again() {
     }
     server.restart_empty();
     let reloaded = wait_for(Duration::from_secs(5), || {
-        m.load_positions().is_ok_and(|positions| positions.is_empty())
+        m.load_positions()
+            .is_ok_and(|positions| positions.is_empty())
     });
     assert!(reloaded, "a load after the restart answers the empty Redis");
     let mut conn = server.connection();
