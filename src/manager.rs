@@ -363,9 +363,10 @@ impl StateManager {
         let positions = self.inner.positions();
         let unindexed = self.inner.unindexed_symbols.lock().clone();
         PositionStore::retry_on_conflict(|| {
-            let raw = positions.load_raw(&unindexed)?;
+            let loaded = positions.load_shared(&unindexed)?;
+            let raw = loaded.items();
             let mut stored = Vec::with_capacity(raw.len());
-            for (symbol, value) in &raw {
+            for (symbol, value) in raw {
                 stored.push((
                     symbol.clone(),
                     decode_object(&self.inner.keys.position(symbol), value)?,

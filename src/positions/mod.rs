@@ -349,11 +349,12 @@ pub(crate) struct PositionStore<'a> {
 
 impl PositionStore<'_> {
     pub fn load(&self, extra: &[String]) -> Result<Vec<(String, JsonObject)>> {
-        self.load_raw(extra)?
-            .into_iter()
+        self.load_shared(extra)?
+            .items()
+            .iter()
             .map(|(symbol, raw)| {
-                let key = self.keys.position(&symbol);
-                decode_object(&key, &raw).map(|obj| (symbol, obj))
+                let key = self.keys.position(symbol);
+                decode_object(&key, raw).map(|obj| (symbol.clone(), obj))
             })
             .collect()
     }

@@ -25,8 +25,7 @@ use super::errors::{self, invalid, IntoPy};
 use super::json::Decoder;
 use crate::config::{redact_url, Config};
 use crate::manager::StateManager;
-use crate::positions::LoadedPositions;
-use crate::positions::{decode_object, JsonObject};
+use crate::positions::{decode_object, JsonObject, LoadedPositions};
 
 /// How long `wait_until_primary` waits between two looks at pending signals (Ctrl-C).
 const SIGNAL_CHECK_SLICE: Duration = Duration::from_millis(100);
@@ -84,9 +83,8 @@ impl PyStateManager {
         Ok(slot)
     }
 
-    /// Drops the references to the callables (after close: they will not run again).
-    /// Lets go of the Python objects the manager holds: its callables and the positions kept
-    /// for copies.
+    /// Lets go of the Python objects the manager holds (after close): its callables, which
+    /// will not run again, and the positions kept for copies.
     fn clear_slots(&self) {
         let decoded = self.decoded_positions.lock().take();
         drop(decoded);
