@@ -155,7 +155,48 @@ impl Chaos {
         self.slots.iter().position(|s| s.current.is_primary_now())
     }
 
-    /// Both bots alive and exactly one primary, steadily for 300 ms (bounded: 30 s).
+    /// Whether Redis vouches for both bots on its current run: the holder's liveness channel
+    /// in the lease record has a subscriber and was recorded on this run, and both bots have
+    /// a liveness channel. Right after a restart of Redis each bot registers a new one (within
+    /// about 250 ms) and the holder records it; a holder killed before that is replaced when
+    /// its lease expires (docs/failover.md), which is not what a kill fault measures.
+    fn vouched(&self) -> bool {
+        let Ok(mut conn) = redis::Client::open(self.server.url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(1)))
+        else {
+            return false;
+        };
+        let record: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("bot:{}:lease_record", self.bot))
+            .query(&mut conn)
+            .unwrap_or_default();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut conn)
+            .unwrap_or_default();
+        let run_id = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(str::trim);
+        let (Some(channel), Some(recorded_run)) = (record.get("channel"), record.get("run_id"))
+        else {
+            return false;
+        };
+        let holder_subscribed = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query::<(String, u64)>(&mut conn)
+            .is_ok_and(|(_, subscribers)| subscribers > 0);
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(format!("bot:{}:alive:*", self.bot))
+            .query(&mut conn)
+            .unwrap_or_default();
+        holder_subscribed && run_id == Some(recorded_run.as_str()) && channels.len() >= 2
+    }
+
+    /// Both bots alive and exactly one primary, steadily for 300 ms, and Redis vouching for
+    /// both (bounded: 30 s).
     fn settle(&self) {
         let give_up = Instant::now() + Duration::from_secs(30);
         let mut steady_since: Option<Instant> = None;
@@ -171,7 +212,7 @@ impl Chaos {
                 .count();
             if alive && primaries == 1 {
                 let since = *steady_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= Duration::from_millis(300) {
+                if since.elapsed() >= Duration::from_millis(300) && self.vouched() {
                     return;
                 }
             } else {

@@ -52,6 +52,8 @@ use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::store::{describe, Store, SCRIPTS};
 
+/// The longest pause between two attempts to register a liveness connection.
+const LIVENESS_RETRY_CAP: Duration = Duration::from_millis(250);
 /// Message prefixes on the lease channel.
 pub const RELEASED_NOTICE: &str = "released";
 pub const HANDOVER_REQUEST: &str = "handover";
@@ -875,7 +877,10 @@ impl Lease {
                     }
                     Ok(false) | Err(_) => {
                         self.sleep(retry);
-                        retry = (retry * 2).min(self.timing.poll_interval.max(retry));
+                        // Capped as the lease thread's reconnections are: after a restart of
+                        // Redis, a holder is vouched for again (and fast failover possible)
+                        // within about this much of Redis answering.
+                        retry = (retry * 2).min(LIVENESS_RETRY_CAP.min(self.timing.poll_interval));
                         if self.liveness.warning().is_some() {
                             // The server's settings keep the fast path off: look again later.
                             self.sleep(self.timing.lock_ttl);
