@@ -227,8 +227,18 @@ def test_callbacks_referring_to_their_manager_do_not_leak_it(redis_url: str, bot
     assert closed() is None
 
     # Never closed: the garbage collector finds the cycle through the callbacks, and the
-    # manager closes as it goes (its lease is released).
+    # manager closes as it goes (its lease is released, not left to expire). The collection
+    # may run on another thread (an automatic one on the manager's event thread, while
+    # gc.collect() here then does nothing), so the close may still be under way.
     dropped = make()
     gc.collect()
     assert dropped() is None
+    give_up = time.monotonic() + 5
+    record: dict = {}
+    while time.monotonic() < give_up:
+        record = r.hgetall(f"bot:{bot_name}:lease_record")
+        if record.get("released") == "1":
+            break
+        time.sleep(0.01)
+    assert record.get("released") == "1", record
     assert r.get(f"bot:{bot_name}:primary_lock") is None
