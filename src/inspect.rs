@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::keys::{validate_bot_name, Keys};
 use crate::lease::HANDOVER_REQUEST;
 use crate::positions::{decode_object, JsonObject, PositionStore};
-pub use crate::store::{warning_kind, ServerWarning};
+pub use crate::store::{warning_kind, ServerReport, ServerWarning};
 use crate::store::{Store, SCRIPTS};
 
 /// What an operator wants to know about one bot.
@@ -374,19 +374,16 @@ impl Inspector {
         })
     }
 
+    /// The node's role and warnings, in one round trip.
     pub fn server(&self) -> Result<ServerStatus> {
-        let role: Vec<redis::Value> = self.store.read(|conn| redis::cmd("ROLE").query(conn))?;
-        let role = match role.first() {
-            Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            Some(redis::Value::SimpleString(text)) => text.clone(),
-            _ => return Err(Error::corrupt("unexpected reply to ROLE")),
-        };
-        let (warnings, warning_kinds) = self
-            .store
-            .server_warnings_by_kind()?
+        let report = self.store.server_report()?;
+        let (warnings, warning_kinds) = report
+            .warnings
             .into_iter()
             .map(|warning| (warning.message, warning.kind))
             .unzip();
+        // Refused (an ACL without `role`): said among the warnings.
+        let role = report.role.unwrap_or_else(|| "unknown".to_owned());
         Ok(ServerStatus {
             role,
             warnings,

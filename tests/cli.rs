@@ -1149,3 +1149,72 @@ fn a_status_names_a_key_of_another_redis_type() {
     );
     assert_eq!(all[3].as_ref().unwrap().epoch, None);
 }
+
+/// The server warnings are read in one pipeline whose replies are judged one by one: a user
+/// that may not run `CONFIG` still gets the role checked, and each unreadable setting is named.
+#[test]
+fn server_warnings_name_each_unreadable_setting() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let inspector = Inspector::connect(Some(&server.url()), Duration::from_secs(2)).unwrap();
+    let kinds = inspector.server().unwrap().warning_kinds;
+    assert!(kinds.contains(&"eviction_policy"), "{kinds:?}");
+    assert!(!kinds.contains(&"not_master"), "{kinds:?}");
+
+    for (user, denied, expected, absent) in [
+        (
+            "noconfig",
+            "-config",
+            &["eviction_policy_unreadable", "persistence_unreadable"][..],
+            &["eviction_policy", "role_unreadable", "not_master"][..],
+        ),
+        (
+            "norole",
+            "-role",
+            &["eviction_policy", "role_unreadable"][..],
+            &["not_master", "eviction_policy_unreadable"][..],
+        ),
+    ] {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">pw-of-a-test-user")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg(denied)
+            .query::<()>(&mut server.connection())
+            .unwrap();
+        let url = format!(
+            "redis://{user}:pw-of-a-test-user@127.0.0.1:{}/0",
+            server.port
+        );
+        let status = Inspector::connect(Some(&url), Duration::from_secs(2))
+            .unwrap()
+            .server()
+            .unwrap();
+        let warnings: Vec<(&str, String)> = status
+            .warning_kinds
+            .into_iter()
+            .zip(status.warnings)
+            .collect();
+        for kind in expected {
+            assert!(
+                warnings.iter().any(|(k, _)| k == kind),
+                "{user}: {warnings:?}"
+            );
+        }
+        for kind in absent {
+            assert!(
+                !warnings.iter().any(|(k, _)| k == kind),
+                "{user}: {warnings:?}"
+            );
+        }
+        assert!(
+            !warnings
+                .iter()
+                .any(|(_, m)| m.contains("pw-of-a-test-user")),
+            "{warnings:?}"
+        );
+    }
+}

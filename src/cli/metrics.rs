@@ -1,9 +1,9 @@
 //! `quantshift-state metrics`: a Prometheus exporter. Each scrape of `/metrics` reads the
 //! bots through [`Inspector::statuses`] (one atomic script call per bot, all in one round
-//! trip) and the Redis node's warnings through [`Inspector::server`], and answers in the
-//! Prometheus text format (version 0.0.4), encoded by `prometheus-client`. `tiny_http`
-//! serves it, one request at a time: a scrape is a handful of round trips, and Prometheus
-//! does not scrape in parallel.
+//! trip) and the Redis node's role and warnings through [`Inspector::server`] (one pipeline),
+//! and answers in the Prometheus text format (version 0.0.4), encoded by `prometheus-client`.
+//! `tiny_http` serves it, one request at a time: a scrape is two round trips (plus the `SCAN`
+//! when no bot is named), and Prometheus does not scrape in parallel.
 //!
 //! Values that do not exist (a bot without heartbeat, state or lease) have no series rather
 //! than a made-up 0; an unreachable Redis is `quantshift_redis_up 0` in a normal answer, so

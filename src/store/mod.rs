@@ -69,6 +69,14 @@ pub struct ServerWarning {
     pub message: String,
 }
 
+/// The Redis node's role and what in its configuration puts the promises at risk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReport {
+    /// `master`, `slave`, …; `None` when the node refused to tell (an ACL without `role`).
+    pub role: Option<String>,
+    pub warnings: Vec<ServerWarning>,
+}
+
 /// The kinds of [`ServerWarning`]: stable snake_case names (Prometheus label values).
 pub mod warning_kind {
     /// maxmemory-policy is not noeviction: the lease, state and positions may be evicted.
@@ -286,70 +294,83 @@ impl Store {
     /// What in the Redis node's configuration puts the promises at risk, as messages.
     pub fn server_warnings(&self) -> Result<Vec<String>> {
         Ok(self
-            .server_warnings_by_kind()?
+            .server_report()?
+            .warnings
             .into_iter()
             .map(|warning| warning.message)
             .collect())
     }
 
-    /// [`server_warnings`](Self::server_warnings) with the kind of each (for monitoring).
-    pub fn server_warnings_by_kind(&self) -> Result<Vec<ServerWarning>> {
+    /// The node's role and [`server_warnings`](Self::server_warnings) with the kind of each
+    /// (for monitoring). One round trip: the settings and the role are read in one pipeline,
+    /// each reply judged on its own, so that an ACL refusing `CONFIG` still lets the role be
+    /// judged, and one refusing `ROLE` the settings.
+    pub fn server_report(&self) -> Result<ServerReport> {
+        let check_persistence = self.wait_replicas == 0;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        pipe.cmd("ROLE");
+        if check_persistence {
+            pipe.cmd("CONFIG").arg("GET").arg("appendonly");
+            pipe.cmd("CONFIG").arg("GET").arg("save");
+        }
+        let replies: Vec<redis::Value> = self.read(|conn| pipe.query(conn))?;
+        let mut replies = replies.into_iter();
+        let mut next = || replies.next().unwrap_or(redis::Value::Nil);
+        let (policy, role) = (config_value(next()), next());
+        let persistence = check_persistence.then(|| {
+            let (aof, save) = (config_value(next()), config_value(next()));
+            aof.and_then(|aof| Ok((aof, save?)))
+        });
+
         let mut warnings = Vec::new();
         let mut warn = |kind: &'static str, message: String| {
             warnings.push(ServerWarning { kind, message });
         };
-        match self.config_get("maxmemory-policy") {
-            Ok(policy) => {
-                if policy != "noeviction" {
-                    warn(
-                        warning_kind::EVICTION_POLICY,
-                        format!(
-                            "Redis maxmemory-policy is {policy:?}: under memory pressure it may \
-                             evict the lease, state and positions (all carry TTLs); set \
-                             maxmemory-policy noeviction"
-                        ),
-                    );
-                }
-            }
-            Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
+        match policy {
+            Ok(policy) if policy == "noeviction" => {}
+            Ok(policy) => warn(
+                warning_kind::EVICTION_POLICY,
+                format!(
+                    "Redis maxmemory-policy is {policy:?}: under memory pressure it may \
+                     evict the lease, state and positions (all carry TTLs); set \
+                     maxmemory-policy noeviction"
+                ),
+            ),
             Err(err) => warn(
                 warning_kind::EVICTION_POLICY_UNREADABLE,
                 format!("cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"),
             ),
         }
-        if self.wait_replicas == 0 {
-            let persistence = self
-                .config_get("appendonly")
-                .and_then(|aof| Ok((aof, self.config_get("save")?)));
-            match persistence {
-                Ok((aof, save)) => {
-                    if aof != "yes" && save.trim().is_empty() {
-                        warn(
-                            warning_kind::PERSISTENCE_OFF,
-                            "Redis persistence is off (appendonly no and no save rules) and \
-                             wait_replicas is 0: a restart of Redis loses the lease epoch, the \
-                             state and the positions; set appendonly yes, or wait for replicas"
-                                .to_owned(),
-                        );
-                    }
+        match persistence {
+            None => {}
+            Some(Ok((aof, save))) => {
+                if aof != "yes" && save.trim().is_empty() {
+                    warn(
+                        warning_kind::PERSISTENCE_OFF,
+                        "Redis persistence is off (appendonly no and no save rules) and \
+                         wait_replicas is 0: a restart of Redis loses the lease epoch, the \
+                         state and the positions; set appendonly yes, or wait for replicas"
+                            .to_owned(),
+                    );
                 }
-                Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
-                Err(err) => warn(
-                    warning_kind::PERSISTENCE_UNREADABLE,
-                    format!(
-                        "cannot read the Redis persistence settings ({err}); make sure \
-                         appendonly is yes or wait_replicas is set"
-                    ),
-                ),
             }
+            Some(Err(err)) => warn(
+                warning_kind::PERSISTENCE_UNREADABLE,
+                format!(
+                    "cannot read the Redis persistence settings ({err}); make sure \
+                     appendonly is yes or wait_replicas is set"
+                ),
+            ),
         }
-        let role: Result<Vec<redis::Value>> = self.read(|conn| redis::cmd("ROLE").query(conn));
-        match role {
-            Ok(role) => {
-                let name = role
-                    .first()
-                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-                    .unwrap_or_default();
+        let role = reply_value::<Vec<redis::Value>>(role).map(|role| {
+            role.first()
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .unwrap_or_default()
+        });
+        match &role {
+            Ok(name) => {
                 if name != "master" {
                     warn(
                         warning_kind::NOT_MASTER,
@@ -361,20 +382,30 @@ impl Store {
                     );
                 }
             }
-            Err(err) if err.kind() == ErrorKind::RedisUnavailable => return Err(err),
             Err(err) => warn(
                 warning_kind::ROLE_UNREADABLE,
                 format!("cannot read the Redis node's role ({err})"),
             ),
         }
-        Ok(warnings)
+        Ok(ServerReport {
+            role: role.ok(),
+            warnings,
+        })
     }
+}
 
-    fn config_get(&self, name: &str) -> Result<String> {
-        let pair: Vec<String> =
-            self.read(|conn| redis::cmd("CONFIG").arg("GET").arg(name).query(conn))?;
-        Ok(pair.get(1).cloned().unwrap_or_default())
+/// One reply of a pipeline sent with `ignore_errors`: its error reply as an error.
+fn reply_value<T: redis::FromRedisValue>(reply: redis::Value) -> Result<T> {
+    if let redis::Value::ServerError(err) = reply {
+        return Err(redis::RedisError::from(err).into());
     }
+    redis::from_redis_value(reply).map_err(|err| redis::RedisError::from(err).into())
+}
+
+/// The value of a `CONFIG GET name` reply (empty when the setting does not exist).
+fn config_value(reply: redis::Value) -> Result<String> {
+    let pair: Vec<String> = reply_value(reply)?;
+    Ok(pair.get(1).cloned().unwrap_or_default())
 }
 
 impl Drop for Store {
