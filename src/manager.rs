@@ -62,9 +62,31 @@ fn new_instance_id() -> String {
     }
 }
 
+/// Once per process, the open-files soft limit raised to the hard limit (as the Go runtime
+/// and the JVM do): each manager holds four or five connections, and a process hosting many
+/// bots would otherwise meet the usual soft limit of 1 024 at about 200 managers.
+fn allow_many_connections() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(unix)]
+        {
+            let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(now) if before.is_some_and(|(soft, _)| soft < now) => log::info!(
+                    "raised the open-files limit of this process from {} to {now}",
+                    before.map_or(0, |(soft, _)| soft)
+                ),
+                Ok(_) => {}
+                Err(err) => log::debug!("could not raise the open-files limit: {err}"),
+            }
+        }
+    });
+}
+
 impl StateManager {
     pub fn new(config: Config) -> Result<Self> {
         config.validate()?;
+        allow_many_connections();
         // Start the monotonic origin before any deadline is computed.
         crate::clock::now_nanos();
         let keys = Keys::new(&config.bot_name);

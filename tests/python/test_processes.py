@@ -293,3 +293,44 @@ def test_forked_child_cannot_use_the_parents_manager(redis_url: str, bot_name: s
     assert parent == {"child_status": 0, "primary": True}
     state = json.loads(r.get(f"bot:{bot_name}:state"))
     assert state["by"] == "parent after fork"
+
+
+MANY_MANAGERS = """
+import resource, sys
+from quantshift_core import StateManager
+managers = [
+    StateManager(f"{sys.argv[1]}-{i}", sys.argv[2], install_signal_handlers=False)
+    for i in range(int(sys.argv[3]))
+]
+assert all(m.is_primary() for m in managers)
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+for m in managers:
+    m.close()
+"""
+
+
+def test_a_process_hosting_many_bots_is_not_held_to_a_low_open_files_limit(
+    redis_url: str, bot_name: str
+):
+    import resource
+    import subprocess
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 128
+    if hard != resource.RLIM_INFINITY and hard < 4 * low:
+        pytest.skip(f"the hard open-files limit ({hard}) leaves no room to raise")
+    count = 40  # four connections each: 160 sockets, over the low limit
+
+    def lower_the_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    run = subprocess.run(
+        [sys.executable, "-c", MANY_MANAGERS, bot_name, redis_url, str(count)],
+        preexec_fn=lower_the_limit,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout.split()[-1]) > 4 * count, run.stdout
