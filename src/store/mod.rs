@@ -344,18 +344,14 @@ impl Store {
             ),
         }
         match persistence {
-            None => {}
-            Some(Ok((aof, save))) => {
-                if aof != "yes" && save.trim().is_empty() {
-                    warn(
-                        warning_kind::PERSISTENCE_OFF,
-                        "Redis persistence is off (appendonly no and no save rules) and \
-                         wait_replicas is 0: a restart of Redis loses the lease epoch, the \
-                         state and the positions; set appendonly yes, or wait for replicas"
-                            .to_owned(),
-                    );
-                }
-            }
+            Some(Ok((aof, save))) if aof != "yes" && save.trim().is_empty() => warn(
+                warning_kind::PERSISTENCE_OFF,
+                "Redis persistence is off (appendonly no and no save rules) and wait_replicas \
+                 is 0: a restart of Redis loses the lease epoch, the state and the positions; \
+                 set appendonly yes, or wait for replicas"
+                    .to_owned(),
+            ),
+            None | Some(Ok(_)) => {}
             Some(Err(err)) => warn(
                 warning_kind::PERSISTENCE_UNREADABLE,
                 format!(
