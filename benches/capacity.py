@@ -1,4 +1,4 @@
-"""Capacity: N bot pairs (primary + standby StateManager) in this process against one
+"""Capacity: N bot pairs (primary + standby StateManager) in one process against one
 redis-server, at the default timings and at lock_ttl 2 s. A benchmark, not a test.
 
     .venv/bin/python benches/capacity.py [--pairs 10 100 1000] [--window 20] [--samples 5]
@@ -9,12 +9,15 @@ threads per manager (/proc/self/task), connections per manager (INFO clients
 connected_clients), memory per manager (RSS delta), and crash-failover percentiles: for a
 sample of pairs whose primary is a child process (tests/python/bot_process.py) killed with
 SIGKILL while the N pairs run, the time until the in-process standby is primary.
-Re-run it after lease changes: it only uses the public Python API.
+Each row runs in a new process against a new redis-server, so that its threads, memory and
+Redis CPU start from nothing. Re-run it after lease changes: it only uses the public Python
+API.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -123,34 +126,50 @@ def run(url: str, client: redis.Redis, pairs: int, lock_ttl: float, window: floa
     }
 
 
+def one_row(pairs: int, lock_ttl: float, window: float, samples: int) -> dict[str, float]:
+    """One configuration against its own redis-server (run in a child process)."""
+    with RedisServer("--maxclients", "20000") as server:
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        return run(server.url, client, pairs, lock_ttl, window, samples)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--lock-ttl", type=float, nargs="+", default=[30.0, 2.0])
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--one-row", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_row:
+        row = one_row(args.pairs[0], args.lock_ttl[0], args.window, args.samples)
+        print(json.dumps(row), flush=True)
+        return 0
     rows = [
         "| pairs | lock_ttl | commands/s per pair | Redis CPU per pair (ms/s) | Redis CPU total "
         "| threads per manager | connections per manager | RSS per manager | start-up "
         "| crash failover p50 / max (samples) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    with RedisServer("--maxclients", "20000") as server:
-        client = redis.Redis(host="127.0.0.1", port=server.port)
-        for lock_ttl in args.lock_ttl:
-            for pairs in args.pairs:
-                r = run(server.url, client, pairs, lock_ttl, args.window, args.samples)
-                row = (
-                    f"| {pairs} | {lock_ttl:g} s | {r['commands_per_s_per_pair']:.2f} "
-                    f"| {r['cpu_ms_per_s_per_pair']:.3f} | {r['redis_cpu_percent']:.1f} % "
-                    f"| {r['threads_per_manager']:.2f} | {r['connections_per_manager']:.2f} "
-                    f"| {r['rss_kib_per_manager']:.0f} KiB | {r['start_s']:.1f} s "
-                    f"| {r['failover_p50']:.0f} / {r['failover_max']:.0f} ms "
-                    f"({args.samples - r['failover_missing']}/{args.samples}) |"
-                )
-                rows.append(row)
-                print(row, flush=True)
+    for lock_ttl in args.lock_ttl:
+        for pairs in args.pairs:
+            child = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--one-row", "--pairs", str(pairs),
+                 "--lock-ttl", str(lock_ttl), "--window", str(args.window),
+                 "--samples", str(args.samples)],
+                stdout=subprocess.PIPE, text=True, check=True,
+            )  # fmt: skip
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            row = (
+                f"| {pairs} | {lock_ttl:g} s | {r['commands_per_s_per_pair']:.2f} "
+                f"| {r['cpu_ms_per_s_per_pair']:.3f} | {r['redis_cpu_percent']:.1f} % "
+                f"| {r['threads_per_manager']:.2f} | {r['connections_per_manager']:.2f} "
+                f"| {r['rss_kib_per_manager']:.0f} KiB | {r['start_s']:.1f} s "
+                f"| {r['failover_p50']:.0f} / {r['failover_max']:.0f} ms "
+                f"({args.samples - r['failover_missing']}/{args.samples}) |"
+            )
+            rows.append(row)
+            print(row, flush=True)
     print("\n".join(rows))
     return 0
 
