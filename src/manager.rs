@@ -70,12 +70,13 @@ fn allow_many_connections() {
     ONCE.call_once(|| {
         #[cfg(unix)]
         {
-            let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+            let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+                return;
+            };
             match rlimit::increase_nofile_limit(u64::MAX) {
-                Ok(now) if before.is_some_and(|(soft, _)| soft < now) => log::info!(
-                    "raised the open-files limit of this process from {} to {now}",
-                    before.map_or(0, |(soft, _)| soft)
-                ),
+                Ok(now) if now > soft => {
+                    log::info!("raised the open-files limit of this process from {soft} to {now}")
+                }
                 Ok(_) => {}
                 Err(err) => log::debug!("could not raise the open-files limit: {err}"),
             }

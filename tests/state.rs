@@ -301,9 +301,6 @@ fn command_calls(info: &str, command: &str) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
-/// Commands a load sent, as round trips: a MULTI/EXEC transaction (with one EXISTS inside
-/// when there are positions), a script call, and the EXISTS (PING when there are no
-/// positions) that confirms cached positions are one each.
 /// Calls of the lease scripts (renewals the manager's lease thread makes whenever it is
 /// kicked, e.g. once its liveness connection is registered): the only scripts that read
 /// `TIME`, once each. Subtracted so that loads are counted alone.
@@ -320,6 +317,9 @@ fn load_calls(info: &str, command: &str) -> u64 {
     }
 }
 
+/// Commands a load sent, as round trips: a MULTI/EXEC transaction (with one EXISTS inside
+/// when there are positions), a script call, and the EXISTS (PING when there are no
+/// positions) that confirms cached positions are one each.
 fn load_round_trips(info: &str) -> u64 {
     let transactions = command_calls(info, "exec");
     transactions
