@@ -22,6 +22,9 @@ pub const TLS_CERT_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_CERT_FILE";
 pub const TLS_KEY_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_KEY_FILE";
 /// The port of a Sentinel given without one.
 pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
+/// The default `failover_tolerance`: the longest Redis stall or network blip that never
+/// moves the lease (docs/failover.md says how it was chosen).
+pub const DEFAULT_FAILOVER_TOLERANCE: Duration = Duration::from_millis(200);
 
 /// Options of a [`StateManager`](crate::StateManager), built with chained setters:
 ///
@@ -67,10 +70,16 @@ pub struct Config {
     /// else no `AUTH` to the Sentinels.
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<String>,
-    /// Seen-death failover (CONTRACT §2): the primary keeps a liveness connection that Redis
-    /// can vouch for, and a standby takes the lease shortly after Redis sees it close,
-    /// without waiting for `lock_ttl`. Off: failover waits for the lease to expire.
+    /// Fast failover (CONTRACT §2): the primary renews every 100 ms and is primary only
+    /// until `100 ms + failover_tolerance` after the start of its last successful renewal,
+    /// so a standby takes over about that long (plus a 1 % clock margin and one look) after
+    /// a primary stops renewing, on any Redis. Off: renewals every `lock_ttl / 3`, and a
+    /// standby takes over `renew_deadline` (plus the margin) after the last one.
     pub fast_failover: bool,
+    /// With fast failover: how long a Redis stall or network blip may last without moving
+    /// the lease (default 200 ms). Longer tolerates longer stalls; failover takes longer by
+    /// as much (docs/failover.md).
+    pub failover_tolerance: Duration,
 }
 
 impl Config {
@@ -97,6 +106,7 @@ impl Config {
             sentinel_username: None,
             sentinel_password: None,
             fast_failover: true,
+            failover_tolerance: DEFAULT_FAILOVER_TOLERANCE,
         }
     }
 
@@ -158,6 +168,11 @@ impl Config {
     }
     pub fn fast_failover(mut self, enabled: bool) -> Self {
         self.fast_failover = enabled;
+        self
+    }
+
+    pub fn failover_tolerance(mut self, tolerance: Duration) -> Self {
+        self.failover_tolerance = tolerance;
         self
     }
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -253,6 +268,7 @@ impl Config {
             ("command_timeout", Some(self.command_timeout)),
             ("wait_timeout", Some(self.wait_timeout)),
             ("shutdown_timeout", Some(self.shutdown_timeout)),
+            ("failover_tolerance", Some(self.failover_tolerance)),
         ];
         for (name, value) in given {
             if let Some(value) = value.filter(|v| *v > MAX_DURATION) {
@@ -272,6 +288,7 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("command_timeout", self.command_timeout),
             ("wait_timeout", self.wait_timeout),
+            ("failover_tolerance", self.failover_tolerance),
         ];
         for (name, value) in at_least_a_millisecond {
             if value < Duration::from_millis(1) {
@@ -524,6 +541,7 @@ impl fmt::Debug for Config {
             .field("wait_replicas", &self.wait_replicas)
             .field("wait_timeout", &self.wait_timeout)
             .field("fast_failover", &self.fast_failover)
+            .field("failover_tolerance", &self.failover_tolerance)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("sentinel_username", &self.sentinel_username)
             .field(

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::keys::HANDOVER_REQUEST;
 use crate::keys::{validate_bot_name, Keys};
-use crate::lease::HANDOVER_REQUEST;
 use crate::positions::{decode_object, JsonObject, PositionStore};
 pub use crate::store::{warning_kind, ServerReport, ServerWarning};
 use crate::store::{Store, SCRIPTS};

@@ -11,10 +11,13 @@
 //! | `bot:{bot}:fills` | sorted set of applied `symbol\x1ffill_id`, scored by time applied |
 //! | `bot:{bot}:instances` | sorted set of live instance ids, scored by when their presence lapses (ms) |
 //! | `bot:{bot}:lease` | pub/sub channel: `released <id>` from a releasing primary, `handover <who>` from an operator |
-//! | `bot:{bot}:lease_record` | hash: the holder's `token`, server time `renewed_at` (ms) and `ttl` of its last renewal, its liveness `channel`, the server `run_id`, `epoch`, `released`, `loss_at` (no TTL) |
-//! | `bot:{bot}:alive:{serial}:{nonce}` | pub/sub channel an instance stays subscribed to while alive (fast failover); nothing is published on it |
+//! | `bot:{bot}:lease_record` | hash (no TTL): the holder's `token` (empty once released), `seq` (moves on every renewal; standbys watch it), the holder's declared `deadline_ms`, `epoch`, server times `taken_at` and `renewed_at` (ms) |
 
 use crate::error::{Error, Result};
+
+/// The message prefix an operator publishes on the lease channel to ask the primary to
+/// hand the lease over.
+pub const HANDOVER_REQUEST: &str = "handover";
 
 /// Longest bot name or symbol accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;

@@ -22,7 +22,10 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod keys;
-mod lease;
+/// The lease's pure state machine and protocol, public for the simulator and conformance
+/// tests (`tests/lease_sim/`); not a stable interface.
+#[doc(hidden)]
+pub mod lease;
 mod manager;
 pub mod positions;
 mod shutdown;

@@ -92,7 +92,7 @@ impl StateManager {
         crate::clock::now_nanos();
         let keys = Keys::new(&config.bot_name);
         let store = Arc::new(Store::open(&config)?);
-        let mut warnings = store.server_warnings()?;
+        let warnings = store.server_warnings()?;
         for warning in &warnings {
             log::warn!("{warning}");
         }
@@ -103,8 +103,6 @@ impl StateManager {
             Timing::from_config(&config),
             instance_id.clone(),
         ));
-        // Logged where it is found.
-        warnings.extend(lease.register_liveness());
         let inner = Arc::new(Inner {
             keys,
             store,
@@ -137,12 +135,15 @@ impl StateManager {
         inner
             .lease
             .wait_listening(inner.config.connect_timeout + inner.config.command_timeout);
-        // Take a free lease before returning, so that a sole instance can write at once (the
-        // seed's usage saves state right after construction). Attempts are serialized with the
-        // lease thread's; failing here only means the lease thread keeps trying.
-        if let Err(err) = inner.store.run(|conn| inner.lease.try_acquire(conn)) {
-            log::warn!("first lease attempt failed; the lease thread keeps trying: {err}");
-        }
+        // Settle the role before returning, so that a sole instance can write at once (the
+        // seed's usage saves state right after construction): a lease nobody holds is
+        // primary after the take-over wait. Not settled in time only means the lease thread
+        // keeps trying.
+        inner.lease.settle(
+            inner.config.connect_timeout
+                + 3 * inner.config.command_timeout.min(Duration::from_secs(1))
+                + 2 * crate::lease::takeover_wait(&inner.config),
+        );
         if inner.config.install_signal_handlers {
             let target: Weak<dyn Shutdown> = Arc::downgrade(&inner) as Weak<dyn Shutdown>;
             shut_down_on_signal(target)?;
@@ -224,14 +225,8 @@ impl StateManager {
     /// Renews the lease now (primary), or tries to take it now (standby). The lease thread
     /// does both on its own; this is for bots that call `heartbeat()` in their loop.
     pub fn heartbeat(&self) -> Result<()> {
-        let lease = &self.inner.lease;
         self.inner.ensure_open()?;
-        if lease.fencing_token().is_ok() {
-            self.inner.store.run(|conn| lease.renew(conn))?;
-        } else {
-            self.inner.store.run(|conn| lease.try_acquire(conn))?;
-        }
-        Ok(())
+        self.inner.lease.heartbeat()
     }
 
     /// Saves the bot's state (fenced), adding `last_update` to `state` as the predecessor did.

@@ -318,6 +318,7 @@ fn callbacks_and_heartbeat() {
 
 #[test]
 fn a_requested_handover_waits_for_writes_and_the_standby_takes_over() {
+    let _ = env_logger::builder().is_test(true).try_init();
     let server = RedisServer::start();
     let a = manager(&server, "planned", 3000);
     assert!(a.wait_until_primary(Some(Duration::from_secs(3))));

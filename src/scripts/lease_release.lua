@@ -1,16 +1,20 @@
--- Gives the lease up only if it is still ours, marks the lease record released (so a standby
--- may take it at once), then tells waiting standbys.
+-- Gives the lease up only if it is still the caller's: the record says released (a new
+-- renewal count makes this release unique) and the lock key goes, then waiting standbys
+-- are told.
 -- KEYS[1] primary_lock, KEYS[2] lease record
 -- ARGV[1] token, ARGV[2] release channel (empty: no notice), ARGV[3] message
--- Returns 1 when released, 0 when the lease was no longer ours.
+-- Returns 1 when released, 0 when the lease was no longer the caller's.
+local released = 0
+if redis.call('HGET', KEYS[2], 'token') == ARGV[1] then
+  redis.call('HSET', KEYS[2], 'token', '')
+  redis.call('HINCRBY', KEYS[2], 'seq', 1)
+  released = 1
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  if redis.call('HGET', KEYS[2], 'token') == ARGV[1] then
-    redis.call('HSET', KEYS[2], 'released', '1', 'channel', '')
-  end
-  if ARGV[2] ~= '' then
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
-  end
-  return 1
+  released = 1
 end
-return 0
+if released == 1 and ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return released

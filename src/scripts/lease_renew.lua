@@ -1,28 +1,23 @@
--- Renews the lease only while it still carries our token, resetting the full TTL
--- (never adding to it), and writes the heartbeat and the lease record in the same round trip.
--- KEYS[1] primary_lock, KEYS[2] heartbeat, KEYS[3] instances, KEYS[4] lease record
--- ARGV[1] token, ARGV[2] lock ttl (ms), ARGV[3] heartbeat value, ARGV[4] heartbeat ttl (ms),
--- ARGV[5] instance id, ARGV[6] our liveness channel ('' for none)
--- Returns {1, recorded, run_id} when renewed (recorded: our liveness vouches for the lease),
--- {0, 1, ''} when another instance holds the lease, {0, 0, ''} when the lease key is gone.
-local holder = redis.call('GET', KEYS[1])
-if holder ~= ARGV[1] then
-  if holder then return {0, 1, ''} end
-  return {0, 0, ''}
+-- Renews the lease while both the lock key and the lease record carry the caller's token:
+-- moves the record's renewal counter on (standbys watch it) and, when asked (every
+-- lock_ttl / 3 and on heartbeat()), resets the lock key's full TTL (never adding to it) and
+-- writes the heartbeat and the caller's presence in the same round trip.
+-- KEYS[1] primary_lock, KEYS[2] lease record, KEYS[3] heartbeat, KEYS[4] instances
+-- ARGV[1] token, ARGV[2] '1' to refresh, ARGV[3] lock ttl (ms), ARGV[4] heartbeat value,
+-- ARGV[5] heartbeat ttl (ms), ARGV[6] instance id
+-- Returns {1, seq} when renewed, {0} when the lease is no longer the caller's.
+if redis.call('HGET', KEYS[2], 'token') ~= ARGV[1] or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[5])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-local channel = ''
-if ARGV[6] ~= '' and (tonumber(redis.call('PUBSUB', 'NUMSUB', ARGV[6])[2]) or 0) > 0 then
-  channel = ARGV[6]
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+if ARGV[2] == '1' then
+  local ttl = tonumber(ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZADD', KEYS[4], now + ttl, ARGV[6])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('HSET', KEYS[2], 'renewed_at', now)
 end
-local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
-redis.call('HSET', KEYS[4], 'token', ARGV[1], 'renewed_at', now, 'ttl', ARGV[2],
-  'channel', channel, 'run_id', run_id, 'released', '0', 'loss_at', 0)
-local recorded = 0
-if channel ~= '' then recorded = 1 end
-return {1, recorded, run_id}
+return {1, seq}

@@ -163,20 +163,6 @@ impl Store {
         self.master.generation.load(Ordering::Acquire)
     }
 
-    /// How many times the shared connection (the one [`run`](Self::run) uses) was opened
-    /// again after an error dropped it; the very first open does not count.
-    pub fn reconnections(&self) -> u64 {
-        self.reconnections.load(Ordering::Acquire)
-    }
-
-    pub fn command_timeout(&self) -> Duration {
-        self.command_timeout
-    }
-
-    pub fn wait_replicas(&self) -> u32 {
-        self.wait_replicas
-    }
-
     /// Runs `op` on the shared connection, opening it first if needed. A transport failure
     /// drops the connection, since a reply may still be in flight on it; the next call opens
     /// a fresh one. A `READONLY` reply (the node became a replica: nothing was written) makes
@@ -482,7 +468,7 @@ mod tests {
         let store = Store::open(&config).expect("open the store");
         assert_eq!(ping(&store).expect("first ping"), "PONG");
         assert_eq!(
-            store.reconnections(),
+            store.reconnections.load(Ordering::Acquire),
             0,
             "the first open is no reconnection"
         );
@@ -490,7 +476,7 @@ mod tests {
         let refused: Result<()> = store.run(|conn| redis::cmd("NO-SUCH-COMMAND").query(conn));
         assert!(refused.is_err());
         assert_eq!(ping(&store).expect("ping after a server error"), "PONG");
-        assert_eq!(store.reconnections(), 0);
+        assert_eq!(store.reconnections.load(Ordering::Acquire), 0);
 
         for expected in 1..=2 {
             let mut admin = server.client().get_connection().expect("admin connection");
@@ -501,12 +487,16 @@ mod tests {
             assert!(killed >= 1, "the store's connection was killed");
             let lost = ping(&store).expect_err("the killed connection fails");
             assert_eq!(lost.kind(), ErrorKind::RedisUnavailable);
-            assert_eq!(store.reconnections(), expected - 1, "not reopened yet");
+            assert_eq!(
+                store.reconnections.load(Ordering::Acquire),
+                expected - 1,
+                "not reopened yet"
+            );
             assert_eq!(ping(&store).expect("ping on a new connection"), "PONG");
-            assert_eq!(store.reconnections(), expected);
+            assert_eq!(store.reconnections.load(Ordering::Acquire), expected);
             assert_eq!(ping(&store).expect("ping again"), "PONG");
             assert_eq!(
-                store.reconnections(),
+                store.reconnections.load(Ordering::Acquire),
                 expected,
                 "no reopening while it works"
             );

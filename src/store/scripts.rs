@@ -9,8 +9,9 @@ use redis::Connection;
 use super::connection::describe;
 
 pub(crate) struct Scripts {
-    pub lease_acquire: redis::Script,
+    pub lease_take: redis::Script,
     pub lease_renew: redis::Script,
+    pub lease_observe: redis::Script,
     pub lease_release: redis::Script,
     pub fenced_set: redis::Script,
     pub positions_write: redis::Script,
@@ -20,9 +21,10 @@ pub(crate) struct Scripts {
 }
 
 /// The scripts' sources, in the field order of [`Scripts`].
-const SCRIPT_SOURCES: [&str; 8] = [
-    include_str!("../scripts/lease_acquire.lua"),
+const SCRIPT_SOURCES: [&str; 9] = [
+    include_str!("../scripts/lease_take.lua"),
     include_str!("../scripts/lease_renew.lua"),
+    include_str!("../scripts/lease_observe.lua"),
     include_str!("../scripts/lease_release.lua"),
     include_str!("../scripts/fenced_set.lua"),
     include_str!("../scripts/positions_write.lua"),
@@ -32,11 +34,12 @@ const SCRIPT_SOURCES: [&str; 8] = [
 ];
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
-    let [lease_acquire, lease_renew, lease_release, fenced_set, positions_write, positions_load, positions_adopt, bot_status] =
+    let [lease_take, lease_renew, lease_observe, lease_release, fenced_set, positions_write, positions_load, positions_adopt, bot_status] =
         SCRIPT_SOURCES.map(redis::Script::new);
     Scripts {
-        lease_acquire,
+        lease_take,
         lease_renew,
+        lease_observe,
         lease_release,
         fenced_set,
         positions_write,

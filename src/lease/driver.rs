@@ -1,0 +1,282 @@
+//! The lease's IO: the lease thread runs the machine's commands on its own connection and
+//! feeds the replies back, sleeping until the machine's next wake-up; the notice thread
+//! listens on the lease channel. Nothing here decides anything.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::Connection;
+
+use super::machine::{Input, Notice};
+use super::protocol::{self, Command, Reply, HANDOVER_REQUEST, RECORD_FIELDS, RELEASED_NOTICE};
+use super::Lease;
+use crate::clock::{millis, now_nanos, utc_now_iso};
+use crate::store::{describe, drops_connection, SCRIPTS};
+
+/// The longest pause between two connection attempts.
+const RECONNECT_CAP: Duration = Duration::from_millis(250);
+
+/// Runs one command on `conn`. A take or renewal counts only once `wait_replicas` replicas
+/// confirmed it; otherwise it is reported as failed (its outcome unknown).
+pub(super) fn execute(
+    lease: &Lease,
+    conn: &mut Connection,
+    command: &Command,
+) -> redis::RedisResult<Reply> {
+    let keys = &lease.keys;
+    let timing = &lease.timing;
+    let reply = match command {
+        Command::Observe { presence, .. } => {
+            let fields: Vec<redis::Value> = if *presence {
+                SCRIPTS
+                    .lease_observe
+                    .key(&keys.lease_record)
+                    .key(&keys.instances)
+                    .arg(millis(timing.lock_ttl))
+                    .arg(&lease.instance_id)
+                    .invoke(conn)?
+            } else {
+                redis::cmd("HMGET")
+                    .arg(&keys.lease_record)
+                    .arg(&RECORD_FIELDS[..])
+                    .query(conn)?
+            };
+            return Ok(Reply::Observed(protocol::parse_record(&fields)?));
+        }
+        Command::Renew { token, refresh, .. } => {
+            let reply: Vec<redis::Value> = SCRIPTS
+                .lease_renew
+                .key(&keys.lock)
+                .key(&keys.lease_record)
+                .key(&keys.heartbeat)
+                .key(&keys.instances)
+                .arg(token)
+                .arg(if *refresh { "1" } else { "0" })
+                .arg(millis(timing.lock_ttl))
+                .arg(utc_now_iso())
+                .arg(millis(timing.heartbeat_ttl))
+                .arg(&lease.instance_id)
+                .invoke(conn)?;
+            protocol::parse_renew(&reply)?
+        }
+        Command::Take {
+            expect,
+            token,
+            floor_epoch,
+            deadline_ms,
+            ..
+        } => {
+            let (present, expected_token, expected_seq) = match expect {
+                protocol::Expect::Absent => ("0", "", 0),
+                protocol::Expect::Record { token, seq } => ("1", token.as_str(), *seq),
+            };
+            let reply: Vec<redis::Value> = SCRIPTS
+                .lease_take
+                .key(&keys.lock)
+                .key(&keys.epoch)
+                .key(&keys.lease_record)
+                .key(&keys.heartbeat)
+                .key(&keys.instances)
+                .arg(present)
+                .arg(expected_token)
+                .arg(expected_seq)
+                .arg(token)
+                .arg(millis(timing.lock_ttl))
+                .arg(*deadline_ms)
+                .arg(*floor_epoch)
+                .arg(utc_now_iso())
+                .arg(millis(timing.heartbeat_ttl))
+                .arg(&lease.instance_id)
+                .invoke(conn)?;
+            protocol::parse_take(&reply)?
+        }
+        Command::Release { token, quiet, .. } => {
+            let released: i64 = SCRIPTS
+                .lease_release
+                .key(&keys.lock)
+                .key(&keys.lease_record)
+                .arg(token)
+                .arg(if *quiet {
+                    ""
+                } else {
+                    keys.lease_channel.as_str()
+                })
+                .arg(format!("{RELEASED_NOTICE} {}", lease.instance_id))
+                .invoke(conn)?;
+            return Ok(Reply::Released {
+                released: released == 1,
+            });
+        }
+    };
+    if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. })
+        && !lease
+            .store
+            .lease_replicated(conn, timing.lease_command_timeout)?
+    {
+        return Ok(Reply::Failed);
+    }
+    Ok(reply)
+}
+
+/// The lease thread.
+pub(super) fn run(lease: &Lease) {
+    let mut conn: Option<(u64, Connection)> = None;
+    let mut input = Input::Tick;
+    let mut retry = Duration::from_millis(10);
+    let mut failing = false;
+    loop {
+        if conn
+            .as_ref()
+            .is_some_and(|(generation, _)| *generation != lease.store.generation())
+        {
+            // A new master: observations on the former one no longer count.
+            conn = None;
+            lease.step(Input::Disconnected);
+        }
+        if conn.is_none() && !lease.is_stopping() {
+            match lease
+                .store
+                .connect_tagged(lease.timing.lease_command_timeout)
+            {
+                Ok(opened) => {
+                    conn = Some(opened);
+                    retry = Duration::from_millis(10);
+                    input = Input::Connected;
+                }
+                Err(err) => {
+                    if !failing {
+                        log::warn!("the lease thread cannot reach Redis: {err}");
+                    }
+                    failing = true;
+                    // Deadlines still pass while Redis is away.
+                    lease.step(Input::Tick);
+                    sleep(lease, retry);
+                    retry = (retry * 2).min(RECONNECT_CAP.min(lease.timing.poll_interval));
+                    continue;
+                }
+            }
+        }
+        let command = lease.driver_step(std::mem::replace(&mut input, Input::Tick));
+        let Some(command) = command else {
+            if lease.is_stopping() {
+                return;
+            }
+            wait(lease);
+            continue;
+        };
+        let Some((generation, connection)) = conn.as_mut() else {
+            input = Input::Reply {
+                id: command.id(),
+                sent_at: now_nanos(),
+                reply: Reply::Failed,
+            };
+            if lease.is_stopping() {
+                lease.step(std::mem::replace(&mut input, Input::Tick));
+                return;
+            }
+            continue;
+        };
+        let sent_at = now_nanos();
+        let reply = match execute(lease, connection, &command) {
+            Ok(reply) => {
+                failing = false;
+                if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. }) {
+                    lease
+                        .confirmed_generation
+                        .fetch_max(*generation, Ordering::AcqRel);
+                }
+                reply
+            }
+            Err(err) => {
+                if !failing {
+                    log::warn!("lease round trip failed: {}", describe(&err));
+                }
+                failing = true;
+                if drops_connection(&err) {
+                    conn = None;
+                }
+                Reply::Failed
+            }
+        };
+        lease.step(Input::Reply {
+            id: command.id(),
+            sent_at,
+            reply,
+        });
+        if conn.is_none() {
+            lease.step(Input::Disconnected);
+        }
+    }
+}
+
+/// Sleeps until the machine's next wake-up, a kick, or a stop.
+fn wait(lease: &Lease) {
+    let mut machine = lease.machine.lock();
+    if lease.kicked.swap(false, Ordering::AcqRel) || lease.is_stopping() {
+        return;
+    }
+    let wake_at = machine.wake_at_now(now_nanos());
+    let pause = Duration::from_nanos(wake_at.saturating_sub(now_nanos()));
+    if !pause.is_zero() {
+        lease.changed.wait_for(&mut machine, pause);
+    }
+    lease.kicked.store(false, Ordering::Release);
+}
+
+fn sleep(lease: &Lease, pause: Duration) {
+    let mut machine = lease.machine.lock();
+    if !lease.is_stopping() && !lease.kicked.swap(false, Ordering::AcqRel) {
+        lease.changed.wait_for(&mut machine, pause);
+    }
+}
+
+/// The notice thread: release notices wake standbys at once, handover requests reach the
+/// primary. Losing notices costs speed only: the standby's looks do the rest.
+pub(super) fn listen(lease: &Lease) {
+    let mut retry = Duration::from_millis(10);
+    while !lease.is_stopping() {
+        let connected = lease
+            .store
+            .connect_with_timeout(lease.timing.poll_interval)
+            .ok();
+        let generation = lease.store.generation();
+        // The subscription lives as long as this `PubSub` (dropping it unsubscribes).
+        let mut conn = connected;
+        let mut pubsub = conn.as_mut().map(|conn| conn.as_pubsub());
+        let subscribed = pubsub
+            .as_mut()
+            .is_some_and(|pubsub| pubsub.subscribe(&lease.keys.lease_channel).is_ok());
+        {
+            let (listening, changed) = &lease.listening;
+            *listening.lock() = true;
+            changed.notify_all();
+        }
+        let (true, Some(pubsub)) = (subscribed, pubsub.as_mut()) else {
+            sleep(lease, retry);
+            retry = (retry * 2).min(RECONNECT_CAP);
+            continue;
+        };
+        retry = Duration::from_millis(10);
+        let _ = pubsub.set_read_timeout(Some(
+            lease.timing.poll_interval.max(Duration::from_millis(50)),
+        ));
+        while !lease.is_stopping() {
+            match pubsub.get_message() {
+                Ok(message) => {
+                    let payload: String = message.get_payload().unwrap_or_default();
+                    if payload.starts_with(HANDOVER_REQUEST) {
+                        lease.notice(Notice::HandoverRequested);
+                    } else if payload.starts_with(RELEASED_NOTICE) {
+                        lease.notice(Notice::Released);
+                    }
+                }
+                Err(err) if err.is_timeout() => {
+                    if lease.store.generation() != generation {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}

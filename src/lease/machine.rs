@@ -1,0 +1,738 @@
+//! The lease's decisions as a pure state machine: time, replies, notices and refusals go
+//! in ([`Machine::handle`]); the next command to run on Redis, role events, the view that
+//! `is_primary()` reads and the next wake-up come out ([`Ready`]). No Redis, no clock reads,
+//! no threads, no locks: the driver (`driver.rs`) and the simulator feed it the same way.
+//!
+//! The safety argument it implements is at the top of `mod.rs`.
+
+use std::collections::HashMap;
+
+use super::protocol::{Command, Expect, Nanos, Record, Reply};
+use super::shared::View;
+
+/// Bound on how much faster or slower one instance's monotonic clock may run than real time
+/// (or another's), in parts per million: 1 %, far above what NTP-disciplined or free-running
+/// quartz clocks do (tens of ppm), so a frequency error never shortens a wait.
+pub const DRIFT_PPM: u64 = 10_000;
+/// Added to every take-over wait: the scheduling of the take itself.
+pub const TAKEOVER_MARGIN: Nanos = 10_000_000;
+
+const MILLI: Nanos = 1_000_000;
+
+/// How long a standby must see a holder's record unchanged (on its own clock, from the
+/// reply that first showed it) before replacing it, when the holder demotes itself
+/// `deadline` after the start of its last successful renewal: `deadline · (1+ρ)² + margin`.
+pub fn takeover_wait(deadline: Nanos) -> Nanos {
+    let rate = u128::from(1_000_000 + DRIFT_PPM);
+    let scaled = u128::from(deadline) * rate * rate / 1_000_000_000_000;
+    (scaled as Nanos).saturating_add(TAKEOVER_MARGIN)
+}
+
+/// The timing one instance runs with (all on its own monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// How often the holder renews.
+    pub renew_interval: Nanos,
+    /// The holder is primary until this long after the start of its last successful
+    /// renewal (its declared deadline).
+    pub deadline: Nanos,
+    /// How often a standby reads the lease record.
+    pub poll_interval: Nanos,
+    /// How often a renewal also resets the lock key's TTL and writes the heartbeat.
+    pub refresh_interval: Nanos,
+    /// The pause after a failed round trip.
+    pub retry_interval: Nanos,
+    /// After handing the lease over on request, how long this instance leaves it to others.
+    pub handover_grace: Nanos,
+}
+
+impl Params {
+    pub fn takeover_wait(&self) -> Nanos {
+        takeover_wait(self.deadline)
+    }
+}
+
+/// A change of role, for the callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Promoted { epoch: u64 },
+    Demoted { reason: String },
+}
+
+/// Messages from the lease channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Released,
+    HandoverRequested,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed.
+    Tick,
+    /// The driver opened a new connection for observations and takes (at `now`).
+    Connected,
+    /// That connection broke: observations made on it no longer count.
+    Disconnected,
+    /// The outcome of command `id`, sent at `sent_at` (measured just before sending).
+    Reply {
+        id: u64,
+        sent_at: Nanos,
+        reply: Reply,
+    },
+    Notice(Notice),
+    /// A fenced write carrying `token` was refused by Redis.
+    WriteRefused {
+        token: String,
+    },
+    Stop,
+}
+
+/// What a step produced. The driver's next command comes from
+/// [`Machine::next_command`], asked only by the driver (one command at a time on its
+/// connection).
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub events: Vec<Event>,
+    pub view: View,
+    /// Step again with [`Input::Tick`] at this time at the latest.
+    pub wake_at: Nanos,
+}
+
+#[derive(Debug, Clone)]
+struct Holding {
+    token: String,
+    epoch: u64,
+    /// Not primary at or after this instant; the token is retired then.
+    deadline: Nanos,
+    /// Not primary before this instant (a claim of an absent record waits).
+    primary_from: Nanos,
+    promoted: bool,
+    next_renew: Nanos,
+    last_refresh: Nanos,
+}
+
+/// A take the standby intends, once `due`.
+#[derive(Debug, Clone)]
+struct Plan {
+    record: Record,
+    due: Nanos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Observe,
+    Renew,
+    Take,
+    Release,
+}
+
+pub struct Machine {
+    params: Params,
+    instance_id: String,
+    nonce: u64,
+    next_id: u64,
+    holding: Option<Holding>,
+    /// The record last seen unchanged on the current connection, and since when.
+    watch: Option<(Record, Nanos)>,
+    plan: Option<Plan>,
+    /// Since when the current connection is open; `None`: no connection.
+    connected_at: Option<Nanos>,
+    /// The driver's command in flight.
+    busy: Option<(u64, Pending)>,
+    /// Renewals in flight (driver's and callers'): id → (token, refresh).
+    renewals: HashMap<u64, (String, bool)>,
+    /// Takes in flight: id → (token, claim of an absent record).
+    takes: HashMap<u64, (String, bool)>,
+    releases: Vec<(String, bool)>,
+    next_look: Nanos,
+    last_presence: Option<Nanos>,
+    hold_off_until: Nanos,
+    highest_epoch: u64,
+    events: Vec<Event>,
+    stopping: bool,
+    warned_mixed: bool,
+    /// The record of the last look, if any.
+    last_seen: Option<Record>,
+    /// The current connection has shown a held record: a release seen after it happened
+    /// while we watched, not in data brought back from the past.
+    saw_held_on_connection: bool,
+}
+
+impl Machine {
+    /// `nonce` seeds the lease tokens (`{instance_id}:{16 hex}`), unique per take.
+    pub fn new(params: Params, instance_id: String, nonce: u64) -> Self {
+        Machine {
+            params,
+            instance_id,
+            nonce,
+            next_id: 1,
+            holding: None,
+            watch: None,
+            plan: None,
+            connected_at: None,
+            busy: None,
+            renewals: HashMap::new(),
+            takes: HashMap::new(),
+            releases: Vec::new(),
+            next_look: 0,
+            last_presence: None,
+            hold_off_until: 0,
+            highest_epoch: 0,
+            events: Vec::new(),
+            stopping: false,
+            warned_mixed: false,
+            last_seen: None,
+            saw_held_on_connection: false,
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn highest_epoch(&self) -> u64 {
+        self.highest_epoch
+    }
+
+    /// The token held (primary or on its way), for fencing and release.
+    pub fn token(&self) -> Option<&str> {
+        self.holding.as_ref().map(|h| h.token.as_str())
+    }
+
+    pub fn view(&self) -> View {
+        match &self.holding {
+            Some(h) => View {
+                deadline: h.deadline,
+                primary_from: h.primary_from,
+                epoch: h.epoch,
+            },
+            None => View::default(),
+        }
+    }
+
+    /// Whether the first look settled the role: primary, or someone else holds the lease.
+    pub fn settled(&self) -> bool {
+        match &self.holding {
+            Some(h) => h.promoted,
+            None => matches!(self.last_seen, Some(Record::Held { .. })),
+        }
+    }
+
+    /// One step: apply `input` at `now`, then say what to do next.
+    pub fn handle(&mut self, now: Nanos, input: Input) -> Ready {
+        self.apply(now, input);
+        self.advance(now)
+    }
+
+    /// A renewal for a caller's own connection (`heartbeat()`), while holding; otherwise
+    /// the driver is asked to look at the lease now.
+    pub fn heartbeat(&mut self, now: Nanos) -> Option<Command> {
+        match &self.holding {
+            Some(h) if now < h.deadline && !self.stopping => {
+                let token = h.token.clone();
+                Some(self.renew_command(token, true))
+            }
+            _ => {
+                self.next_look = now;
+                None
+            }
+        }
+    }
+
+    /// Gives the lease up at once (graceful stop, handover): standby from this call on.
+    /// Returns the token to release.
+    pub fn step_down(&mut self, now: Nanos, reason: &str) -> Option<String> {
+        let token = self.holding.as_ref()?.token.clone();
+        self.retire(now, reason);
+        Some(token)
+    }
+
+    /// Events produced outside [`handle`](Self::handle) (by `step_down`).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn apply(&mut self, now: Nanos, input: Input) {
+        match input {
+            Input::Tick => {}
+            Input::Connected => {
+                self.connected_at = Some(now);
+                self.saw_held_on_connection = false;
+                self.watch = None;
+                self.plan = None;
+                self.next_look = now;
+            }
+            Input::Disconnected => {
+                self.connected_at = None;
+                self.saw_held_on_connection = false;
+                self.watch = None;
+                self.plan = None;
+                self.busy = None;
+            }
+            Input::Reply { id, sent_at, reply } => self.on_reply(now, id, sent_at, reply),
+            Input::Notice(Notice::Released) => self.next_look = now,
+            Input::Notice(Notice::HandoverRequested) => {
+                if let Some(token) = self.step_down(now, "handover requested by an operator") {
+                    self.releases.push((token, false));
+                    self.hold_off_until = now + self.params.handover_grace;
+                }
+            }
+            Input::WriteRefused { token } => {
+                if self.token() == Some(token.as_str()) {
+                    self.retire(
+                        now,
+                        "a fenced write was refused: the lease is no longer ours",
+                    );
+                    self.next_look = now;
+                }
+            }
+            Input::Stop => {
+                self.stopping = true;
+                if let Some(token) = self.step_down(now, super::SHUTTING_DOWN) {
+                    self.releases.push((token, false));
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, now: Nanos, id: u64, sent_at: Nanos, reply: Reply) {
+        let pending = match self.busy {
+            Some((busy, pending)) if busy == id => {
+                self.busy = None;
+                Some(pending)
+            }
+            _ => None,
+        };
+        if let Some((token, refresh)) = self.renewals.remove(&id) {
+            self.on_renewed(now, sent_at, &token, refresh, reply);
+            return;
+        }
+        if let Some((token, claim)) = self.takes.remove(&id) {
+            self.plan = None;
+            match reply {
+                Reply::Taken { epoch } if !self.stopping => {
+                    self.highest_epoch = self.highest_epoch.max(epoch);
+                    let wait = if claim {
+                        self.params.takeover_wait()
+                    } else {
+                        0
+                    };
+                    self.holding = Some(Holding {
+                        token,
+                        epoch,
+                        deadline: sent_at + self.params.deadline,
+                        primary_from: now + wait,
+                        promoted: false,
+                        next_renew: now + self.params.renew_interval,
+                        last_refresh: sent_at,
+                    });
+                    self.watch = None;
+                }
+                Reply::Taken { .. } => self.releases.push((token, true)),
+                Reply::Failed => self.next_look = now + self.params.retry_interval,
+                _ => self.next_look = now,
+            }
+            return;
+        }
+        match (pending, reply) {
+            (Some(Pending::Observe), Reply::Observed(record)) => self.on_observed(now, record),
+            (Some(Pending::Observe), _) => self.next_look = now + self.params.retry_interval,
+            _ => {}
+        }
+    }
+
+    fn on_renewed(&mut self, now: Nanos, sent_at: Nanos, token: &str, refresh: bool, reply: Reply) {
+        let Some(h) = self.holding.as_mut().filter(|h| h.token == token) else {
+            return;
+        };
+        match reply {
+            // Counted only while still inside the deadline: a token past it is retired.
+            Reply::Renewed { .. } if now < h.deadline => {
+                h.deadline = h.deadline.max(sent_at + self.params.deadline);
+                if refresh {
+                    h.last_refresh = h.last_refresh.max(sent_at);
+                }
+            }
+            Reply::Renewed { .. } => {}
+            Reply::RenewRefused => {
+                self.retire(now, "the lease was taken over or lost (the record or the lock key no longer carries this instance's token)");
+                self.next_look = now;
+            }
+            _ => {
+                let h = self.holding.as_mut().expect("checked above");
+                h.next_renew = h.next_renew.min(now + self.params.retry_interval);
+            }
+        }
+    }
+
+    fn on_observed(&mut self, now: Nanos, record: Record) {
+        self.highest_epoch = self.highest_epoch.max(record.epoch());
+        self.last_seen = Some(record.clone());
+        if self.holding.is_some() || self.connected_at.is_none() {
+            return;
+        }
+        self.next_look = now + self.params.poll_interval;
+        let own_wait = self.params.takeover_wait();
+        let due = match &record {
+            // Nothing to watch: claim it, and wait out any holder whose record vanished
+            // after the claim is in.
+            Record::Absent => now,
+            // Given up by a holder that had demoted first. Only an older copy brought back
+            // (a restart) could lie: not if this connection saw it held before, nor once
+            // the connection is older than a wait.
+            Record::Released { .. } if self.saw_held_on_connection => now,
+            Record::Released { .. } => {
+                now.max(self.connected_at.unwrap_or(now).saturating_add(own_wait))
+            }
+            Record::Held { deadline_ms, .. } => {
+                self.saw_held_on_connection = true;
+                let declared = deadline_ms.saturating_mul(MILLI);
+                if declared > self.params.deadline && !self.warned_mixed {
+                    self.warned_mixed = true;
+                    log::warn!(
+                        "{}: the lease holder declares a deadline of {} ms, longer than this \
+                         instance's {} ms: run every instance of a bot with the same lease \
+                         settings, or a lease lost with its record (a flush) is only safe \
+                         after the longest deadline",
+                        self.instance_id,
+                        deadline_ms,
+                        self.params.deadline / MILLI
+                    );
+                }
+                let declared = if declared == 0 {
+                    self.params.deadline
+                } else {
+                    declared
+                };
+                let since = match &self.watch {
+                    Some((seen, since)) if *seen == record => *since,
+                    _ => now,
+                };
+                self.watch = Some((record.clone(), since));
+                since.saturating_add(takeover_wait(declared))
+            }
+        };
+        if !matches!(record, Record::Held { .. }) {
+            self.watch = None;
+        }
+        self.plan = Some(Plan { record, due });
+    }
+
+    /// Standby from now on; the token is never renewed again.
+    fn retire(&mut self, now: Nanos, reason: &str) {
+        let Some(h) = self.holding.take() else {
+            return;
+        };
+        let _ = now;
+        if h.promoted {
+            self.events.push(Event::Demoted {
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    fn advance(&mut self, now: Nanos) -> Ready {
+        if let Some(h) = &self.holding {
+            if now >= h.deadline {
+                let token = h.token.clone();
+                self.retire(now, "no renewal succeeded before the renew deadline");
+                // Free it for the standbys at once: we are no longer primary.
+                self.releases.push((token, false));
+                self.next_look = now;
+            }
+        }
+        if let Some(h) = self.holding.as_mut() {
+            if !h.promoted && now >= h.primary_from && now < h.deadline {
+                h.promoted = true;
+                self.events.push(Event::Promoted { epoch: h.epoch });
+            }
+        }
+        Ready {
+            events: std::mem::take(&mut self.events),
+            view: self.view(),
+            wake_at: self.wake_at(now),
+        }
+    }
+
+    /// The driver's next command, if it should send one now (none while one is in flight).
+    pub fn next_command(&mut self, now: Nanos) -> Option<Command> {
+        if self.busy.is_some() {
+            return None;
+        }
+        if let Some((token, quiet)) = self.releases.pop() {
+            let id = self.issue(Pending::Release);
+            return Some(Command::Release { id, token, quiet });
+        }
+        if self.stopping {
+            return None;
+        }
+        if let Some(h) = &self.holding {
+            if now < h.next_renew || self.renewals.values().any(|(t, _)| *t == h.token) {
+                return None;
+            }
+            let refresh = now >= h.last_refresh + self.params.refresh_interval;
+            let token = h.token.clone();
+            let command = self.renew_command(token, refresh);
+            self.busy = Some((command.id(), Pending::Renew));
+            let h = self.holding.as_mut().expect("held");
+            h.next_renew = now + self.params.renew_interval;
+            return Some(command);
+        }
+        if self.connected_at.is_none() || now < self.hold_off_until {
+            return None;
+        }
+        if let Some(plan) = self.plan.as_ref().filter(|plan| now >= plan.due) {
+            let expect = plan.record.expectation();
+            let claim = expect == Expect::Absent;
+            let token = self.new_token();
+            let id = self.issue(Pending::Take);
+            self.takes.insert(id, (token.clone(), claim));
+            return Some(Command::Take {
+                id,
+                expect,
+                token,
+                floor_epoch: self.highest_epoch,
+                deadline_ms: self.params.deadline.div_ceil(MILLI),
+            });
+        }
+        if now >= self.next_look {
+            let id = self.issue(Pending::Observe);
+            let presence = self
+                .last_presence
+                .is_none_or(|at| now >= at + self.params.refresh_interval);
+            if presence {
+                self.last_presence = Some(now);
+            }
+            return Some(Command::Observe { id, presence });
+        }
+        None
+    }
+
+    fn renew_command(&mut self, token: String, refresh: bool) -> Command {
+        let id = self.next_id();
+        self.renewals.insert(id, (token.clone(), refresh));
+        Command::Renew { id, token, refresh }
+    }
+
+    fn issue(&mut self, pending: Pending) -> u64 {
+        let id = self.next_id();
+        self.busy = Some((id, pending));
+        id
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn new_token(&mut self) -> String {
+        // splitmix64: distinct tokens from one random seed per instance.
+        self.nonce = self.nonce.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.nonce;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        format!("{}:{:016x}", self.instance_id, z ^ (z >> 31))
+    }
+
+    /// When the machine next wants a [`Input::Tick`], as of `now`.
+    pub fn wake_at_now(&self, now: Nanos) -> Nanos {
+        self.wake_at(now)
+    }
+
+    fn wake_at(&self, now: Nanos) -> Nanos {
+        let far = now + self.params.poll_interval.max(self.params.renew_interval);
+        let mut at = far;
+        if let Some(h) = &self.holding {
+            at = at.min(h.next_renew).min(h.deadline);
+            if !h.promoted {
+                at = at.min(h.primary_from);
+            }
+        } else if !self.stopping {
+            at = at.min(self.next_look.max(self.hold_off_until));
+            if let Some(plan) = &self.plan {
+                at = at.min(plan.due.max(self.hold_off_until));
+            }
+        }
+        at.max(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Nanos = MILLI;
+
+    fn params() -> Params {
+        Params {
+            renew_interval: 100 * MS,
+            deadline: 300 * MS,
+            poll_interval: 100 * MS,
+            refresh_interval: 10_000 * MS,
+            retry_interval: 50 * MS,
+            handover_grace: 100 * MS,
+        }
+    }
+
+    struct Stepped {
+        view: View,
+        events: Vec<Event>,
+        command: Option<Command>,
+    }
+
+    fn step(m: &mut Machine, now: Nanos, input: Input) -> Stepped {
+        let ready = m.handle(now, input);
+        Stepped {
+            view: ready.view,
+            events: ready.events,
+            command: m.next_command(now),
+        }
+    }
+
+    fn reply(m: &mut Machine, now: Nanos, command: &Command, reply: Reply) -> Stepped {
+        step(
+            m,
+            now,
+            Input::Reply {
+                id: command.id(),
+                sent_at: now,
+                reply,
+            },
+        )
+    }
+
+    /// Ticks every 10 ms, answering every look with `record`, until the machine takes.
+    fn take_after_looks(m: &mut Machine, record: &Record) -> (Nanos, Command) {
+        let mut now = 0;
+        for _ in 0..1_000 {
+            now += 10 * MS;
+            match step(m, now, Input::Tick).command {
+                Some(take @ Command::Take { .. }) => return (now, take),
+                Some(observe @ Command::Observe { .. }) => {
+                    if let Some(take @ Command::Take { .. }) =
+                        reply(m, now, &observe, Reply::Observed(record.clone())).command
+                    {
+                        return (now, take);
+                    }
+                }
+                _ => {}
+            }
+        }
+        panic!("no take within 10 s");
+    }
+
+    #[test]
+    fn takeover_wait_covers_the_deadline_on_both_clocks() {
+        let wait = takeover_wait(300 * MS);
+        assert!(wait >= 300 * MS * 101 * 101 / 10_000);
+        assert!(wait < 330 * MS);
+    }
+
+    #[test]
+    fn a_claim_of_an_absent_record_is_primary_only_after_the_wait() {
+        let mut m = Machine::new(params(), "a".into(), 1);
+        let ready = step(&mut m, 0, Input::Connected);
+        let observe = ready.command.expect("observes at once");
+        let ready = reply(&mut m, MS, &observe, Reply::Observed(Record::Absent));
+        let take = ready.command.expect("claims at once");
+        assert!(matches!(
+            take,
+            Command::Take {
+                expect: Expect::Absent,
+                ..
+            }
+        ));
+        let ready = reply(&mut m, 2 * MS, &take, Reply::Taken { epoch: 5 });
+        assert!(!ready.view.is_primary_at(2 * MS));
+        let mut now = 2 * MS;
+        let mut promoted = false;
+        while now < 2 * MS + takeover_wait(300 * MS) + 200 * MS {
+            let ready = step(&mut m, now, Input::Tick);
+            if let Some(command) = ready.command {
+                let ready = reply(&mut m, now, &command, Reply::Renewed { seq: 1 });
+                promoted |= ready.events.contains(&Event::Promoted { epoch: 5 });
+            }
+            promoted |= ready.events.contains(&Event::Promoted { epoch: 5 });
+            let primary = m.view().is_primary_at(now);
+            assert_eq!(primary, now >= 2 * MS + takeover_wait(300 * MS), "at {now}");
+            now += 10 * MS;
+        }
+        assert!(promoted);
+    }
+
+    #[test]
+    fn a_stale_holder_is_replaced_only_after_the_wait_on_one_connection() {
+        let mut m = Machine::new(params(), "b".into(), 2);
+        let held = Record::Held {
+            token: "a:1".into(),
+            seq: 4,
+            deadline_ms: 300,
+            epoch: 7,
+        };
+        let observe = step(&mut m, 0, Input::Connected).command.unwrap();
+        let ready = reply(&mut m, 0, &observe, Reply::Observed(held.clone()));
+        assert!(ready.command.is_none());
+        // A reconnection restarts the watch.
+        step(&mut m, 200 * MS, Input::Disconnected);
+        let observe = step(&mut m, 250 * MS, Input::Connected).command.unwrap();
+        reply(&mut m, 250 * MS, &observe, Reply::Observed(held.clone()));
+        let mut now = 250 * MS;
+        let take = loop {
+            now += 10 * MS;
+            assert!(now < 10_000 * MS, "no take within 10 s");
+            let ready = step(&mut m, now, Input::Tick);
+            match ready.command {
+                Some(Command::Observe { .. }) => {
+                    reply(
+                        &mut m,
+                        now,
+                        ready.command.as_ref().unwrap(),
+                        Reply::Observed(held.clone()),
+                    );
+                }
+                Some(take @ Command::Take { .. }) => break take,
+                _ => {}
+            }
+        };
+        assert!(now >= 250 * MS + takeover_wait(300 * MS));
+        let ready = reply(&mut m, now, &take, Reply::Taken { epoch: 8 });
+        assert!(ready.view.is_primary_at(now));
+        assert_eq!(ready.events, vec![Event::Promoted { epoch: 8 }]);
+    }
+
+    #[test]
+    fn a_refused_write_or_renewal_retires_the_token_at_once() {
+        let mut m = Machine::new(params(), "c".into(), 3);
+        let observe = step(&mut m, 0, Input::Connected).command.unwrap();
+        let released = Record::Released { seq: 3, epoch: 2 };
+        reply(&mut m, 0, &observe, Reply::Observed(released.clone()));
+        let (now, take) = take_after_looks(&mut m, &released);
+        let ready = reply(&mut m, now, &take, Reply::Taken { epoch: 3 });
+        assert!(ready.view.is_primary_at(now));
+        let token = m.token().unwrap().to_owned();
+        let ready = step(&mut m, now, Input::WriteRefused { token });
+        assert!(!ready.view.is_primary_at(now));
+        assert!(ready
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Demoted { .. })));
+        assert_eq!(m.token(), None);
+    }
+
+    #[test]
+    fn the_deadline_demotes_without_any_reply() {
+        let mut m = Machine::new(params(), "d".into(), 4);
+        let observe = step(&mut m, 0, Input::Connected).command.unwrap();
+        let released = Record::Released { seq: 1, epoch: 1 };
+        reply(&mut m, 0, &observe, Reply::Observed(released.clone()));
+        let (now, take) = take_after_looks(&mut m, &released);
+        reply(&mut m, now, &take, Reply::Taken { epoch: 2 });
+        let deadline = m.view().deadline;
+        // Renewals never answer.
+        let ready = step(&mut m, deadline, Input::Tick);
+        assert!(!ready.view.is_primary_at(deadline));
+        assert!(m.token().is_none());
+    }
+}

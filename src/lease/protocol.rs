@@ -1,0 +1,225 @@
+//! The lease's wire protocol as data: what the machine asks for ([`Command`]), what comes
+//! back ([`Reply`]), what a standby sees ([`Record`]), and the parsing of the Lua scripts'
+//! replies (`src/scripts/lease_*.lua`). No IO here and no decisions.
+
+use redis::Value;
+
+/// Monotonic nanoseconds of one instance's clock (never compared across instances).
+pub type Nanos = u64;
+
+/// The lease record (`bot:{bot}:lease_record`) as one observation saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// No record: an empty Redis, or one that lost the record (flush, eviction, restart).
+    Absent,
+    /// Given up by its holder (`token` is empty); `seq` makes this release unique.
+    Released { seq: u64, epoch: u64 },
+    /// Held or claimed by `token`; `seq` moves on every renewal; `deadline_ms` is the
+    /// holder's declared self-demotion deadline.
+    Held {
+        token: String,
+        seq: u64,
+        deadline_ms: u64,
+        epoch: u64,
+    },
+}
+
+impl Record {
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Record::Absent => 0,
+            Record::Released { epoch, .. } | Record::Held { epoch, .. } => *epoch,
+        }
+    }
+
+    /// What a take must find for it to happen (compare-and-set on the whole record).
+    pub fn expectation(&self) -> Expect {
+        match self {
+            Record::Absent => Expect::Absent,
+            Record::Released { seq, .. } => Expect::Record {
+                token: String::new(),
+                seq: *seq,
+            },
+            Record::Held { token, seq, .. } => Expect::Record {
+                token: token.clone(),
+                seq: *seq,
+            },
+        }
+    }
+}
+
+/// The record a take expects to replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Absent,
+    Record { token: String, seq: u64 },
+}
+
+/// Work the machine wants done on Redis; `id` comes back with the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Read the lease record (`HMGET`); `presence` also records this instance among the
+    /// live ones.
+    Observe { id: u64, presence: bool },
+    /// Renew `token` if the lock key and the record still carry it; `refresh` also resets
+    /// the lock key's TTL and writes the heartbeat and presence.
+    Renew {
+        id: u64,
+        token: String,
+        refresh: bool,
+    },
+    /// Replace the record found as `expect` with `token` (claim or take-over), handing out
+    /// an epoch above `floor_epoch`.
+    Take {
+        id: u64,
+        expect: Expect,
+        token: String,
+        floor_epoch: u64,
+        deadline_ms: u64,
+    },
+    /// Give `token` up if it is still the record's, and announce it unless `quiet`.
+    Release { id: u64, token: String, quiet: bool },
+}
+
+impl Command {
+    pub fn id(&self) -> u64 {
+        match self {
+            Command::Observe { id, .. }
+            | Command::Renew { id, .. }
+            | Command::Take { id, .. }
+            | Command::Release { id, .. } => *id,
+        }
+    }
+}
+
+/// What a command's round trip gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Observed(Record),
+    Renewed {
+        seq: u64,
+    },
+    /// The lock key or the record no longer carries the token.
+    RenewRefused,
+    Taken {
+        epoch: u64,
+    },
+    /// The record was no longer what the take expected.
+    TakeRefused,
+    Released {
+        released: bool,
+    },
+    /// An error or a timeout: the command may or may not have run.
+    Failed,
+}
+
+/// Messages on the lease channel (`bot:{bot}:lease`).
+pub const RELEASED_NOTICE: &str = "released";
+pub use crate::keys::HANDOVER_REQUEST;
+
+pub fn parse_record(fields: &[Value]) -> redis::RedisResult<Record> {
+    let text = |i: usize| -> redis::RedisResult<Option<String>> {
+        match fields.get(i) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(value) => Ok(Some(redis::from_redis_value_ref::<String>(value)?)),
+        }
+    };
+    let number = |i: usize| -> redis::RedisResult<u64> {
+        Ok(text(i)?.and_then(|t| t.parse::<u64>().ok()).unwrap_or(0))
+    };
+    let Some(token) = text(0)? else {
+        return Ok(Record::Absent);
+    };
+    let (seq, deadline_ms, epoch) = (number(1)?, number(2)?, number(3)?);
+    if token.is_empty() {
+        return Ok(Record::Released { seq, epoch });
+    }
+    Ok(Record::Held {
+        token,
+        seq,
+        deadline_ms,
+        epoch,
+    })
+}
+
+/// The fields [`parse_record`] reads, in order.
+pub const RECORD_FIELDS: [&str; 4] = ["token", "seq", "deadline_ms", "epoch"];
+
+/// `lease_renew.lua`: `{1, seq}` renewed, `{0}` refused.
+pub fn parse_renew(reply: &[Value]) -> redis::RedisResult<Reply> {
+    match reply {
+        [code, seq] if int(code)? == 1 => Ok(Reply::Renewed {
+            seq: int(seq)?.unsigned_abs(),
+        }),
+        [code, ..] if int(code)? == 0 => Ok(Reply::RenewRefused),
+        _ => Err(unexpected("lease renewal")),
+    }
+}
+
+/// `lease_take.lua`: `{1, epoch}` taken, `{0}` refused.
+pub fn parse_take(reply: &[Value]) -> redis::RedisResult<Reply> {
+    match reply {
+        [code, epoch] if int(code)? == 1 => Ok(Reply::Taken {
+            epoch: int(epoch)?.unsigned_abs(),
+        }),
+        [code, ..] if int(code)? == 0 => Ok(Reply::TakeRefused),
+        _ => Err(unexpected("lease take")),
+    }
+}
+
+fn int(value: &Value) -> redis::RedisResult<i64> {
+    Ok(redis::from_redis_value_ref::<i64>(value)?)
+}
+
+fn unexpected(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "unexpected reply from a lease script",
+        what.to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn records_parse_into_their_three_shapes() {
+        assert_eq!(
+            parse_record(&[Value::Nil, Value::Nil, Value::Nil, Value::Nil]).unwrap(),
+            Record::Absent
+        );
+        assert_eq!(
+            parse_record(&[bulk(""), bulk("7"), Value::Nil, bulk("3")]).unwrap(),
+            Record::Released { seq: 7, epoch: 3 }
+        );
+        assert_eq!(
+            parse_record(&[bulk("h:1:ab"), bulk("2"), bulk("300"), bulk("9")]).unwrap(),
+            Record::Held {
+                token: "h:1:ab".into(),
+                seq: 2,
+                deadline_ms: 300,
+                epoch: 9
+            }
+        );
+    }
+
+    #[test]
+    fn script_replies_parse_or_fail_clearly() {
+        assert_eq!(
+            parse_renew(&[Value::Int(1), Value::Int(5)]).unwrap(),
+            Reply::Renewed { seq: 5 }
+        );
+        assert_eq!(parse_renew(&[Value::Int(0)]).unwrap(), Reply::RenewRefused);
+        assert_eq!(
+            parse_take(&[Value::Int(1), Value::Int(12)]).unwrap(),
+            Reply::Taken { epoch: 12 }
+        );
+        assert_eq!(parse_take(&[Value::Int(0)]).unwrap(), Reply::TakeRefused);
+        assert!(parse_take(&[]).is_err());
+    }
+}
