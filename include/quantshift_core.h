@@ -316,10 +316,11 @@ quantshift_status quantshift_options_builder_new(const struct quantshift_options
                                                  struct quantshift_options_builder **out);
 
 /**
- * Seen-death failover (CONTRACT §2), default true: the primary keeps a liveness
- * connection that Redis can vouch for, and a standby takes the lease shortly after Redis
- * sees it close, without waiting for `lock_ttl_ms`. false: failover waits for the lease to
- * expire. Managers made with `quantshift_manager_new` (v1 options) get the default.
+ * Fast failover (CONTRACT §2), default true: the primary renews every 100 ms and a
+ * standby takes over about 0.3-0.5 s after it stops renewing, on any Redis. false:
+ * renewals every `lock_ttl_ms / 3`, and a standby takes over `renew_deadline_ms` (plus a
+ * clock margin) after the last one. Managers made with `quantshift_manager_new` (v1
+ * options) get the default.
  *
  * Errors: `NULL_ARGUMENT` (`builder`).
  *
@@ -328,6 +329,18 @@ quantshift_status quantshift_options_builder_new(const struct quantshift_options
  */
 quantshift_status quantshift_options_builder_set_fast_failover(struct quantshift_options_builder *builder,
                                                                bool enabled);
+
+/**
+ * With fast failover: how long (ms, default 200) a Redis stall or network blip may last
+ * without moving the lease; failover takes as much longer.
+ *
+ * Errors: `NULL_ARGUMENT` (`builder`), `INVALID_INPUT` (0).
+ *
+ * # Safety
+ * `builder` is NULL or a live builder from `quantshift_options_builder_new`.
+ */
+quantshift_status quantshift_options_builder_set_failover_tolerance_ms(struct quantshift_options_builder *builder,
+                                                                       uint64_t tolerance_ms);
 
 /**
  * Frees a builder. NULL is accepted and ignored. Managers made from it are unaffected.

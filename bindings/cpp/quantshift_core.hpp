@@ -125,6 +125,8 @@ class Options {
   // Seen-death failover (default true); false: failover waits for the lease to expire.
   Options &fast_failover(bool enabled) { fast_failover_ = enabled; return *this; }
   bool fast_failover() const noexcept { return fast_failover_; }
+  Options &failover_tolerance_ms(std::uint64_t ms) { failover_tolerance_ms_ = ms; return *this; }
+  std::uint64_t failover_tolerance_ms() const noexcept { return failover_tolerance_ms_; }
 
   // The C struct, pointing into this object's strings: valid while it lives, unchanged.
   quantshift_options raw() const {
@@ -139,6 +141,7 @@ class Options {
   std::optional<std::string> redis_url_;
   quantshift_options raw_{};
   bool fast_failover_ = true;
+  std::uint64_t failover_tolerance_ms_ = 200;
 };
 
 // One bot instance's state, positions and primary/standby role in Redis. Move-only; the
@@ -157,6 +160,8 @@ class Manager {
     quantshift_options_builder *builder = nullptr;
     detail::check(quantshift_options_builder_new(&raw, &builder));
     quantshift_status status = quantshift_options_builder_set_fast_failover(builder, options.fast_failover());
+    if (status == QUANTSHIFT_STATUS_OK)
+      status = quantshift_options_builder_set_failover_tolerance_ms(builder, options.failover_tolerance_ms());
     if (status == QUANTSHIFT_STATUS_OK) status = quantshift_manager_new_with_builder(builder, &handle_);
     quantshift_options_builder_free(builder);
     detail::check(status);

@@ -43,6 +43,7 @@ class StateManager(_core.StateManager):
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
         fast_failover: bool = True,
+        failover_tolerance: float = 0.2,
     ) -> None: ...
     @property
     def redis_client(self) -> redis.Redis: ...

@@ -67,6 +67,7 @@ class StateManager:
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
         fast_failover: bool = True,
+        failover_tolerance: float = 0.2,
     ) -> Self: ...
     @property
     def bot_name(self) -> str: ...

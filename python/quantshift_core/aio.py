@@ -118,6 +118,7 @@ class AsyncStateManager:
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
         fast_failover: bool = True,
+        failover_tolerance: float = 0.2,
     ) -> None:
         self._bot_name = bot_name
         self._redis_url = redis_url
@@ -134,6 +135,7 @@ class AsyncStateManager:
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
             fast_failover=fast_failover,
+            failover_tolerance=failover_tolerance,
         )
         self._install_signal_handlers = bool(install_signal_handlers)
         self._shutdown_timeout = float(shutdown_timeout)

@@ -44,6 +44,7 @@ class AsyncStateManager:
         connect_timeout: float = 2.0,
         command_timeout: float = 2.0,
         fast_failover: bool = True,
+        failover_tolerance: float = 0.2,
     ) -> None: ...
     @classmethod
     async def create(
@@ -64,6 +65,7 @@ class AsyncStateManager:
         connect_timeout: float = ...,
         command_timeout: float = ...,
         fast_failover: bool = ...,
+        failover_tolerance: float = ...,
     ) -> AsyncStateManager: ...
     async def start(self) -> None: ...
     def _manager(self) -> StateManager: ...

@@ -216,10 +216,11 @@ pub unsafe extern "C" fn quantshift_options_builder_new(
     })
 }
 
-/// Seen-death failover (CONTRACT §2), default true: the primary keeps a liveness
-/// connection that Redis can vouch for, and a standby takes the lease shortly after Redis
-/// sees it close, without waiting for `lock_ttl_ms`. false: failover waits for the lease to
-/// expire. Managers made with `quantshift_manager_new` (v1 options) get the default.
+/// Fast failover (CONTRACT §2), default true: the primary renews every 100 ms and a
+/// standby takes over about 0.3-0.5 s after it stops renewing, on any Redis. false:
+/// renewals every `lock_ttl_ms / 3`, and a standby takes over `renew_deadline_ms` (plus a
+/// clock margin) after the last one. Managers made with `quantshift_manager_new` (v1
+/// options) get the default.
 ///
 /// Errors: `NULL_ARGUMENT` (`builder`).
 ///
@@ -235,6 +236,30 @@ pub unsafe extern "C" fn quantshift_options_builder_set_fast_failover(
         // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
         let builder = unsafe { &mut *builder };
         builder.config.fast_failover = enabled;
+        Ok(())
+    })
+}
+
+/// With fast failover: how long (ms, default 200) a Redis stall or network blip may last
+/// without moving the lease; failover takes as much longer.
+///
+/// Errors: `NULL_ARGUMENT` (`builder`), `INVALID_INPUT` (0).
+///
+/// # Safety
+/// `builder` is NULL or a live builder from `quantshift_options_builder_new`.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_set_failover_tolerance_ms(
+    builder: *mut quantshift_options_builder,
+    tolerance_ms: u64,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(builder);
+        if tolerance_ms == 0 {
+            return Err(FfiError::invalid("failover_tolerance_ms must be positive".to_owned()));
+        }
+        // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
+        let builder = unsafe { &mut *builder };
+        builder.config.failover_tolerance = std::time::Duration::from_millis(tolerance_ms);
         Ok(())
     })
 }

@@ -330,14 +330,23 @@ impl Machine {
                     self.watch = None;
                 }
                 Reply::Taken { .. } => self.releases.push((token, true)),
-                Reply::Failed => self.next_look = now + self.params.retry_interval,
+                Reply::Failed => {
+                    // Whatever failed (a restart behind a proxy?) may have touched the data.
+                    self.watch = None;
+                    self.next_look = now + self.params.retry_interval;
+                }
                 _ => self.next_look = now,
             }
             return;
         }
         match (pending, reply) {
             (Some(Pending::Observe), Reply::Observed(record)) => self.on_observed(now, record),
-            (Some(Pending::Observe), _) => self.next_look = now + self.params.retry_interval,
+            (Some(Pending::Observe), _) => {
+                self.watch = None;
+                self.plan = None;
+                self.saw_held_on_connection = false;
+                self.next_look = now + self.params.retry_interval;
+            }
             _ => {}
         }
     }

@@ -136,6 +136,7 @@ impl PyStateManager {
         connect_timeout = 2.0,
         command_timeout = 2.0,
         fast_failover = true,
+        failover_tolerance = 0.2,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -155,6 +156,7 @@ impl PyStateManager {
         connect_timeout: f64,
         command_timeout: f64,
         fast_failover: bool,
+        failover_tolerance: f64,
     ) -> PyResult<Self> {
         // Signals are Python's business here (the subclass in quantshift_core installs them).
         let _ = install_signal_handlers;
@@ -169,7 +171,8 @@ impl PyStateManager {
             .connect_timeout(seconds(py, "connect_timeout", connect_timeout)?)
             .command_timeout(seconds(py, "command_timeout", command_timeout)?)
             .install_signal_handlers(false)
-            .fast_failover(fast_failover);
+            .fast_failover(fast_failover)
+            .failover_tolerance(seconds(py, "failover_tolerance", failover_tolerance)?);
         if let Some(url) = redis_url {
             config = config.redis_url(url);
         }
@@ -181,8 +184,8 @@ impl PyStateManager {
         }
         let redacted_url = redact_url(&config.effective_url());
         let client_config = config.clone();
-        // The core takes a free lease before returning (attempts serialized with its lease
-        // thread), so the seed's usage can save state right away.
+        // The core settles the role before returning (a free lease is primary after the
+        // take-over wait), so the seed's usage can save state right away.
         let core = detached(py, || {
             let core = StateManager::new(config)?;
             Ok(core)
