@@ -139,10 +139,18 @@ impl StateManager {
         // seed's usage saves state right after construction): a lease nobody holds is
         // primary after the take-over wait. Not settled in time only means the lease thread
         // keeps trying.
+        // With fast failover off that wait is `renew_deadline` long: only the first look then.
+        let takeover_wait = crate::lease::takeover_wait(&inner.config);
+        let short = takeover_wait <= Duration::from_secs(2);
         inner.lease.settle(
             inner.config.connect_timeout
                 + 3 * inner.config.command_timeout.min(Duration::from_secs(1))
-                + 2 * crate::lease::takeover_wait(&inner.config),
+                + if short {
+                    2 * takeover_wait
+                } else {
+                    Duration::ZERO
+                },
+            short,
         );
         if inner.config.install_signal_handlers {
             let target: Weak<dyn Shutdown> = Arc::downgrade(&inner) as Weak<dyn Shutdown>;

@@ -255,7 +255,9 @@ pub unsafe extern "C" fn quantshift_options_builder_set_failover_tolerance_ms(
     boundary(|| {
         ensure_non_null!(builder);
         if tolerance_ms == 0 {
-            return Err(FfiError::invalid("failover_tolerance_ms must be positive".to_owned()));
+            return Err(FfiError::invalid(
+                "failover_tolerance_ms must be positive".to_owned(),
+            ));
         }
         // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
         let builder = unsafe { &mut *builder };

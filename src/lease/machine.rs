@@ -211,6 +211,11 @@ impl Machine {
         }
     }
 
+    /// Whether the lease record has been read at least once.
+    pub fn looked(&self) -> bool {
+        self.last_seen.is_some()
+    }
+
     /// Whether the first look settled the role: primary, or someone else holds the lease.
     pub fn settled(&self) -> bool {
         match &self.holding {

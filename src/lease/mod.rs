@@ -260,10 +260,19 @@ impl Lease {
     /// is primary, or another instance holds the lease. An instance that claims a lease
     /// nobody holds is primary only after the take-over wait, which this covers, so a sole
     /// instance can write as soon as it is built.
-    pub fn settle(&self, timeout: Duration) {
+    /// With `wait_for_claim` false it only waits for the first look (a long take-over wait,
+    /// fast failover off).
+    pub fn settle(&self, timeout: Duration, wait_for_claim: bool) {
         let give_up = Instant::now() + timeout;
         let mut machine = self.machine.lock();
-        while !machine.settled() && !self.stopping.load(Ordering::Acquire) {
+        let done = |machine: &Machine| {
+            if wait_for_claim {
+                machine.settled()
+            } else {
+                machine.looked()
+            }
+        };
+        while !done(&machine) && !self.stopping.load(Ordering::Acquire) {
             if Instant::now() >= give_up {
                 return;
             }
