@@ -277,7 +277,8 @@ fn status_shows_primary_standbys_and_the_check_exit_codes() {
     assert_eq!(bot["primary"], a_id.as_str());
     assert_eq!(bot["standbys"], json!([b_id]));
     assert_eq!(bot["health"], "ok");
-    assert_eq!(bot["epoch"], 1);
+    // Epochs carry the server's time in ms (they never go backwards, even after a flush).
+    assert!(bot["epoch"].as_u64().unwrap() > 1_000_000_000_000);
     assert_eq!(
         bot["positions"], 1,
         "the child bot writes the position TICK"
@@ -325,7 +326,7 @@ fn status_shows_primary_standbys_and_the_check_exit_codes() {
     assert!(wait_for(Duration::from_secs(10), || b.has_line("primary")));
     let run = tool(&["--url", &url, "status", "alpha", "--json"]);
     assert_eq!(json_of(&run)["bots"][0]["primary"], b_id.as_str());
-    assert_eq!(json_of(&run)["bots"][0]["epoch"], 2);
+    assert!(json_of(&run)["bots"][0]["epoch"].as_u64() > bot["epoch"].as_u64());
 }
 
 #[test]
@@ -462,11 +463,14 @@ fn handover_between_two_bot_processes() {
             )),
             "{run:?}"
         );
-        assert!(
-            run.stdout
-                .contains(&format!("new primary: {} (epoch {})", to.1, epoch + 1)),
-            "{run:?}"
-        );
+        let new_epoch: u64 = run
+            .stdout
+            .split(&format!("new primary: {} (epoch ", to.1))
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no new primary line: {run:?}"));
+        assert!(new_epoch > epoch, "{run:?}");
         let took = handover_millis(&run);
         assert!(took > 0.0 && took < 1000.0, "round {round}: {took} ms");
         times.push(took);
@@ -488,7 +492,7 @@ fn handover_between_two_bot_processes() {
         }));
         let now = inspector.status("relay").unwrap();
         assert_eq!(now.holder.as_deref(), Some(to.1));
-        assert_eq!(now.epoch, Some(epoch + 1));
+        assert_eq!(now.epoch, Some(new_epoch));
         std::mem::swap(&mut from, &mut to);
         // The old primary leaves the lease alone for one TTL before it competes again.
         std::thread::sleep(Duration::from_millis(TTL_MS + 300));
@@ -506,6 +510,8 @@ fn handover_refuses_without_a_standby_unless_forced() {
 
     let a = primary_bot(&server, "solo");
     let a_id = instance_id(&a);
+    let solo_epoch = inspector(&server).status("solo").unwrap().epoch;
+    assert!(solo_epoch.is_some());
     let refused = tool(&["--url", &url, "handover", "solo"]);
     assert_eq!(refused.code, Some(4), "{refused:?}");
     assert!(
@@ -516,7 +522,7 @@ fn handover_refuses_without_a_standby_unless_forced() {
     let inspector = inspector(&server);
     let status = inspector.status("solo").unwrap();
     assert_eq!(status.holder.as_deref(), Some(a_id.as_str()));
-    assert_eq!(status.epoch, Some(1));
+    assert_eq!(status.epoch, solo_epoch);
     assert!(!since_promotion(&a).iter().any(|l| l.contains(" false ")));
 
     // --force sends it anyway: the primary steps down, nobody else takes over, and after one
@@ -545,7 +551,7 @@ fn handover_refuses_without_a_standby_unless_forced() {
         .status("solo")
         .unwrap()
         .epoch
-        == Some(2)));
+        > solo_epoch));
     assert_eq!(
         inspector.status("solo").unwrap().holder.as_deref(),
         Some(a_id.as_str())
@@ -883,7 +889,7 @@ fn the_lease_holder_read_matches_the_status() {
     let status = inspector.status("lh").unwrap();
     assert_eq!((status.holder, status.epoch), (holder, epoch));
     a.close().unwrap();
-    assert_eq!(inspector.lease_holder("lh").unwrap(), (None, Some(1)));
+    assert_eq!(inspector.lease_holder("lh").unwrap(), (None, epoch));
     let err = inspector.lease_holder("l:h").unwrap_err();
     assert_eq!(err.kind(), quantshift_core::ErrorKind::InvalidInput);
 }
@@ -1089,7 +1095,7 @@ fn a_status_is_one_script_call_also_after_a_script_flush() {
         assert_eq!(status.positions, 2);
         assert_eq!(status.holder.as_deref(), Some("host:7"));
         assert!(status.lease_ttl.unwrap() > Duration::from_secs(50));
-        assert_eq!(status.epoch, Some(1));
+        assert!(status.epoch.unwrap() > 1_000_000_000_000);
         assert!(status.state_age.is_some() && status.heartbeat_age.is_some());
         let calls = command_calls(&mut server.connection());
         let reads = if flush { 2 } else { 1 };
