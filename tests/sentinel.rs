@@ -820,9 +820,14 @@ fn writes_without_their_replica_raise_not_replicated_within_wait_timeout() {
         .command_timeout(Duration::from_millis(500))
         .wait_replicas(1)
         .wait_timeout(wait_timeout)
+        // Renewals need the replica too: a lease that outlives its loss long enough to see
+        // the writes refused for want of it (with the default tolerance the primary would be
+        // standby 0.3 s after the replica went, and writes refused as NotPrimary).
+        .failover_tolerance(Duration::from_secs(3))
         .install_signal_handlers(false);
     let manager = StateManager::new(config).unwrap();
-    assert!(manager.wait_until_primary(Some(Duration::from_secs(5))));
+    // A first start claims the empty record and leads after the take-over wait (3.2 s here).
+    assert!(manager.wait_until_primary(Some(Duration::from_secs(10))));
     // Confirmed while the replica is there.
     manager
         .save_position("AAPL", &mut obj(json!({"quantity": 1})))
@@ -1026,7 +1031,7 @@ fn a_lease_lost_in_the_failover_demotes_the_primary() {
     // connection closes); without it, once it finds its token missing on the new master.
     let (at, reason) = demoted.lock().unwrap()[0].clone();
     assert!(
-        reason.contains("Redis failover") || reason.contains("vouches for this primary"),
+        reason.contains("renew deadline") || reason.contains("taken over or lost"),
         "{reason}"
     );
     if !a.is_primary() {
@@ -1096,16 +1101,34 @@ fn sentinel_child() {
     let bot = std::env::var("QS_SENTINEL_CHILD_BOT").unwrap();
     let manager =
         StateManager::new(ha_config(&url, &bot, 1).lock_ttl(SWITCH_LOCK_TTL)).expect("child");
-    let mut last = None;
     let give_up = Instant::now() + Duration::from_secs(60);
+    // Every sample, so a freeze shows as a gap (the process says nothing while stopped).
     while Instant::now() < give_up {
+        let at = mono_ns();
         let primary = manager.is_primary();
-        if last != Some(primary) {
-            println!("role {} {primary}", mono_ns());
-            last = Some(primary);
-        }
+        println!("role {at} {primary}");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Every sample `(mono ns, is_primary)` of one instance → the intervals in which it said
+/// primary: runs of primary samples, each ending at its last primary sample (a frozen process
+/// takes no samples: a gap over 20 ms ends a run too).
+fn sampled_intervals(samples: &[(u64, bool)]) -> Vec<(u64, u64)> {
+    let mut intervals = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    for &(at, primary) in samples {
+        match (primary, run) {
+            (true, Some((from, last))) if at - last <= 20_000_000 => run = Some((from, at)),
+            (true, _) => {
+                intervals.extend(run);
+                run = Some((at, at));
+            }
+            (false, _) => intervals.extend(run.take()),
+        }
+    }
+    intervals.extend(run);
+    intervals
 }
 
 /// Role changes `(mono ns, is_primary)` of one instance → the intervals it said primary.
@@ -1128,15 +1151,12 @@ fn primary_intervals(changes: &[(u64, bool)], end: u64) -> Vec<(u64, u64)> {
     intervals
 }
 
-/// The primary (a child process) is frozen, then the Sentinels switch masters. On the new
-/// master the holder's liveness channel has no subscriber (subscriptions do not replicate),
-/// but it was registered on the former master: that is not a seen death, so the standby does
-/// not take the lease (the TTL path applies) while the holder is frozen. After SIGCONT, never
-/// two primaries, and one leads again. `wait_replicas = 1` (two replicas, so the promoted
-/// master has one at once): the standby does not hold off `lock_ttl` after the switch
-/// for want of replication, so only the liveness rule keeps it off.
+/// The primary (a child process) is frozen, then the Sentinels switch masters. The standby
+/// takes over once the holder's record stopped moving for the take-over wait (on the new
+/// master too: `wait_replicas = 1` replicated it). After SIGCONT, never two primaries, and one
+/// leads again.
 #[test]
-fn a_master_switch_never_counts_a_frozen_holder_as_dead() {
+fn a_master_switch_while_the_holder_is_frozen_never_makes_two_primaries() {
     let cluster = Cluster::start(2);
     let url = cluster.url();
     let bot = "ha-frozen-switch";
@@ -1241,22 +1261,12 @@ fn a_master_switch_never_counts_a_frozen_holder_as_dead() {
     let _ = reader.join();
     let child_changes = changes.lock().unwrap().clone();
 
+    // A frozen holder is replaced after the take-over wait (it stops renewing), the master
+    // switch or not; what must never happen is an overlap with it when it wakes.
     let standby_led = primary_intervals(&standby_changes, end);
-    let early: Vec<_> = standby_led
-        .iter()
-        .filter(|(from, _)| *from < thawed_at)
-        .collect();
-    assert!(
-        early.is_empty(),
-        "the standby led while the holder was frozen, {:?} after the freeze (switch after \
-         {switched_after:?}): liveness from the former master counted as a death",
-        early
-            .iter()
-            .map(|(from, _)| Duration::from_nanos(from - frozen_at))
-            .collect::<Vec<_>>()
-    );
+    let _ = thawed_at;
     let mut overlap = 0;
-    for (a_from, a_to) in primary_intervals(&child_changes, end) {
+    for (a_from, a_to) in sampled_intervals(&child_changes) {
         for (b_from, b_to) in &standby_led {
             overlap += a_to.min(*b_to).saturating_sub(a_from.max(*b_from));
         }
