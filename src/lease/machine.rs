@@ -152,6 +152,7 @@ pub struct Machine {
     events: Vec<Event>,
     stopping: bool,
     warned_mixed: bool,
+    warned_foreign: bool,
     /// The record of the last look, if any.
     last_seen: Option<Record>,
     /// The current connection has shown a held record: a release seen after it happened
@@ -182,6 +183,7 @@ impl Machine {
             events: Vec::new(),
             stopping: false,
             warned_mixed: false,
+            warned_foreign: false,
             last_seen: None,
             saw_held_on_connection: false,
         }
@@ -335,6 +337,18 @@ impl Machine {
                     self.watch = None;
                 }
                 Reply::Taken { .. } => self.releases.push((token, true)),
+                Reply::TakeBlocked => {
+                    if !self.warned_foreign {
+                        self.warned_foreign = true;
+                        log::warn!(
+                            "{}: the lock key is held by a token the lease record does not name \
+                             (an instance of the predecessor, or a lock set by hand): waiting for \
+                             it to expire",
+                            self.instance_id
+                        );
+                    }
+                    self.next_look = now + self.params.poll_interval;
+                }
                 Reply::Failed => {
                     // Whatever failed (a restart behind a proxy?) may have touched the data.
                     self.watch = None;

@@ -106,6 +106,8 @@ pub enum Reply {
     },
     /// The record was no longer what the take expected.
     TakeRefused,
+    /// The lock key carries a token the record does not name: wait for it to expire.
+    TakeBlocked,
     Released {
         released: bool,
     },
@@ -156,13 +158,14 @@ pub fn parse_renew(reply: &[Value]) -> redis::RedisResult<Reply> {
     }
 }
 
-/// `lease_take.lua`: `{1, epoch}` taken, `{0}` refused.
+/// `lease_take.lua`: `{1, epoch}` taken, `{0}` refused, `{2}` blocked by a foreign lock.
 pub fn parse_take(reply: &[Value]) -> redis::RedisResult<Reply> {
     match reply {
         [code, epoch] if int(code)? == 1 => Ok(Reply::Taken {
             epoch: int(epoch)?.unsigned_abs(),
         }),
         [code, ..] if int(code)? == 0 => Ok(Reply::TakeRefused),
+        [code, ..] if int(code)? == 2 => Ok(Reply::TakeBlocked),
         _ => Err(unexpected("lease take")),
     }
 }

@@ -7,12 +7,18 @@
 -- seq ARGV[3]; ARGV[4] new token, ARGV[5] lock ttl (ms), ARGV[6] the taker's deadline (ms),
 -- ARGV[7] the highest epoch the caller has seen, ARGV[8] heartbeat value, ARGV[9] heartbeat
 -- ttl (ms), ARGV[10] instance id.
--- Returns {1, epoch} when taken, {0} when the record is no longer what the caller saw.
+-- Returns {1, epoch} when taken, {0} when the record is no longer what the caller saw, {2}
+-- when the lock key carries a token the record does not name (a holder that keeps no record,
+-- such as the predecessor library, or a lock set by hand): never taken from, it must expire.
 local record = redis.call('HMGET', KEYS[3], 'token', 'seq')
 if ARGV[1] == '0' then
   if record[1] then return {0} end
 elseif record[1] ~= ARGV[2] or (tonumber(record[2]) or 0) ~= tonumber(ARGV[3]) then
   return {0}
+end
+local lock = redis.call('GET', KEYS[1])
+if lock and lock ~= ARGV[2] then
+  return {2}
 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
