@@ -10,6 +10,17 @@
 //! - `Drop`: connections are accepted and read, but nothing is forwarded: a partition the
 //!   client does not notice (it times out). Back in `Pass`, what was held is delivered late,
 //!   as TCP does when a partition heals: a write the client gave up on may still land.
+//! - `Blackhole(dir)`: one direction only is held (never delivered while the mode lasts),
+//!   the other flows. `ToRedis`: Redis never hears the bot (its commands vanish, nothing is
+//!   executed); `ToBot`: Redis executes every command but the replies vanish (writes land
+//!   unacknowledged). The harness ends it either with `Pass` (what was held arrives late) or
+//!   with `Cut` first (the held bytes are dropped for good and the connections reset, as when
+//!   TCP gives up on a one-way partition).
+//! - `HalfClose`: every open connection has its Redis side closed (Redis sees the client
+//!   go away) while its bot side stays open and silent: bytes from the bot are swallowed,
+//!   nothing comes back, no EOF, no reset. New connections are accepted and treated the same
+//!   (no Redis side at all). Those connections stay half-closed after the mode ends: only
+//!   the bot giving up on them (its own timeouts) gets it out; new connections pass again.
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -19,18 +30,31 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// One direction of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Bot → Redis (commands).
+    ToRedis,
+    /// Redis → bot (replies, pushes).
+    ToBot,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Pass,
     Cut,
     Delay(Duration),
     Drop,
+    Blackhole(Dir),
+    HalfClose,
 }
 
 struct Shared {
     mode: Mutex<Mode>,
     /// Bumped by every cut: connections of an older generation close themselves.
     generation: AtomicU64,
+    /// Bumped by every half-close: connections opened before it lose their Redis side.
+    half_closes: AtomicU64,
     stop: AtomicBool,
     upstream: SocketAddr,
 }
@@ -41,6 +65,9 @@ impl Shared {
     }
     fn alive(&self, generation: u64) -> bool {
         !self.stop.load(Ordering::Acquire) && self.generation.load(Ordering::Acquire) == generation
+    }
+    fn half_closed(&self, opened_at: u64) -> bool {
+        self.half_closes.load(Ordering::Acquire) != opened_at
     }
 }
 
@@ -61,6 +88,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             mode: Mutex::new(Mode::Pass),
             generation: AtomicU64::new(0),
+            half_closes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             upstream: SocketAddr::from(([127, 0, 0, 1], upstream_port)),
         });
@@ -76,14 +104,16 @@ impl Proxy {
         }
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
     pub fn set_mode(&self, mode: Mode) {
         let mut current = self.shared.mode.lock().unwrap();
-        if mode == Mode::Cut {
-            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        match mode {
+            Mode::Cut => {
+                self.shared.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            Mode::HalfClose => {
+                self.shared.half_closes.fetch_add(1, Ordering::AcqRel);
+            }
+            _ => {}
         }
         *current = mode;
     }
@@ -102,12 +132,21 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::Acquire) {
         match listener.accept() {
             Ok((client, _)) => {
-                if shared.mode() == Mode::Cut {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
                 let _ = client.set_nonblocking(false);
                 let generation = shared.generation.load(Ordering::Acquire);
+                match shared.mode() {
+                    Mode::Cut => {
+                        let _ = client.shutdown(Shutdown::Both);
+                        continue;
+                    }
+                    Mode::HalfClose => {
+                        let shared = Arc::clone(&shared);
+                        std::thread::spawn(move || swallow(client, &shared, generation));
+                        continue;
+                    }
+                    _ => {}
+                }
+                let half_closes = shared.half_closes.load(Ordering::Acquire);
                 let Ok(server) =
                     TcpStream::connect_timeout(&shared.upstream, Duration::from_millis(500))
                 else {
@@ -116,10 +155,15 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                for (from, to) in [(&client, &server), (&server, &client)] {
+                for (from, to, dir) in [
+                    (&client, &server, Dir::ToRedis),
+                    (&server, &client, Dir::ToBot),
+                ] {
                     let (from, to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
                     let shared = Arc::clone(&shared);
-                    std::thread::spawn(move || pump(from, to, shared, generation));
+                    std::thread::spawn(move || {
+                        pump(from, to, dir, shared, generation, half_closes)
+                    });
                 }
             }
             Err(err) if err.kind() == IoErrorKind::WouldBlock => {
@@ -130,6 +174,22 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// The bot side of a half-closed connection: read and drop everything, answer nothing, until
+/// the bot closes it (or a cut, or the proxy stops).
+fn swallow(mut client: TcpStream, shared: &Shared, generation: u64) {
+    let _ = client.set_read_timeout(Some(TICK));
+    let mut buf = vec![0u8; 64 * 1024];
+    while shared.alive(generation) {
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+}
+
 enum Chunk {
     Data(Instant, Vec<u8>),
     Eof,
@@ -137,7 +197,14 @@ enum Chunk {
 
 /// One direction of one connection: a reader thread timestamps chunks as they arrive, this
 /// thread delivers them when the mode allows.
-fn pump(from: TcpStream, to: TcpStream, shared: Arc<Shared>, generation: u64) {
+fn pump(
+    from: TcpStream,
+    to: TcpStream,
+    dir: Dir,
+    shared: Arc<Shared>,
+    generation: u64,
+    half_closes: u64,
+) {
     let (sender, receiver) = mpsc::channel::<Chunk>();
     let reader_shared = Arc::clone(&shared);
     let mut reader = from.try_clone().unwrap();
@@ -173,7 +240,28 @@ fn pump(from: TcpStream, to: TcpStream, shared: Arc<Shared>, generation: u64) {
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     };
+    // Half-closed: the Redis side goes, the bot side stays open and silent. Returns whether
+    // this direction keeps going (swallowing what the bot sends).
+    let half_close = |to: &TcpStream| -> bool {
+        match dir {
+            Dir::ToRedis => {
+                let _ = to.shutdown(Shutdown::Both);
+                true
+            }
+            Dir::ToBot => {
+                let _ = from.shutdown(Shutdown::Both);
+                false
+            }
+        }
+    };
+    let mut swallowing = false;
     'outer: loop {
+        if !swallowing && shared.half_closed(half_closes) {
+            if !half_close(&to) {
+                break;
+            }
+            swallowing = true;
+        }
         let chunk = match receiver.recv_timeout(TICK) {
             Ok(chunk) => chunk,
             Err(RecvTimeoutError::Timeout) => {
@@ -188,18 +276,33 @@ fn pump(from: TcpStream, to: TcpStream, shared: Arc<Shared>, generation: u64) {
         let (arrived, data) = match chunk {
             Chunk::Data(arrived, data) => (arrived, data),
             Chunk::Eof => {
+                if swallowing || shared.half_closed(half_closes) {
+                    // The bot closed a half-closed connection (ToRedis), or the Redis side
+                    // we closed reports it (ToBot): the bot hears nothing of it.
+                    if dir == Dir::ToRedis {
+                        close(&to);
+                    }
+                    break;
+                }
                 // Half-close: what was sent still arrives, then EOF.
                 let _ = to.shutdown(Shutdown::Write);
                 break;
             }
         };
+        if swallowing {
+            continue;
+        }
         loop {
             if !shared.alive(generation) {
                 close(&to);
                 break 'outer;
             }
+            if shared.half_closed(half_closes) {
+                // What was in flight is dropped with the Redis side.
+                continue 'outer;
+            }
             match shared.mode() {
-                Mode::Pass => break,
+                Mode::Pass | Mode::HalfClose => break,
                 Mode::Delay(d) => {
                     let due = arrived + d;
                     let now = Instant::now();
@@ -208,7 +311,8 @@ fn pump(from: TcpStream, to: TcpStream, shared: Arc<Shared>, generation: u64) {
                     }
                     std::thread::sleep((due - now).min(TICK));
                 }
-                Mode::Drop | Mode::Cut => std::thread::sleep(TICK),
+                Mode::Blackhole(held) if held != dir => break,
+                Mode::Drop | Mode::Cut | Mode::Blackhole(_) => std::thread::sleep(TICK),
             }
         }
         if to.write_all(&data).is_err() {
@@ -216,5 +320,6 @@ fn pump(from: TcpStream, to: TcpStream, shared: Arc<Shared>, generation: u64) {
             break;
         }
     }
+    drop(receiver);
     let _ = read_thread.join();
 }

@@ -93,6 +93,61 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The URL with a user and password (an ACL user of this server).
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}/0", self.port)
+    }
+
+    /// The name `CONFIG` answers to on this server: the one given by
+    /// `--rename-command CONFIG <name>` among the extra arguments, else `CONFIG` (`None` when
+    /// it was renamed to nothing).
+    pub fn config_command(&self) -> Option<String> {
+        self.renamed("CONFIG")
+    }
+
+    /// The name `command` answers to on this server (see [`config_command`](Self::config_command)).
+    pub fn renamed(&self, command: &str) -> Option<String> {
+        let mut name = Some(command.to_owned());
+        for window in self.extra.windows(3) {
+            if window[0] == "--rename-command" && window[1].eq_ignore_ascii_case(command) {
+                name = (!window[2].is_empty()).then(|| window[2].clone());
+            }
+        }
+        name
+    }
+
+    /// Sets one configuration parameter through [`config_command`](Self::config_command).
+    pub fn config_set(&self, conn: &mut redis::Connection, parameter: &str, value: &str) {
+        let command = self
+            .config_command()
+            .expect("CONFIG renamed to nothing: the harness cannot configure this server");
+        let _: () = redis::cmd(&command)
+            .arg("SET")
+            .arg(parameter)
+            .arg(value)
+            .query(conn)
+            .unwrap_or_else(|err| panic!("{command} SET {parameter} {value}: {err}"));
+    }
+
+    /// The memory Redis has allocated (`MEMORY STATS` `total.allocated`, which works when
+    /// `INFO` is renamed away).
+    pub fn used_memory(&self, conn: &mut redis::Connection) -> Option<u64> {
+        let stats: redis::Value = redis::cmd("MEMORY").arg("STATS").query(conn).ok()?;
+        let items = match stats {
+            redis::Value::Array(items) => items,
+            redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => return None,
+        };
+        items.chunks(2).find_map(|pair| match pair {
+            [redis::Value::BulkString(name), redis::Value::Int(n)]
+                if name.as_slice() == b"total.allocated" =>
+            {
+                u64::try_from(*n).ok()
+            }
+            _ => None,
+        })
+    }
+
     fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
         let client = redis::Client::open(self.url())?;
         let conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
