@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import platform
@@ -106,6 +107,13 @@ def main() -> int:
         ops: dict[str, Callable[[], object]] = {
             "redis-py PING": client.ping,
             "redis-py SET (state-sized value)": lambda: client.set("bench:set", payload),
+            # What the predecessor's heartbeat() sent: the ISO time with a 60 s TTL.
+            "redis-py heartbeat (the predecessor: SET bot:…:heartbeat EX 60)": lambda: client.set(
+                "bot:bench-bot:heartbeat-predecessor",
+                datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                ex=60,
+            ),
+            "heartbeat() (lease renewal + heartbeat + presence, one round trip)": state.heartbeat,
             "quantshift PING (same connection as the operations)": state._ping,
             "save_state (fenced write)": lambda: state.save_state(dict(STATE)),
             "save_position (fenced write)": lambda: state.save_position("AAPL", dict(POSITION)),
@@ -188,8 +196,16 @@ def main() -> int:
         "|---|---|---|",
     ]
     lines += [f"| {name} | {t:.2f} | {u:.1f} µs |" for name, (t, u) in trips.items()]
+    heartbeat = statistics.median(
+        samples["heartbeat() (lease renewal + heartbeat + presence, one round trip)"]
+    )
+    predecessor = statistics.median(
+        samples["redis-py heartbeat (the predecessor: SET bot:…:heartbeat EX 60)"]
+    )
     targets = {
         "is_primary() ≤ 2 µs": is_primary_ns <= 2000,
+        f"heartbeat() ≤ 0.8× the predecessor's ({heartbeat / predecessor:.2f}×)": heartbeat
+        <= 0.8 * predecessor,
         "fenced write (save_state) ≤ 1.15× redis-py PING": statistics.median(
             samples["save_state (fenced write)"]
         )

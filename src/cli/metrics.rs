@@ -22,8 +22,9 @@ use prometheus_client::registry::Registry;
 
 use super::args::MetricsArgs;
 use super::{interrupt_flag, Failure, Outcome, EXIT_ERROR, EXIT_OK, TOOL};
+use crate::error::Error;
 use crate::inspect::warning_kind;
-use crate::{BotStatus, Error, Inspector};
+use crate::inspect::{BotStatus, Inspector};
 
 /// The path Prometheus scrapes; any other answers 404.
 const METRICS_PATH: &str = "/metrics";

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use serde_json::{Map, Value};
 
-use crate::{Error, ErrorKind, Inspector, JsonObject};
+use crate::error::{Error, ErrorKind};
+use crate::inspect::Inspector;
+use crate::positions::JsonObject;
 use args::{Cli, Command};
 use view::{epoch, human_duration, Health};
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::{BotStatus, Error, Inspector, ServerStatus};
+use crate::error::Error;
+use crate::inspect::{BotStatus, Inspector, ServerStatus};
 use serde_json::{Map, Value};
 
 use super::{EXIT_NO_PRIMARY, EXIT_OK, EXIT_STANDBY_MISSING, TOOL};

@@ -126,7 +126,7 @@ pub trait IntoPy<T> {
     fn py_err(self, py: Python<'_>) -> PyResult<T>;
 }
 
-impl<T> IntoPy<T> for crate::Result<T> {
+impl<T> IntoPy<T> for crate::error::Result<T> {
     fn py_err(self, py: Python<'_>) -> PyResult<T> {
         self.map_err(|err| to_py(py, err))
     }

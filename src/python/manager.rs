@@ -105,7 +105,7 @@ impl PyStateManager {
         if self.in_forked_child() {
             return Err(errors::to_py(
                 py,
-                crate::Error::not_primary(format!(
+                crate::error::Error::not_primary(format!(
                     "this StateManager belongs to process {}; a forked child cannot use its \
                      lease or connections (create a new StateManager in the child)",
                     self.pid

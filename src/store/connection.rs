@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
 
+use super::backoff::{jittered, BACKOFF_CAP, BACKOFF_FIRST};
+use super::errors::{describe, drops_connection};
 use super::scripts::preload_scripts;
 use super::sentinel::SentinelTarget;
 use super::{Store, Target};
 use crate::config::{Config, PASSWORD_ENV_VAR};
 use crate::error::{Error, Result};
-
-/// Reconnection backoff: doubles from the first delay up to the cap, each delay jittered.
-pub(super) const BACKOFF_FIRST: Duration = Duration::from_millis(25);
-pub(super) const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 impl Store {
     /// A new dedicated connection whose reads and writes time out after `command_timeout`.
@@ -224,38 +222,6 @@ impl Store {
         } else {
             Error::from(err)
         }
-    }
-}
-
-/// `delay` scaled by a random factor in [0.5, 1.0), so reconnecting clients spread out.
-pub(super) fn jittered(delay: Duration) -> Duration {
-    let random = getrandom::u32().unwrap_or(u32::MAX / 2);
-    let factor = 0.5 + f64::from(random) / f64::from(u32::MAX) / 2.0;
-    delay.mul_f64(factor)
-}
-
-/// Whether the error leaves the connection unusable (or in an unknown state).
-pub(crate) fn drops_connection(err: &redis::RedisError) -> bool {
-    err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-        || err.is_unrecoverable_error()
-}
-
-/// A `READONLY` reply: the node is a replica now, and wrote nothing.
-pub(crate) fn is_read_only(err: &redis::RedisError) -> bool {
-    matches!(
-        err.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-    ) || err.code() == Some("READONLY")
-}
-
-/// The error's text without anything the URL carried.
-pub(crate) fn describe(err: &redis::RedisError) -> String {
-    if err.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        err.to_string()
     }
 }
 

@@ -9,7 +9,9 @@
 //! `sentinel` (master discovery and generations), `scripts` (the Lua script registry),
 //! `tracked` (connections whose reads Redis tracks) and `wait` (`WAIT` for replicas).
 
+mod backoff;
 mod connection;
+mod errors;
 mod scripts;
 mod sentinel;
 mod tracked;
@@ -22,7 +24,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisResult};
 
-pub(crate) use connection::{describe, drops_connection, is_read_only};
+pub(crate) use errors::{describe, drops_connection, is_read_only};
 pub(crate) use scripts::SCRIPTS;
 pub(crate) use tracked::{Invalidated, TrackedConnection, TrackingRefused};
 

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use redis::Connection;
 
-use super::connection::describe;
+use super::errors::describe;
 
 pub(crate) struct Scripts {
     pub lease_take: redis::Script,

@@ -17,7 +17,8 @@ use redis::{
     Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult, TlsCertificates,
 };
 
-use super::connection::{describe, jittered, BACKOFF_CAP, BACKOFF_FIRST};
+use super::backoff::{jittered, BACKOFF_CAP, BACKOFF_FIRST};
+use super::errors::describe;
 use crate::config::{Config, SentinelUrl, PASSWORD_ENV_VAR};
 use crate::error::{Error, Result};
 
