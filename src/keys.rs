@@ -37,7 +37,8 @@ pub struct Keys {
     pub instances: String,
     pub lease_channel: String,
     pub lease_record: String,
-    /// Prefix of the instances' liveness channels.
+    /// Prefix of the liveness channels of earlier versions (fast failover no longer uses
+    /// them); kept so programs that read it still build.
     pub liveness_prefix: String,
     position_prefix: String,
 }

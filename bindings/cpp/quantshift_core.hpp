@@ -122,7 +122,8 @@ class Options {
   Options &max_payload_bytes(std::uint64_t bytes) { raw_.max_payload_bytes = bytes; return *this; }
   // false: the host handles SIGTERM / SIGINT itself and calls Manager::shutdown().
   Options &install_signal_handlers(bool install) { raw_.install_signal_handlers = install; return *this; }
-  // Seen-death failover (default true); false: failover waits for the lease to expire.
+  // Fast failover (default true); false: renewals every lock_ttl / 3, failover after
+  // renew_deadline. failover_tolerance_ms: the longest Redis stall that never moves the lease.
   Options &fast_failover(bool enabled) { fast_failover_ = enabled; return *this; }
   bool fast_failover() const noexcept { return fast_failover_; }
   Options &failover_tolerance_ms(std::uint64_t ms) { failover_tolerance_ms_ = ms; return *this; }
