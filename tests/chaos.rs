@@ -287,20 +287,29 @@ impl Chaos {
             .config_set(&mut conn, "maxmemory-policy", "volatile-ttl");
         self.server
             .config_set(&mut conn, "maxmemory", &(used + 48 * 1024).to_string());
-        let lock = self.key("primary_lock");
+        // One junk key at a time, each checked at once: stop at the first key of the bot
+        // evicted, so that the lease lock (the shortest TTL) is usually all it takes.
+        let present: Vec<&String> = watched
+            .iter()
+            .zip(&before)
+            .filter(|(_, b)| **b)
+            .map(|(k, _)| k)
+            .collect();
         let mut junk = 0u32;
         let give_up = Instant::now() + Duration::from_millis(800);
         while Instant::now() < give_up && junk < 20_000 {
             junk += 1;
-            let set: redis::RedisResult<()> = redis::cmd("SET")
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
                 .arg(format!("qsjunk:{junk}"))
-                .arg("j".repeat(40))
-                .query(&mut conn);
-            if set.is_err() {
-                break;
+                .arg("j")
+                .ignore();
+            for key in &present {
+                pipe.cmd("EXISTS").arg(key.as_str());
             }
-            if junk % 4 == 0 && redis::cmd("EXISTS").arg(&lock).query::<i64>(&mut conn) == Ok(0) {
-                break;
+            match pipe.query::<Vec<i64>>(&mut conn) {
+                Ok(found) if found.iter().all(|&n| n == 1) => {}
+                _ => break,
             }
         }
         self.server.config_set(&mut conn, "maxmemory", "0");

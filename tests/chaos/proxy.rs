@@ -21,6 +21,9 @@
 //!   nothing comes back, no EOF, no reset. New connections are accepted and treated the same
 //!   (no Redis side at all). Those connections stay half-closed after the mode ends: only
 //!   the bot giving up on them (its own timeouts) gets it out; new connections pass again.
+//!
+//! Also used by `tests/failover.rs`, which needs only some of it.
+#![allow(dead_code)]
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -102,6 +105,10 @@ impl Proxy {
             shared,
             accept: Some(accept),
         }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
     }
 
     pub fn set_mode(&self, mode: Mode) {
