@@ -513,16 +513,13 @@ impl Inner {
     }
 
     fn write_state(&self, token: &str, value: &str) -> Result<()> {
-        self.store.write(|conn| {
-            SCRIPTS
-                .fenced_set
-                .key(&self.keys.lock)
-                .key(&self.keys.state)
-                .arg(token)
-                .arg(value)
-                .arg(millis(self.config.state_ttl))
-                .invoke::<i64>(conn)
-        })?;
+        let mut invocation = SCRIPTS.fenced_set.key(&self.keys.lock);
+        invocation
+            .key(&self.keys.state)
+            .arg(token)
+            .arg(value)
+            .arg(millis(self.config.state_ttl));
+        self.store.write_script::<i64>(&invocation)?;
         Ok(())
     }
 

@@ -384,12 +384,10 @@ impl PositionStore<'_> {
         writes: &[PositionWrite],
         fill: Option<&str>,
     ) -> Result<WriteOutcome> {
-        self.store
-            .write(|conn| self.invoke_write(conn, token, writes, fill))
-            .map_err(|err| {
-                let symbols: Vec<String> = writes.iter().map(|w| w.symbol.clone()).collect();
-                self.name_wrong_type(err, &symbols, &[(&self.keys.lock, "string")])
-            })
+        self.invoke_write(token, writes, fill).map_err(|err| {
+            let symbols: Vec<String> = writes.iter().map(|w| w.symbol.clone()).collect();
+            self.name_wrong_type(err, &symbols, &[(&self.keys.lock, "string")])
+        })
     }
 
     /// A `WRONGTYPE` reply names no key: finds which of the keys a call touched (the index,
@@ -411,11 +409,10 @@ impl PositionStore<'_> {
 
     fn invoke_write(
         &self,
-        conn: &mut dyn redis::ConnectionLike,
         token: &str,
         writes: &[PositionWrite],
         fill: Option<&str>,
-    ) -> redis::RedisResult<WriteOutcome> {
+    ) -> Result<WriteOutcome> {
         let mut invocation = SCRIPTS.positions_write.key(&self.keys.lock);
         invocation
             .key(&self.keys.positions_index)
@@ -437,7 +434,7 @@ impl PositionStore<'_> {
                 None => invocation.arg("-"),
             };
         }
-        let (status, detail): (String, redis::Value) = invocation.invoke(conn)?;
+        let (status, detail): (String, redis::Value) = self.store.write_script(&invocation)?;
         Ok(match status.as_str() {
             "ok" => WriteOutcome::Applied {
                 changed: redis::from_redis_value(detail).unwrap_or(0),
@@ -451,19 +448,17 @@ impl PositionStore<'_> {
         if symbols.is_empty() {
             return Ok(0);
         }
+        let mut invocation = SCRIPTS.positions_adopt.key(&self.keys.lock);
+        invocation
+            .key(&self.keys.positions_index)
+            .arg(token)
+            .arg(self.keys.position_prefix())
+            .arg(self.position_ttl_ms);
+        for symbol in symbols {
+            invocation.arg(symbol);
+        }
         self.store
-            .write(|conn| {
-                let mut invocation = SCRIPTS.positions_adopt.key(&self.keys.lock);
-                invocation
-                    .key(&self.keys.positions_index)
-                    .arg(token)
-                    .arg(self.keys.position_prefix())
-                    .arg(self.position_ttl_ms);
-                for symbol in symbols {
-                    invocation.arg(symbol);
-                }
-                invocation.invoke(conn)
-            })
+            .write_script(&invocation)
             .map_err(|err| self.name_wrong_type(err, symbols, &[(&self.keys.lock, "string")]))
     }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::{Client, Connection, ConnectionAddr, ConnectionLike, RedisResult};
+use redis::{Client, Connection, ConnectionAddr, RedisResult};
 
 pub(crate) use errors::{describe, drops_connection, is_read_only};
 pub(crate) use scripts::SCRIPTS;
@@ -33,7 +33,6 @@ use crate::config::{redact_url, Config, SentinelUrl};
 use crate::error::{Error, ErrorKind, Result};
 use connection::{connection_info, install_crypto_provider, tls_certificates};
 use sentinel::{sentinel_target, spawn_switch_master_watcher, MasterState, SentinelTarget};
-use wait::WaitBehind;
 
 /// Opens connections with bounded connect and command timeouts, and keeps one shared
 /// connection for the caller's operations, re-opened after any transport failure or change
@@ -240,43 +239,36 @@ impl Store {
         }
     }
 
-    /// A fenced write: [`run`](Self::run), and when `wait_replicas` > 0, `WAIT` for that
-    /// many replicas on the same connection, sent right behind the script call so both cost
-    /// one round trip. Not confirmed within `wait_timeout`:
-    /// [`NotReplicated`](ErrorKind::NotReplicated), although the master applied the write.
-    pub fn write<T>(
+    /// Runs one fenced write (a script) and, with `wait_replicas` > 0, its `WAIT` in the same
+    /// pipeline: one round trip. `NotReplicated` when fewer replicas confirmed it in time.
+    pub fn write_script<T: redis::FromRedisValue>(
         &self,
-        mut op: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+        invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
         if self.wait_replicas == 0 {
-            return self.run(|conn| op(conn));
+            return self.run(|conn| invocation.invoke(conn));
         }
-        let wait = redis::cmd("WAIT")
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
             .arg(self.wait_replicas)
-            .arg(millis(self.wait_timeout))
-            .get_packed_command();
-        let (value, acked) = self.run(|conn| {
+            .arg(millis(self.wait_timeout));
+        let (value, acked): (redis::Value, i64) = self.run(|conn| {
             conn.set_read_timeout(Some(self.command_timeout + self.wait_timeout))?;
-            let mut behind = WaitBehind {
-                conn: &mut *conn,
-                wait: &wait,
-                acked: None,
-            };
-            let value = op(&mut behind);
-            let acked = behind.acked.take();
+            let mut outcome = pipe.query(conn);
+            if matches!(&outcome, Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+            {
+                // Not run, so nothing to wait for yet: load it and send both again.
+                invocation.load(conn)?;
+                outcome = pipe.query(conn);
+            }
             conn.set_read_timeout(Some(self.command_timeout))?;
-            let value = value?;
-            let acked = match acked {
-                Some(acked) => acked?,
-                // The write sent no script call: WAIT on its own.
-                None => self.wait(conn, self.wait_timeout, self.command_timeout)?,
-            };
-            Ok((value, acked))
+            outcome
         })?;
         if acked < i64::from(self.wait_replicas) {
             return Err(self.not_replicated(acked, self.wait_timeout));
         }
-        Ok(value)
+        Ok(redis::from_redis_value(value).map_err(redis::RedisError::from)?)
     }
 
     /// What in the Redis node's configuration puts the promises at risk, as messages.

@@ -49,16 +49,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
     }
 });
 
-/// Whether a packed command is `EVALSHA` (`*<n>\r\n$7\r\nEVALSHA\r\n...`).
-pub(super) fn is_evalsha(packed: &[u8]) -> bool {
-    let Some(start) = packed.windows(2).position(|w| w == b"\r\n") else {
-        return false;
-    };
-    packed[start + 2..]
-        .get(..13)
-        .is_some_and(|head| head.eq_ignore_ascii_case(b"$7\r\nEVALSHA\r\n"))
-}
-
 /// Loads every script on a new connection, so a script call never meets `NOSCRIPT` (a new
 /// master after a failover, a restarted server) and its `WAIT` is not sent twice. A failure
 /// here is left to the calls themselves, which load a missing script by themselves.
@@ -69,24 +59,5 @@ pub(super) fn preload_scripts(conn: &mut Connection) {
     }
     if let Err(err) = pipe.query::<Vec<String>>(conn) {
         log::debug!("could not preload the Lua scripts: {}", describe(&err));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn script_calls_are_recognised_in_packed_form() {
-        let evalsha = redis::cmd("EVALSHA").arg("abc").arg(0).get_packed_command();
-        assert!(is_evalsha(&evalsha));
-        let lower = redis::cmd("evalsha").arg("abc").arg(0).get_packed_command();
-        assert!(is_evalsha(&lower));
-        for other in ["EVAL", "GET", "SCRIPT"] {
-            assert!(!is_evalsha(
-                &redis::cmd(other).arg("x").get_packed_command()
-            ));
-        }
-        assert!(!is_evalsha(b""));
     }
 }

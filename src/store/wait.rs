@@ -1,11 +1,10 @@
-//! `WAIT` for replicas: a fenced write's replication check, sent in the same round trip as
-//! its script call, and the lease's own check after a renewal.
+//! `WAIT` for replicas: the lease's check after a take or renewal (a fenced write's is
+//! pipelined behind its script, `Store::write_script`).
 
 use std::time::Duration;
 
-use redis::{Connection, ConnectionLike, RedisResult, Value};
+use redis::{Connection, RedisResult};
 
-use super::scripts::is_evalsha;
 use super::Store;
 use crate::clock::millis;
 use crate::error::{Error, ErrorKind};
@@ -51,53 +50,5 @@ impl Store {
                 self.wait_replicas
             ),
         )
-    }
-}
-
-/// A connection that sends a packed `WAIT` in the same write as each script call (`EVALSHA`)
-/// and keeps the last `WAIT` reply: a fenced write and its replication check in one round
-/// trip. Other commands (`SCRIPT LOAD` after `NOSCRIPT`) pass through.
-pub(super) struct WaitBehind<'a> {
-    pub(super) conn: &'a mut Connection,
-    pub(super) wait: &'a [u8],
-    pub(super) acked: Option<RedisResult<i64>>,
-}
-
-impl ConnectionLike for WaitBehind<'_> {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        if !is_evalsha(cmd) {
-            return self.conn.req_packed_command(cmd);
-        }
-        let both = [cmd, self.wait].concat();
-        let mut replies = self.conn.req_packed_commands(&both, 0, 2)?.into_iter();
-        let (Some(reply), Some(waited)) = (replies.next(), replies.next()) else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "expected the replies of a script call and of WAIT",
-            )));
-        };
-        self.acked = Some(redis::from_redis_value::<i64>(waited).map_err(Into::into));
-        Ok(reply)
-    }
-
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        self.conn.req_packed_commands(cmd, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
-
-    fn check_connection(&mut self) -> bool {
-        self.conn.check_connection()
-    }
-
-    fn is_open(&self) -> bool {
-        self.conn.is_open()
     }
 }
