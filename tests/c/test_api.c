@@ -86,12 +86,14 @@ static void test_options(void) {
 }
 
 /* The growable options: a builder made from the frozen struct, with the options added since
- * (fast_failover: its liveness channel is there exactly when it is on). */
+ * (fast_failover and failover_tolerance_ms: they set the deadline the holder declares in the
+ * lease record). */
 static void test_options_builder(void) {
   quantshift_options options;
   quantshift_options_builder *builder = NULL;
   quantshift_manager *m = NULL;
-  char name[96], args[160], out[256];
+  char name[96], args[160], out[256], expected[32];
+  bool primary = false;
   CHECK(QUANTSHIFT_VERSION_NUMBER ==
         QUANTSHIFT_VERSION_MAJOR * 10000 + QUANTSHIFT_VERSION_MINOR * 100 +
             QUANTSHIFT_VERSION_PATCH);
@@ -101,6 +103,8 @@ static void test_options_builder(void) {
   CHECK_STATUS(quantshift_options_builder_new(NULL, NULL), QUANTSHIFT_STATUS_NULL_ARGUMENT);
   quantshift_options_builder_free(NULL);
   CHECK_STATUS(quantshift_options_builder_set_fast_failover(NULL, false),
+               QUANTSHIFT_STATUS_NULL_ARGUMENT);
+  CHECK_STATUS(quantshift_options_builder_set_failover_tolerance_ms(NULL, 100),
                QUANTSHIFT_STATUS_NULL_ARGUMENT);
   CHECK_STATUS(quantshift_manager_new_with_builder(NULL, &m), QUANTSHIFT_STATUS_NULL_ARGUMENT);
   CHECK(m == NULL);
@@ -115,19 +119,27 @@ static void test_options_builder(void) {
   options.lock_ttl_ms = (uint64_t)TTL_MS;
   options.install_signal_handlers = false;
   CHECK_OK(quantshift_options_builder_new(&options, &builder));
-  snprintf(args, sizeof args, "PUBSUB CHANNELS 'bot:%s:alive:*'", name);
+  CHECK_STATUS(quantshift_options_builder_set_failover_tolerance_ms(builder, 0),
+               QUANTSHIFT_STATUS_INVALID_INPUT);
+  snprintf(args, sizeof args, "HGET bot:%s:lease_record deadline_ms", name);
 
+  /* Off: renew_deadline (2/3 lock_ttl) is the declared deadline. */
   CHECK_OK(quantshift_options_builder_set_fast_failover(builder, false));
   CHECK_OK(quantshift_manager_new_with_builder(builder, &m));
   qs_redis_cli(args, out, sizeof out);
-  CHECK(out[0] == '\0');
+  snprintf(expected, sizeof expected, "%ld", TTL_MS * 2 / 3);
+  CHECK_CONTAINS(out, expected);
   quantshift_manager_free(m);
   m = NULL;
 
+  /* On: 100 ms renewals + the tolerance. */
   CHECK_OK(quantshift_options_builder_set_fast_failover(builder, true));
+  CHECK_OK(quantshift_options_builder_set_failover_tolerance_ms(builder, 150));
   CHECK_OK(quantshift_manager_new_with_builder(builder, &m));
+  CHECK_OK(quantshift_manager_wait_until_primary(m, 5000, &primary));
+  CHECK(primary);
   qs_redis_cli(args, out, sizeof out);
-  CHECK_CONTAINS(out, ":alive:");
+  CHECK_CONTAINS(out, "250");
   quantshift_manager_free(m);
   quantshift_options_builder_free(builder);
 }
