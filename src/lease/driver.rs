@@ -16,11 +16,13 @@ use crate::store::{describe, drops_connection, SCRIPTS};
 /// The longest pause between two connection attempts.
 const RECONNECT_CAP: Duration = Duration::from_millis(250);
 
-/// Runs one command on `conn`. A take or renewal counts only once `wait_replicas` replicas
-/// confirmed it; otherwise it is reported as failed (its outcome unknown).
+/// Runs one command on `conn`, whose read timeout is `conn_timeout`. A take or renewal
+/// counts only once `wait_replicas` replicas confirmed it; otherwise it is reported as
+/// failed (its outcome unknown).
 pub(super) fn execute(
     lease: &Lease,
     conn: &mut Connection,
+    conn_timeout: Duration,
     command: &Command,
 ) -> redis::RedisResult<Reply> {
     let keys = &lease.keys;
@@ -109,9 +111,7 @@ pub(super) fn execute(
         }
     };
     if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. })
-        && !lease
-            .store
-            .lease_replicated(conn, timing.lease_command_timeout)?
+        && !lease.store.lease_replicated(conn, conn_timeout)?
     {
         return Ok(Reply::Failed);
     }
@@ -177,7 +177,12 @@ pub(super) fn run(lease: &Lease) {
             continue;
         };
         let sent_at = now_nanos();
-        let reply = match execute(lease, connection, &command) {
+        let reply = match execute(
+            lease,
+            connection,
+            lease.timing.lease_command_timeout,
+            &command,
+        ) {
             Ok(reply) => {
                 failing = false;
                 if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. }) {

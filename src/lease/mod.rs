@@ -298,7 +298,10 @@ impl Lease {
             return Ok(());
         };
         let sent_at = now_nanos();
-        let outcome = self.store.run(|conn| driver::execute(self, conn, &command));
+        let timeout = self.store.command_timeout();
+        let outcome = self
+            .store
+            .run(|conn| driver::execute(self, conn, timeout, &command));
         let reply = match &outcome {
             Ok(reply) => reply.clone(),
             Err(_) => Reply::Failed,
@@ -346,7 +349,7 @@ impl Lease {
             token: token.to_owned(),
             quiet: false,
         };
-        match driver::execute(self, conn, &command)? {
+        match driver::execute(self, conn, self.store.command_timeout(), &command)? {
             Reply::Released { released } => Ok(released),
             _ => Ok(false),
         }

@@ -155,6 +155,11 @@ impl Store {
         })
     }
 
+    /// The read timeout of the shared connection ([`run`](Self::run)).
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
     pub fn redacted_url(&self) -> &str {
         &self.redacted_url
     }
