@@ -127,7 +127,7 @@ static void test_options_builder(void) {
   CHECK_OK(quantshift_options_builder_set_fast_failover(builder, false));
   CHECK_OK(quantshift_manager_new_with_builder(builder, &m));
   qs_redis_cli(args, out, sizeof out);
-  snprintf(expected, sizeof expected, "%ld", TTL_MS * 2 / 3);
+  snprintf(expected, sizeof expected, "%ld", (TTL_MS * 2 + 2) / 3); /* ms, rounded up */
   CHECK_CONTAINS(out, expected);
   quantshift_manager_free(m);
   m = NULL;
