@@ -291,6 +291,7 @@ impl Machine {
                         now,
                         "a fenced write was refused: the lease is no longer ours",
                     );
+                    self.releases.push((token, true));
                     self.next_look = now;
                 }
             }
@@ -384,7 +385,14 @@ impl Machine {
             }
             Reply::Renewed { .. } => {}
             Reply::RenewRefused => {
-                self.retire(now, "the lease was taken over or lost (the record or the lock key no longer carries this instance's token)");
+                self.retire(
+                    now,
+                    "the lease was taken over or lost (the record or the lock key no longer \
+                     carries this instance's token)",
+                );
+                // Whichever of the two keys still carries the token is freed (a lock key left
+                // alone would keep everyone off it until its TTL).
+                self.releases.push((token.to_owned(), true));
                 self.next_look = now;
             }
             _ => {
