@@ -32,6 +32,8 @@ static void run_bot(const char *prefix, bool fast_failover) {
   EXPECT(quantshift_options_default(&options) == QUANTSHIFT_STATUS_OK);
   options.bot_name = name;
   options.install_signal_handlers = false;
+  /* Without fast failover a first start leads renew_deadline (+ 2 %) after its claim: 2 s. */
+  options.lock_ttl_ms = 3000;
   EXPECT(quantshift_options_builder_new(&options, &builder) == QUANTSHIFT_STATUS_OK);
   memset(name, 'x', strlen(name));
   free(name);
