@@ -962,6 +962,12 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         if round.is_empty() {
             round = KINDS.to_vec();
             chaos.rng.shuffle(&mut round);
+            if chaos.events.is_empty() {
+                // The first fault of a run is a kill, so that even a short run has one.
+                let kill = round.iter().position(|&k| k == Kind::KillBot).unwrap();
+                let last = round.len() - 1;
+                round.swap(kill, last);
+            }
         }
         let kind = round.pop().unwrap();
         chaos.inject(kind);
