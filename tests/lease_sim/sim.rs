@@ -1,0 +1,1554 @@
+//! The discrete-event simulator: instances running [`Machine`] the way the driver does
+//! (`src/lease/driver.rs`: one command at a time on one connection, `Connected` after opening
+//! it, a timeout or reset → `Failed` then `Disconnected`), each on its own drifting clock,
+//! against one [`Model`] server, through a network that delays and loses, with faults drawn
+//! from a seed. Everything is a pure function of the [`Schedule`], so a seed replays exactly.
+//!
+//! # Invariants, checked as the run goes
+//!
+//! (a) **One primary.** An instance is primary at real time `t` iff its last published view
+//!     `V` (published after every step, as the driver does) satisfies
+//!     `shared::is_primary(V.deadline, V.primary_from, clock(t))`. Each view is turned into a
+//!     real-time interval `[first t with clock(t) >= primary_from, first t with clock(t) >=
+//!     deadline)`, cut at the instant the next view is published (or the process crashes).
+//!     No two instances' intervals may intersect.
+//! (b) **Fencing.** A fenced write (`fenced_set.lua`) carrying instance `i`'s token that Redis
+//!     executes (acknowledged, whether or not the reply reaches `i`) at real time `t` while
+//!     some other instance `j != i` is primary at `t` is a violation. (With (a) this is the
+//!     brief's "acknowledged for an instance that is not primary while another one is".)
+//! (c) **Liveness.** Once no fault is in effect (no freeze, partition, storm or Redis
+//!     downtime running; instant faults end at once) and some instance is alive and not
+//!     frozen, every window `[q + kB, q + (k+1)B]` after the quiet start `q` contains an
+//!     instant at which some instance is primary, with
+//!     `B = 2·W + 4·poll + 2·timeout + 50 ms` (`W` = `machine::takeover_wait(deadline)`,
+//!     `timeout` = the lease command timeout; normal message delays are ≤ 2 ms): a
+//!     half-closed connection or a connect that started in a partition costs one timeout
+//!     and one reconnect pause (≤ poll) before the usual `observe → wait W → take`, and a
+//!     claim lost to another claimant can cost one more `W`.
+//! (d) The driver never spins: `wake_at` in the past with no command, 1 000 times in a row.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+
+use quantshift_core::lease::machine::{self, Input, Machine, Notice, Params, DRIFT_PPM};
+use quantshift_core::lease::protocol::{self, Command, Expect, Nanos, Reply, RECORD_FIELDS};
+use quantshift_core::lease::shared::View;
+
+use super::model::{Entry, Model, Resp, Script};
+
+pub const MS: u64 = 1_000_000;
+const LOCK: &str = "bot:{s}:primary_lock";
+const EPOCH: &str = "bot:{s}:epoch";
+const RECORD: &str = "bot:{s}:lease_record";
+const HEARTBEAT: &str = "bot:{s}:heartbeat";
+const INSTANCES: &str = "bot:{s}:instances";
+const CHANNEL: &str = "bot:{s}:lease";
+const FENCED: &str = "bot:{s}:fenced";
+/// Server time (µs since the Unix epoch) at real time 0.
+const BASE_US: i64 = 1_700_000_000_000_000;
+const MAX_NORMAL_DELAY: u64 = 2 * MS;
+
+/// An instance's monotonic clock: `offset + (t - born) · num / den` at real time `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub num: u64,
+    pub den: u64,
+    pub offset: u64,
+}
+
+impl Clock {
+    fn random(rng: &mut fastrand::Rng) -> Self {
+        // Legal rates: within [1/(1+ρ), 1+ρ] of real time (mod.rs, argument 2: the holder's
+        // D lasts at most D(1+ρ) real, the taker's W at least W/(1+ρ)). Often at the bounds.
+        let hi = 1_000_000 + DRIFT_PPM;
+        let (num, den) = match rng.u8(..10) {
+            0..=2 => (hi, 1_000_000),
+            3..=5 => (1_000_000, hi),
+            6 => (1_000_000, 1_000_000),
+            _ => {
+                let x = rng.u64(1_000_000..=hi);
+                if rng.bool() {
+                    (x, 1_000_000)
+                } else {
+                    (1_000_000, x)
+                }
+            }
+        };
+        Clock {
+            num,
+            den,
+            offset: rng.u64(..1_000_000_000_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Both,
+    Requests,
+    Replies,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Data kept (RDB/AOF).
+    Persisted,
+    /// No persistence: everything lost.
+    Empty,
+    /// Loaded from a snapshot this old.
+    Snapshot { age: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseKey {
+    Lock,
+    Record,
+    Epoch,
+}
+
+/// A fault (or a join). `inst` is taken modulo the instances existing at the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Join {
+        clock: Clock,
+    },
+    Crash {
+        inst: usize,
+    },
+    /// Graceful stop (`Input::Stop`: step down, release, exit).
+    Stop {
+        inst: usize,
+    },
+    Freeze {
+        inst: usize,
+        dur: u64,
+    },
+    Restart {
+        down: u64,
+        mode: Restart,
+    },
+    /// A lagging replica promoted: data from `lag` ago, every connection reset.
+    Promote {
+        lag: u64,
+    },
+    FlushAll,
+    Evict(LeaseKey),
+    /// The driver's connection closed on the server side only: requests vanish silently.
+    HalfClose {
+        inst: usize,
+    },
+    Partition {
+        inst: usize,
+        dur: u64,
+        dir: Dir,
+    },
+    /// Lossy, slow network for everyone: `loss` % of messages lost, `long` % delayed 50 ms–1.5 s.
+    Storm {
+        dur: u64,
+        loss: u8,
+        long: u8,
+    },
+}
+
+impl Fault {
+    fn lasts(&self) -> bool {
+        matches!(
+            self,
+            Fault::Freeze { .. }
+                | Fault::Restart { .. }
+                | Fault::Partition { .. }
+                | Fault::Storm { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub seed: u64,
+    pub params: Params,
+    /// The lease command timeout (`Timing::lease_command_timeout`).
+    pub timeout: u64,
+    pub clocks: Vec<Clock>,
+    pub faults: Vec<(u64, Fault)>,
+    pub duration: u64,
+    pub write_period: u64,
+}
+
+pub fn fast_params() -> Params {
+    Params {
+        renew_interval: 100 * MS,
+        deadline: 300 * MS,
+        poll_interval: 100 * MS,
+        refresh_interval: 10_000 * MS,
+        retry_interval: 50 * MS,
+        handover_grace: 100 * MS,
+    }
+}
+
+impl Schedule {
+    pub fn generate(seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (params, duration) = match rng.u8(..8) {
+            0 => (
+                // Slow settings scaled down: the lock key's TTL (3 × refresh) matters here.
+                Params {
+                    renew_interval: 250 * MS,
+                    deadline: 750 * MS,
+                    poll_interval: 200 * MS,
+                    refresh_interval: 700 * MS,
+                    retry_interval: 50 * MS,
+                    handover_grace: 100 * MS,
+                },
+                6_000 * MS,
+            ),
+            1 => (
+                // A short failover tolerance: renew 100, deadline 150.
+                Params {
+                    deadline: 150 * MS,
+                    refresh_interval: 1_000 * MS,
+                    ..fast_params()
+                },
+                3_000 * MS,
+            ),
+            _ => (fast_params(), 3_000 * MS),
+        };
+        let timeout = (200 * MS)
+            .min(params.deadline.saturating_sub(params.renew_interval))
+            .max(MS);
+        let clocks = (0..rng.usize(2..=4))
+            .map(|_| Clock::random(&mut rng))
+            .collect();
+        let mut faults = Vec::new();
+        let count = match rng.u8(..10) {
+            0 => 0,
+            1..=6 => rng.usize(1..=4),
+            _ => rng.usize(4..=10),
+        };
+        let inst = |rng: &mut fastrand::Rng| rng.usize(..6);
+        let span = |rng: &mut fastrand::Rng| match rng.u8(..4) {
+            0 => rng.u64(1..50) * MS,
+            1 | 2 => rng.u64(50..500) * MS,
+            _ => rng.u64(500..1_500) * MS,
+        };
+        for _ in 0..count {
+            let at = rng.u64(..duration * 6 / 10);
+            let fault = match rng.u8(..100) {
+                0..=7 => Fault::Join {
+                    clock: Clock::random(&mut rng),
+                },
+                8..=15 => Fault::Crash {
+                    inst: inst(&mut rng),
+                },
+                16..=19 => Fault::Stop {
+                    inst: inst(&mut rng),
+                },
+                20..=31 => Fault::Freeze {
+                    inst: inst(&mut rng),
+                    dur: span(&mut rng),
+                },
+                32..=39 => Fault::Restart {
+                    down: rng.u64(..300) * MS,
+                    mode: match rng.u8(..3) {
+                        0 => Restart::Persisted,
+                        1 => Restart::Empty,
+                        _ => Restart::Snapshot {
+                            age: rng.u64(..2_000) * MS,
+                        },
+                    },
+                },
+                40..=45 => Fault::Promote {
+                    lag: rng.u64(..500) * MS,
+                },
+                46..=50 => Fault::FlushAll,
+                51..=57 => Fault::Evict(match rng.u8(..3) {
+                    0 => LeaseKey::Lock,
+                    1 => LeaseKey::Record,
+                    _ => LeaseKey::Epoch,
+                }),
+                58..=65 => Fault::HalfClose {
+                    inst: inst(&mut rng),
+                },
+                66..=85 => Fault::Partition {
+                    inst: inst(&mut rng),
+                    dur: span(&mut rng),
+                    dir: match rng.u8(..3) {
+                        0 => Dir::Both,
+                        1 => Dir::Requests,
+                        _ => Dir::Replies,
+                    },
+                },
+                _ => Fault::Storm {
+                    dur: span(&mut rng),
+                    loss: rng.u8(..60),
+                    long: rng.u8(..40),
+                },
+            };
+            faults.push((at, fault));
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        Schedule {
+            seed,
+            params,
+            timeout,
+            clocks,
+            faults,
+            duration,
+            write_period: rng.u64(20..100) * MS,
+        }
+    }
+
+    /// `B` of invariant (c).
+    pub fn liveness_bound(&self) -> u64 {
+        2 * machine::takeover_wait(self.params.deadline)
+            + 4 * self.params.poll_interval
+            + 2 * self.timeout
+            + 50 * MS
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    TwoPrimaries,
+    FencedWrite,
+    Liveness,
+    Spin,
+    ScriptError,
+}
+
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub kind: Kind,
+    pub at: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub commands: u64,
+    pub takes: u64,
+    pub writes_acked: u64,
+    pub primary_ns: u64,
+    pub liveness_checks: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Conn {
+    gen: u64,
+    half_closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Drv {
+    Idle,
+    Connecting,
+    Backoff,
+    Waiting { msg: usize, id: u64, sent_at: Nanos },
+    Exited,
+}
+
+struct Inst {
+    id: String,
+    machine: Machine,
+    clock: Clock,
+    born: u64,
+    alive: bool,
+    frozen: bool,
+    deferred: Vec<Ev>,
+    conn: Option<Conn>,
+    drv: Drv,
+    input: Option<Input>,
+    retry: u64,
+    wake_gen: u64,
+    kicked: bool,
+    spins: u32,
+    stopping: bool,
+    view: View,
+    /// The current primary interval in real time, [start, end).
+    open: Option<(u64, u64)>,
+    writer_busy: bool,
+    writer_gen: Option<u64>,
+    partitions: Vec<(u64, Dir)>,
+}
+
+impl Inst {
+    fn local(&self, t: u64) -> Nanos {
+        let d = u128::from(t.saturating_sub(self.born));
+        self.clock.offset + (d * u128::from(self.clock.num) / u128::from(self.clock.den)) as u64
+    }
+
+    /// The first real instant at which the local clock reads at least `l`.
+    fn real(&self, l: Nanos) -> u64 {
+        if l <= self.clock.offset {
+            return self.born;
+        }
+        let x = u128::from(l - self.clock.offset);
+        let num = u128::from(self.clock.num);
+        let d = (x * u128::from(self.clock.den)).div_ceil(num);
+        self.born
+            .saturating_add(d.min(u128::from(u64::MAX / 2)) as u64)
+    }
+
+    fn blocked(&self, dir: Dir) -> bool {
+        self.partitions
+            .iter()
+            .any(|(_, d)| *d == Dir::Both || *d == dir)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum MsgKind {
+    Driver(Command),
+    Write(String),
+}
+
+struct Msg {
+    inst: usize,
+    kind: MsgKind,
+    gen: u64,
+    reply: Option<Reply>,
+    write_ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Wake { inst: usize, gen: u64 },
+    ConnectDone { inst: usize, ok: bool },
+    Arrive { msg: usize },
+    Back { msg: usize },
+    Timeout { msg: usize },
+    Reset { msg: usize },
+    WriterTick { inst: usize },
+    Notice { inst: usize },
+    Fault(usize),
+    Unfreeze { inst: usize },
+    PartitionEnd { inst: usize },
+    ServerUp,
+    StormEnd,
+    OrphanEnd,
+    Snapshot,
+    Liveness { epoch: u64 },
+}
+
+impl Ev {
+    fn inst(&self) -> Option<usize> {
+        match self {
+            Ev::Wake { inst, .. }
+            | Ev::ConnectDone { inst, .. }
+            | Ev::WriterTick { inst }
+            | Ev::Notice { inst } => Some(*inst),
+            _ => None,
+        }
+    }
+}
+
+struct Queued {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+pub struct Sim<'a> {
+    s: &'a Schedule,
+    model: &'a mut Model,
+    rng: fastrand::Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    insts: Vec<Inst>,
+    msgs: Vec<Msg>,
+    server_up: bool,
+    server_gen: u64,
+    snapshots: VecDeque<(u64, std::collections::HashMap<String, Entry>)>,
+    storms: Vec<(u64, u8, u8)>,
+    active: u32,
+    quiet_epoch: u64,
+    finals: Vec<(usize, u64, u64)>,
+    last_final_end: u64,
+    violation: Option<Violation>,
+    pub trace: Option<Vec<String>>,
+    stats: Stats,
+}
+
+impl<'a> Sim<'a> {
+    pub fn new(s: &'a Schedule, model: &'a mut Model, trace: bool) -> Self {
+        model.reset();
+        model.set_time_us(BASE_US);
+        Sim {
+            s,
+            model,
+            rng: fastrand::Rng::with_seed(s.seed ^ 0x00C0_FFEE),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            insts: Vec::new(),
+            msgs: Vec::new(),
+            server_up: true,
+            server_gen: 1,
+            snapshots: VecDeque::new(),
+            storms: Vec::new(),
+            active: 0,
+            quiet_epoch: 0,
+            finals: Vec::new(),
+            last_final_end: 0,
+            violation: None,
+            trace: trace.then(Vec::new),
+            stats: Stats::default(),
+        }
+    }
+
+    fn log(&mut self, what: impl FnOnce() -> String) {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.push(format!("{:>10.3} ms  {}", self.now as f64 / 1e6, what()));
+        }
+    }
+
+    fn at(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at: at.max(self.now),
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn fail(&mut self, kind: Kind, what: String) {
+        if self.violation.is_none() {
+            self.log(|| format!("VIOLATION {kind:?}: {what}"));
+            self.violation = Some(Violation {
+                kind,
+                at: self.now,
+                what,
+            });
+        }
+    }
+
+    fn normal_delay(&mut self) -> u64 {
+        self.rng.u64(50_000..MAX_NORMAL_DELAY)
+    }
+
+    /// One message's delay from or to `inst`, or `None` if it is lost.
+    fn net(&mut self, inst: usize, dir: Dir) -> Option<u64> {
+        if self.insts[inst].blocked(dir) {
+            return None;
+        }
+        let normal = self.normal_delay();
+        let (mut loss, mut long) = (0u8, 0u8);
+        for (_, l, g) in &self.storms {
+            loss = loss.max(*l);
+            long = long.max(*g);
+        }
+        if loss > 0 || long > 0 {
+            if self.rng.u8(..100) < loss {
+                return None;
+            }
+            if self.rng.u8(..100) < long {
+                return Some(self.rng.u64(50..1_500) * MS);
+            }
+        }
+        Some(normal)
+    }
+
+    pub fn run(mut self) -> (Option<Violation>, Stats, Option<Vec<String>>) {
+        for clock in self.s.clocks.clone() {
+            self.join(clock);
+        }
+        for (i, (at, _)) in self.s.faults.iter().enumerate() {
+            let at = *at;
+            self.at(at, Ev::Fault(i));
+        }
+        self.at(0, Ev::Snapshot);
+        self.quiet_changed();
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if q.at > self.s.duration || self.violation.is_some() {
+                break;
+            }
+            self.now = q.at;
+            self.dispatch(q.ev);
+        }
+        if self.violation.is_none() {
+            self.now = self.s.duration;
+            for i in 0..self.insts.len() {
+                self.cut(i);
+            }
+        }
+        (self.violation, self.stats, self.trace)
+    }
+
+    fn join(&mut self, clock: Clock) {
+        let n = self.insts.len();
+        let nonce = self.rng.u64(..);
+        let id = format!("i{n}");
+        self.insts.push(Inst {
+            id: id.clone(),
+            machine: Machine::new(self.s.params, id, nonce),
+            clock,
+            born: self.now,
+            alive: true,
+            frozen: false,
+            deferred: Vec::new(),
+            conn: None,
+            drv: Drv::Idle,
+            input: None,
+            retry: 10 * MS,
+            wake_gen: 0,
+            kicked: false,
+            spins: 0,
+            stopping: false,
+            view: View::default(),
+            open: None,
+            writer_busy: false,
+            writer_gen: None,
+            partitions: Vec::new(),
+        });
+        self.log(|| format!("i{n} joins with {clock:?}"));
+        self.drive(n);
+        let first = self.rng.u64(..self.s.write_period);
+        self.at(self.now + first, Ev::WriterTick { inst: n });
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        // Messages whose client is frozen wait for it; the server side never does.
+        let owner = match &ev {
+            Ev::Back { msg } | Ev::Timeout { msg } | Ev::Reset { msg } => {
+                Some(self.msgs[*msg].inst)
+            }
+            other => other.inst(),
+        };
+        if let Some(i) = owner {
+            if !self.insts[i].alive {
+                return;
+            }
+            if self.insts[i].frozen {
+                self.insts[i].deferred.push(ev);
+                return;
+            }
+        }
+        match ev {
+            Ev::Wake { inst, gen } => {
+                let s = &self.insts[inst];
+                if gen == s.wake_gen && matches!(s.drv, Drv::Idle | Drv::Backoff) {
+                    self.drive(inst);
+                }
+            }
+            Ev::ConnectDone { inst, ok } => self.connect_done(inst, ok),
+            Ev::Arrive { msg } => self.arrive(msg),
+            Ev::Back { msg } => self.back(msg),
+            Ev::Timeout { msg } | Ev::Reset { msg } => self.broken(msg),
+            Ev::WriterTick { inst } => self.writer_tick(inst),
+            Ev::Notice { inst } => {
+                self.step(inst, Input::Notice(Notice::Released));
+                self.kick(inst);
+            }
+            Ev::Fault(i) => self.fault(i),
+            Ev::Unfreeze { inst } => {
+                self.active -= 1;
+                let s = &mut self.insts[inst];
+                s.frozen = false;
+                let deferred = std::mem::take(&mut s.deferred);
+                self.log(|| format!("i{inst} resumes"));
+                for ev in deferred {
+                    let now = self.now;
+                    self.at(now, ev);
+                }
+                self.quiet_changed();
+            }
+            Ev::PartitionEnd { inst } => {
+                self.active -= 1;
+                let now = self.now;
+                self.insts[inst]
+                    .partitions
+                    .retain(|(until, _)| *until > now);
+                self.log(|| format!("i{inst}: partition over"));
+                self.quiet_changed();
+            }
+            Ev::ServerUp => {
+                self.active -= 1;
+                self.server_up = true;
+                self.log(|| "redis is up".into());
+                self.quiet_changed();
+            }
+            Ev::StormEnd => {
+                self.active -= 1;
+                let now = self.now;
+                self.storms.retain(|(until, _, _)| *until > now);
+                self.quiet_changed();
+            }
+            Ev::OrphanEnd => {
+                self.active -= 1;
+                self.quiet_changed();
+            }
+            Ev::Snapshot => {
+                self.set_server_time();
+                let keys = self.model.space.borrow().keys.clone();
+                self.snapshots.push_back((self.now, keys));
+                while self.snapshots.len() > 60 {
+                    self.snapshots.pop_front();
+                }
+                let next = self.now + 50 * MS;
+                self.at(next, Ev::Snapshot);
+            }
+            Ev::Liveness { epoch } => self.liveness(epoch),
+        }
+    }
+
+    // ---- the instance: the driver loop of driver.rs ----
+
+    fn local(&self, i: usize) -> Nanos {
+        self.insts[i].local(self.now)
+    }
+
+    /// `Lease::step`: handle, publish the view.
+    fn step(&mut self, i: usize, input: Input) {
+        let now = self.local(i);
+        let ready = self.insts[i].machine.handle(now, input);
+        self.publish(i, ready.view);
+    }
+
+    /// `Lease::driver_step`: handle, then the driver's next command, publish.
+    fn driver_step(&mut self, i: usize, input: Input) -> Option<Command> {
+        let now = self.local(i);
+        let ready = self.insts[i].machine.handle(now, input);
+        let command = self.insts[i].machine.next_command(now);
+        self.publish(i, ready.view);
+        command
+    }
+
+    fn drive(&mut self, i: usize) {
+        if !self.insts[i].alive || self.insts[i].frozen {
+            return;
+        }
+        loop {
+            if self.insts[i].conn.is_none() && !self.insts[i].stopping {
+                self.start_connect(i);
+                return;
+            }
+            let input = self.insts[i].input.take().unwrap_or(Input::Tick);
+            let command = self.driver_step(i, input);
+            let Some(command) = command else {
+                if self.insts[i].stopping {
+                    self.exit(i, "stopped");
+                    return;
+                }
+                if std::mem::take(&mut self.insts[i].kicked) {
+                    continue;
+                }
+                let now = self.local(i);
+                let wake = self.insts[i].machine.wake_at_now(now);
+                let s = &mut self.insts[i];
+                s.drv = Drv::Idle;
+                s.wake_gen += 1;
+                let gen = s.wake_gen;
+                let at = if wake <= now {
+                    s.spins += 1;
+                    if s.spins > 1_000 {
+                        let what = format!(
+                            "i{i}: wake_at {wake} <= now {now} with no command, 1 000 times"
+                        );
+                        self.fail(Kind::Spin, what);
+                    }
+                    self.now + 1_000
+                } else {
+                    s.spins = 0;
+                    s.real(wake)
+                };
+                self.at(at, Ev::Wake { inst: i, gen });
+                return;
+            };
+            self.insts[i].spins = 0;
+            let Some(conn) = self.insts[i].conn else {
+                // Stopping without a connection: the release fails at once.
+                let now = self.local(i);
+                self.step(
+                    i,
+                    Input::Reply {
+                        id: command.id(),
+                        sent_at: now,
+                        reply: Reply::Failed,
+                    },
+                );
+                continue;
+            };
+            self.send(i, conn, command);
+            return;
+        }
+    }
+
+    fn send(&mut self, i: usize, conn: Conn, command: Command) {
+        let sent_at = self.local(i);
+        let id = command.id();
+        self.stats.commands += 1;
+        self.log(|| format!("i{i} sends {command:?}"));
+        let msg = self.msgs.len();
+        self.msgs.push(Msg {
+            inst: i,
+            kind: MsgKind::Driver(command),
+            gen: conn.gen,
+            reply: None,
+            write_ok: false,
+        });
+        self.insts[i].drv = Drv::Waiting { msg, id, sent_at };
+        let timeout_at = self.insts[i].real(sent_at + self.s.timeout);
+        self.at(timeout_at, Ev::Timeout { msg });
+        if conn.half_closed {
+            return;
+        }
+        if let Some(d) = self.net(i, Dir::Requests) {
+            let now = self.now;
+            self.at(now + d, Ev::Arrive { msg });
+        }
+    }
+
+    fn start_connect(&mut self, i: usize) {
+        self.insts[i].drv = Drv::Connecting;
+        let (ok, delay) = if !self.server_up {
+            (false, self.normal_delay())
+        } else {
+            match (self.net(i, Dir::Requests), self.net(i, Dir::Replies)) {
+                (Some(a), Some(b)) if a + b < self.s.timeout => (true, a + b),
+                _ => (false, self.s.timeout),
+            }
+        };
+        let now = self.now;
+        self.at(now + delay, Ev::ConnectDone { inst: i, ok });
+    }
+
+    fn connect_done(&mut self, i: usize, ok: bool) {
+        if self.insts[i].drv != Drv::Connecting {
+            return;
+        }
+        if ok && self.server_up {
+            let gen = self.server_gen;
+            let s = &mut self.insts[i];
+            s.conn = Some(Conn {
+                gen,
+                half_closed: false,
+            });
+            s.input = Some(Input::Connected);
+            s.retry = 10 * MS;
+            self.log(|| format!("i{i} connected (gen {gen})"));
+            self.drive(i);
+        } else {
+            self.step(i, Input::Tick);
+            let now = self.local(i);
+            let cap = (250 * MS).min(self.s.params.poll_interval);
+            let s = &mut self.insts[i];
+            s.drv = Drv::Backoff;
+            if std::mem::take(&mut s.kicked) {
+                self.drive(i);
+                return;
+            }
+            s.wake_gen += 1;
+            let gen = s.wake_gen;
+            let at = s.real(now + s.retry);
+            s.retry = (s.retry * 2).min(cap);
+            self.at(at, Ev::Wake { inst: i, gen });
+        }
+    }
+
+    fn kick(&mut self, i: usize) {
+        let s = &mut self.insts[i];
+        match s.drv {
+            Drv::Idle | Drv::Backoff => {
+                s.wake_gen += 1;
+                self.drive(i);
+            }
+            Drv::Exited => {}
+            _ => s.kicked = true,
+        }
+    }
+
+    /// The reply of the driver's command reached the instance.
+    fn back(&mut self, msg: usize) {
+        let m = &self.msgs[msg];
+        let i = m.inst;
+        match &m.kind {
+            MsgKind::Write(token) => {
+                let token = token.clone();
+                let ok = m.write_ok;
+                if !self.insts[i].writer_busy {
+                    return;
+                }
+                self.insts[i].writer_busy = false;
+                if !ok {
+                    self.log(|| format!("i{i}: fenced write refused"));
+                    self.step(i, Input::WriteRefused { token });
+                    self.kick(i);
+                }
+                return;
+            }
+            MsgKind::Driver(_) => {}
+        }
+        let Drv::Waiting {
+            msg: current,
+            id,
+            sent_at,
+        } = self.insts[i].drv
+        else {
+            return;
+        };
+        if current != msg {
+            return;
+        }
+        let reply = self.msgs[msg].reply.clone().expect("executed");
+        self.log(|| format!("i{i} gets {reply:?}"));
+        self.insts[i].drv = Drv::Idle;
+        self.step(i, Input::Reply { id, sent_at, reply });
+        self.drive(i);
+    }
+
+    /// A timeout or a reset: `Failed`, the connection dropped, `Disconnected`.
+    fn broken(&mut self, msg: usize) {
+        let i = self.msgs[msg].inst;
+        if let MsgKind::Write(_) = self.msgs[msg].kind {
+            if self.insts[i].writer_busy {
+                self.insts[i].writer_busy = false;
+                self.insts[i].writer_gen = None;
+            }
+            return;
+        }
+        let Drv::Waiting {
+            msg: current,
+            id,
+            sent_at,
+        } = self.insts[i].drv
+        else {
+            return;
+        };
+        if current != msg {
+            return;
+        }
+        self.log(|| format!("i{i}: command failed (timeout or reset); disconnected"));
+        self.insts[i].drv = Drv::Idle;
+        self.step(
+            i,
+            Input::Reply {
+                id,
+                sent_at,
+                reply: Reply::Failed,
+            },
+        );
+        self.insts[i].conn = None;
+        self.step(i, Input::Disconnected);
+        self.drive(i);
+    }
+
+    fn exit(&mut self, i: usize, why: &str) {
+        self.log(|| format!("i{i} exits: {why}"));
+        self.cut(i);
+        let s = &mut self.insts[i];
+        s.alive = false;
+        s.drv = Drv::Exited;
+        s.deferred.clear();
+        self.quiet_changed();
+    }
+
+    fn writer_tick(&mut self, i: usize) {
+        let period = self.s.write_period;
+        let next = self.now + period / 2 + self.rng.u64(..period);
+        self.at(next, Ev::WriterTick { inst: i });
+        let now = self.local(i);
+        let s = &self.insts[i];
+        if s.writer_busy || !s.view.is_primary_at(now) {
+            return;
+        }
+        let Some(token) = s.machine.token().map(str::to_owned) else {
+            return;
+        };
+        let gen = match s.writer_gen {
+            Some(gen) => gen,
+            None if self.server_up && !s.blocked(Dir::Both) => self.server_gen,
+            None => return,
+        };
+        self.insts[i].writer_gen = Some(gen);
+        self.insts[i].writer_busy = true;
+        let msg = self.msgs.len();
+        self.msgs.push(Msg {
+            inst: i,
+            kind: MsgKind::Write(token),
+            gen,
+            reply: None,
+            write_ok: false,
+        });
+        let timeout_at = self.insts[i].real(now + self.s.timeout);
+        self.at(timeout_at, Ev::Timeout { msg });
+        if let Some(d) = self.net(i, Dir::Requests) {
+            let at = self.now + d;
+            self.at(at, Ev::Arrive { msg });
+        }
+    }
+
+    // ---- the server ----
+
+    fn set_server_time(&mut self) {
+        self.model.set_time_us(BASE_US + (self.now / 1_000) as i64);
+    }
+
+    fn arrive(&mut self, msg: usize) {
+        let i = self.msgs[msg].inst;
+        if !self.server_up || self.msgs[msg].gen != self.server_gen {
+            // The connection is gone: the client sees a reset.
+            if let Some(d) = self.net(i, Dir::Replies) {
+                let at = self.now + d;
+                self.at(at, Ev::Reset { msg });
+            }
+            return;
+        }
+        self.set_server_time();
+        let kind = std::mem::replace(&mut self.msgs[msg].kind, MsgKind::Write(String::new()));
+        match &kind {
+            MsgKind::Driver(command) => {
+                let reply = self.execute(i, command);
+                self.log(|| format!("redis runs i{i}'s {} → {reply:?}", name(command)));
+                self.msgs[msg].reply = Some(reply);
+            }
+            MsgKind::Write(token) => {
+                let value = format!("{i}");
+                let resp = self.model.eval(
+                    Script::FencedSet,
+                    &[LOCK, FENCED],
+                    &[token, &value, "60000"],
+                );
+                let ok = match resp {
+                    Resp::Int(1) => true,
+                    Resp::Error {
+                        ref msg,
+                        raised: false,
+                    } if msg.starts_with("NOTPRIMARY") => false,
+                    other => {
+                        self.fail(Kind::ScriptError, format!("fenced_set replied {other:?}"));
+                        false
+                    }
+                };
+                self.msgs[msg].write_ok = ok;
+                self.log(|| {
+                    format!(
+                        "redis runs i{i}'s fenced write ({token}): {}",
+                        if ok { "done" } else { "refused" }
+                    )
+                });
+                if ok {
+                    self.stats.writes_acked += 1;
+                    for j in 0..self.insts.len() {
+                        if j != i && self.primary_now(j) {
+                            let what = format!(
+                                "i{i}'s fenced write with token {token} took effect while i{j} is primary (view {:?}, i{i}'s view {:?})",
+                                self.insts[j].view, self.insts[i].view
+                            );
+                            self.fail(Kind::FencedWrite, what);
+                        }
+                    }
+                }
+            }
+        }
+        self.msgs[msg].kind = kind;
+        self.deliver_notices();
+        if let Some(d) = self.net(i, Dir::Replies) {
+            let at = self.now + d;
+            self.at(at, Ev::Back { msg });
+        }
+    }
+
+    fn primary_now(&self, j: usize) -> bool {
+        let s = &self.insts[j];
+        s.open.is_some_and(|(a, b)| a <= self.now && self.now < b)
+    }
+
+    fn deliver_notices(&mut self) {
+        let published = std::mem::take(&mut self.model.space.borrow_mut().published);
+        for (channel, _) in published {
+            if channel != CHANNEL {
+                continue;
+            }
+            for j in 0..self.insts.len() {
+                if self.insts[j].alive {
+                    if let Some(d) = self.net(j, Dir::Replies) {
+                        let at = self.now + d;
+                        self.at(at, Ev::Notice { inst: j });
+                    }
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, i: usize, command: &Command) -> Reply {
+        let id = self.insts[i].id.clone();
+        let lock_ttl = (3 * self.s.params.refresh_interval / MS).to_string();
+        let m = &mut *self.model;
+        let parsed = match command {
+            Command::Observe { presence, .. } => {
+                let resp = if *presence {
+                    m.eval(Script::Observe, &[RECORD, INSTANCES], &[&lock_ttl, &id])
+                } else {
+                    let mut args = vec!["HMGET", RECORD];
+                    args.extend(RECORD_FIELDS);
+                    m.command(&args)
+                };
+                resp.array()
+                    .and_then(|fields| protocol::parse_record(&fields).ok())
+                    .map(Reply::Observed)
+                    .ok_or(resp)
+            }
+            Command::Renew { token, refresh, .. } => {
+                let resp = m.eval(
+                    Script::Renew,
+                    &[LOCK, RECORD, HEARTBEAT, INSTANCES],
+                    &[
+                        token,
+                        if *refresh { "1" } else { "0" },
+                        &lock_ttl,
+                        "2024-01-01T00:00:00Z",
+                        &lock_ttl,
+                        &id,
+                    ],
+                );
+                resp.array()
+                    .and_then(|r| protocol::parse_renew(&r).ok())
+                    .ok_or(resp)
+            }
+            Command::Take {
+                expect,
+                token,
+                floor_epoch,
+                deadline_ms,
+                ..
+            } => {
+                let (present, expected, seq) = match expect {
+                    Expect::Absent => ("0", "", 0),
+                    Expect::Record { token, seq } => ("1", token.as_str(), *seq),
+                };
+                let resp = m.eval(
+                    Script::Take,
+                    &[LOCK, EPOCH, RECORD, HEARTBEAT, INSTANCES],
+                    &[
+                        present,
+                        expected,
+                        &seq.to_string(),
+                        token,
+                        &lock_ttl,
+                        &deadline_ms.to_string(),
+                        &floor_epoch.to_string(),
+                        "2024-01-01T00:00:00Z",
+                        &lock_ttl,
+                        &id,
+                    ],
+                );
+                resp.array()
+                    .and_then(|r| protocol::parse_take(&r).ok())
+                    .ok_or(resp)
+            }
+            Command::Release { token, quiet, .. } => {
+                let message = format!("released {id}");
+                let resp = m.eval(
+                    Script::Release,
+                    &[LOCK, RECORD],
+                    &[token, if *quiet { "" } else { CHANNEL }, &message],
+                );
+                match resp {
+                    Resp::Int(n) => Ok(Reply::Released { released: n == 1 }),
+                    other => Err(other),
+                }
+            }
+        };
+        match parsed {
+            Ok(reply) => {
+                if matches!(reply, Reply::Taken { .. }) {
+                    self.stats.takes += 1;
+                }
+                reply
+            }
+            Err(resp) => {
+                self.fail(Kind::ScriptError, format!("{command:?} replied {resp:?}"));
+                Reply::Failed
+            }
+        }
+    }
+
+    // ---- faults ----
+
+    fn pick(&self, inst: usize) -> usize {
+        inst % self.insts.len()
+    }
+
+    fn reset_connections(&mut self) {
+        self.server_gen += 1;
+        // Commands waiting on a connection of the old server see it reset.
+        for i in 0..self.insts.len() {
+            if let Drv::Waiting { msg, .. } = self.insts[i].drv {
+                if let Some(d) = self.net(i, Dir::Replies) {
+                    let at = self.now + d;
+                    self.at(at, Ev::Reset { msg });
+                }
+            }
+        }
+    }
+
+    fn rollback(&mut self, age: u64) {
+        let target = self.now.saturating_sub(age);
+        let keys = self
+            .snapshots
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= target)
+            .or(self.snapshots.front())
+            .map(|(_, keys)| keys.clone())
+            .unwrap_or_default();
+        self.model.space.borrow_mut().keys = keys;
+    }
+
+    fn fault(&mut self, index: usize) {
+        let fault = self.s.faults[index].1;
+        self.log(|| format!("FAULT {fault:?}"));
+        if fault.lasts() {
+            self.active += 1;
+        }
+        match fault {
+            Fault::Join { clock } => self.join(clock),
+            Fault::Crash { inst } => {
+                let i = self.pick(inst);
+                if self.insts[i].alive {
+                    if self.insts[i].frozen {
+                        self.insts[i].frozen = false;
+                        self.active -= 1;
+                    }
+                    self.exit(i, "crashed");
+                }
+            }
+            Fault::Stop { inst } => {
+                let i = self.pick(inst);
+                if self.insts[i].alive && !self.insts[i].frozen && !self.insts[i].stopping {
+                    self.insts[i].stopping = true;
+                    self.step(i, Input::Stop);
+                    self.kick(i);
+                }
+            }
+            Fault::Freeze { inst, dur } => {
+                let i = self.pick(inst);
+                if self.insts[i].alive && !self.insts[i].frozen {
+                    self.insts[i].frozen = true;
+                    let at = self.now + dur;
+                    self.at(at, Ev::Unfreeze { inst: i });
+                } else {
+                    self.active -= 1;
+                }
+            }
+            Fault::Restart { down, mode } => {
+                self.set_server_time();
+                match mode {
+                    Restart::Persisted => {}
+                    Restart::Empty => self.model.space.borrow_mut().keys.clear(),
+                    Restart::Snapshot { age } => self.rollback(age),
+                }
+                self.server_up = false;
+                self.reset_connections();
+                let at = self.now + down;
+                self.at(at, Ev::ServerUp);
+            }
+            Fault::Promote { lag } => {
+                self.rollback(lag);
+                self.reset_connections();
+            }
+            Fault::FlushAll => {
+                self.model.command(&["FLUSHALL"]);
+            }
+            Fault::Evict(key) => {
+                let key = match key {
+                    LeaseKey::Lock => LOCK,
+                    LeaseKey::Record => RECORD,
+                    LeaseKey::Epoch => EPOCH,
+                };
+                self.model.command(&["DEL", key]);
+                if key == RECORD && !strict_liveness() {
+                    self.orphan_lock();
+                }
+            }
+            Fault::HalfClose { inst } => {
+                let i = self.pick(inst);
+                if let Some(conn) = self.insts[i].conn.as_mut() {
+                    conn.half_closed = true;
+                }
+            }
+            Fault::Partition { inst, dur, dir } => {
+                let i = self.pick(inst);
+                let until = self.now + dur;
+                self.insts[i].partitions.push((until, dir));
+                self.at(until, Ev::PartitionEnd { inst: i });
+            }
+            Fault::Storm { dur, loss, long } => {
+                let until = self.now + dur;
+                self.storms.push((until, loss, long));
+                self.at(until, Ev::StormEnd);
+            }
+        }
+        self.quiet_changed();
+    }
+
+    /// The lock key outlives an evicted record: `lease_take.lua` refuses every take
+    /// (`TakeBlocked`) until it expires, so liveness is not expected before then.
+    fn orphan_lock(&mut self) {
+        let expire_at = self
+            .model
+            .space
+            .borrow()
+            .keys
+            .get(LOCK)
+            .and_then(|e| e.expire_at);
+        if let Some(ms) = expire_at {
+            let real = ((ms * 1000 - BASE_US).max(0) as u64) * 1_000 + 2 * MS;
+            self.log(|| format!("the lock key is orphaned until {:.3} ms", real as f64 / 1e6));
+            self.active += 1;
+            self.at(real, Ev::OrphanEnd);
+        }
+    }
+
+    // ---- the invariants ----
+
+    fn quiet_changed(&mut self) {
+        self.quiet_epoch += 1;
+        if self.active == 0 {
+            let epoch = self.quiet_epoch;
+            let at = self.now + self.s.liveness_bound();
+            self.at(at, Ev::Liveness { epoch });
+        }
+    }
+
+    fn liveness(&mut self, epoch: u64) {
+        if epoch != self.quiet_epoch {
+            return;
+        }
+        if !self
+            .insts
+            .iter()
+            .any(|s| s.alive && !s.frozen && !s.stopping)
+        {
+            return;
+        }
+        self.stats.liveness_checks += 1;
+        let bound = self.s.liveness_bound();
+        let from = self.now - bound;
+        let mut seen = self.last_final_end > from;
+        for s in &self.insts {
+            if let Some((a, b)) = s.open {
+                seen |= a <= self.now && b > from;
+            }
+        }
+        if !seen {
+            let what = format!(
+                "no instance was primary in [{:.3} ms, {:.3} ms] with no fault in effect",
+                from as f64 / 1e6,
+                self.now as f64 / 1e6
+            );
+            self.fail(Kind::Liveness, what);
+        }
+        let at = self.now + bound;
+        self.at(at, Ev::Liveness { epoch });
+    }
+
+    /// Ends instance `i`'s open interval now.
+    fn cut(&mut self, i: usize) {
+        if let Some((a, b)) = self.insts[i].open.take() {
+            let b = b.min(self.now);
+            if a < b {
+                self.finalize(i, a, b);
+            }
+        }
+    }
+
+    fn publish(&mut self, i: usize, view: View) {
+        if view == self.insts[i].view {
+            return;
+        }
+        self.insts[i].view = view;
+        let previous = self.insts[i].open.take();
+        let mut next = None;
+        if view.deadline != 0 {
+            let s = &self.insts[i];
+            let a = s.real(view.primary_from).max(self.now);
+            let b = s.real(view.deadline);
+            if a < b {
+                next = Some((a, b));
+            }
+        }
+        if let Some((a0, b0)) = previous {
+            let b0 = b0.min(self.now);
+            match next {
+                // Contiguous: one interval.
+                Some((a, b)) if a0 < b0 && a <= b0 => {
+                    next = Some((a0, b));
+                }
+                _ => {
+                    if a0 < b0 {
+                        self.finalize(i, a0, b0);
+                    }
+                }
+            }
+        }
+        if let (Some(t), Some((a, b))) = (self.trace.as_mut(), next) {
+            if previous.is_none_or(|(a0, _)| a0 != a) {
+                t.push(format!(
+                    "{:>10.3} ms  i{i} primary from {:.3} ms (until {:.3} ms unless renewed), view {view:?}",
+                    self.now as f64 / 1e6,
+                    a as f64 / 1e6,
+                    b as f64 / 1e6
+                ));
+            }
+        }
+        if next.is_none() && previous.is_some() {
+            self.log(|| format!("i{i} not primary (view {view:?})"));
+        }
+        self.insts[i].open = next;
+    }
+
+    fn finalize(&mut self, i: usize, a: u64, b: u64) {
+        self.stats.primary_ns += b - a;
+        self.last_final_end = self.last_final_end.max(b);
+        for &(j, c, d) in &self.finals {
+            if j != i && c < b && a < d {
+                let what = format!(
+                    "i{i} primary in [{:.6}, {:.6}) ms and i{j} in [{:.6}, {:.6}) ms",
+                    a as f64 / 1e6,
+                    b as f64 / 1e6,
+                    c as f64 / 1e6,
+                    d as f64 / 1e6
+                );
+                self.fail(Kind::TwoPrimaries, what);
+                return;
+            }
+        }
+        for j in 0..self.insts.len() {
+            if let (true, Some((c, d))) = (j != i, self.insts[j].open) {
+                if c < b && a < d {
+                    let what = format!(
+                        "i{i} primary in [{:.6}, {:.6}) ms and i{j} from {:.6} ms (view {:?})",
+                        a as f64 / 1e6,
+                        b as f64 / 1e6,
+                        c as f64 / 1e6,
+                        self.insts[j].view
+                    );
+                    self.fail(Kind::TwoPrimaries, what);
+                    return;
+                }
+            }
+        }
+        self.finals.retain(|&(_, _, d)| d + 60_000 * MS > a);
+        self.finals.push((i, a, b));
+    }
+}
+
+/// `LEASE_SIM_STRICT_LIVENESS=1`: expect liveness even while an orphaned lock key blocks takes.
+fn strict_liveness() -> bool {
+    std::env::var_os("LEASE_SIM_STRICT_LIVENESS").is_some_and(|v| v == "1")
+}
+
+fn name(command: &Command) -> String {
+    match command {
+        Command::Observe { .. } => "observe".into(),
+        Command::Renew { token, .. } => format!("renew({token})"),
+        Command::Take { expect, token, .. } => format!("take({expect:?} → {token})"),
+        Command::Release { token, .. } => format!("release({token})"),
+    }
+}
+
+/// Runs one schedule.
+pub fn run(
+    s: &Schedule,
+    model: &mut Model,
+    trace: bool,
+) -> (Option<Violation>, Stats, Option<Vec<String>>) {
+    Sim::new(s, model, trace).run()
+}
+
+/// Shrinks a failing schedule: cut after the failure, drop faults, drop instances, while it
+/// still fails the same way.
+pub fn shrink(s: &Schedule, model: &mut Model, kind: Kind) -> Schedule {
+    let fails = |c: &Schedule, model: &mut Model| -> Option<u64> {
+        match run(c, model, false).0 {
+            Some(v) if v.kind == kind => Some(v.at),
+            _ => None,
+        }
+    };
+    let mut best = s.clone();
+    let Some(at) = fails(&best, model) else {
+        return best;
+    };
+    let cut = |c: &mut Schedule, at: u64| {
+        c.duration = c.duration.min(at + MS);
+        c.faults.retain(|(t, _)| *t <= at);
+    };
+    cut(&mut best, at);
+    for _ in 0..4 {
+        let mut progress = false;
+        let mut i = best.faults.len();
+        while i > 0 {
+            i -= 1;
+            let mut c = best.clone();
+            c.faults.remove(i);
+            if let Some(at) = fails(&c, model) {
+                cut(&mut c, at);
+                best = c;
+                progress = true;
+            }
+        }
+        let mut i = best.clocks.len();
+        while i > 1 {
+            i -= 1;
+            let mut c = best.clone();
+            c.clocks.remove(i);
+            if let Some(at) = fails(&c, model) {
+                cut(&mut c, at);
+                best = c;
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    best
+}
+
+/// The report printed for a failing seed.
+pub fn report(seed: u64, original: &Schedule, shrunk: &Schedule, model: &mut Model) -> String {
+    let (violation, _, trace) = run(shrunk, model, true);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "lease simulator: seed {seed} fails; replay with LEASE_SIM_SEED={seed} cargo test --release --test lease_sim lease_simulation -- --nocapture"
+    );
+    let _ = writeln!(out, "violation: {violation:?}");
+    let _ = writeln!(
+        out,
+        "original: {} faults, {} instances; shrunk schedule:\n{shrunk:#?}",
+        original.faults.len(),
+        original.clocks.len()
+    );
+    let trace = trace.unwrap_or_default();
+    let skip = trace.len().saturating_sub(400);
+    let _ = writeln!(
+        out,
+        "trace (last {} of {} lines):",
+        trace.len() - skip,
+        trace.len()
+    );
+    for line in &trace[skip..] {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
