@@ -248,11 +248,9 @@ impl Machine {
     }
 
     /// Gives the lease up at once (graceful stop, handover): standby from this call on.
-    /// Returns the token to release.
+    /// Returns the token to release, unless it is a claim still inside its wait.
     pub fn step_down(&mut self, now: Nanos, reason: &str) -> Option<String> {
-        let token = self.holding.as_ref()?.token.clone();
-        self.retire(now, reason);
-        Some(token)
+        self.retire(now, reason)
     }
 
     /// Events produced outside [`handle`](Self::handle) (by `step_down`).
@@ -287,11 +285,11 @@ impl Machine {
             }
             Input::WriteRefused { token } => {
                 if self.token() == Some(token.as_str()) {
-                    self.retire(
+                    let released = self.retire(
                         now,
                         "a fenced write was refused: the lease is no longer ours",
                     );
-                    self.releases.push((token, true));
+                    self.releases.extend(released.map(|token| (token, true)));
                     self.next_look = now;
                 }
             }
@@ -385,14 +383,14 @@ impl Machine {
             }
             Reply::Renewed { .. } => {}
             Reply::RenewRefused => {
-                self.retire(
+                let released = self.retire(
                     now,
                     "the lease was taken over or lost (the record or the lock key no longer \
                      carries this instance's token)",
                 );
                 // Whichever of the two keys still carries the token is freed (a lock key left
                 // alone would keep everyone off it until its TTL).
-                self.releases.push((token.to_owned(), true));
+                self.releases.extend(released.map(|token| (token, true)));
                 self.next_look = now;
             }
             _ => {
@@ -456,25 +454,26 @@ impl Machine {
     }
 
     /// Standby from now on; the token is never renewed again.
-    fn retire(&mut self, now: Nanos, reason: &str) {
-        let Some(h) = self.holding.take() else {
-            return;
-        };
-        let _ = now;
+    /// Returns the token when it may be released: not a claim still inside its wait. A
+    /// released record is taken at once, so releasing such a claim would hand the wait's
+    /// obligation (outlast any holder whose record vanished) to nobody; left alone, the claim
+    /// record goes stale and is taken over only after a full wait.
+    fn retire(&mut self, now: Nanos, reason: &str) -> Option<String> {
+        let h = self.holding.take()?;
         if h.promoted {
             self.events.push(Event::Demoted {
                 reason: reason.to_owned(),
             });
         }
+        (now >= h.primary_from).then_some(h.token)
     }
 
     fn advance(&mut self, now: Nanos) -> Ready {
         if let Some(h) = &self.holding {
             if now >= h.deadline {
-                let token = h.token.clone();
-                self.retire(now, "no renewal succeeded before the renew deadline");
+                let released = self.retire(now, "no renewal succeeded before the renew deadline");
                 // Free it for the standbys at once: we are no longer primary.
-                self.releases.push((token, false));
+                self.releases.extend(released.map(|token| (token, false)));
                 self.next_look = now;
             }
         }
