@@ -92,7 +92,12 @@ pub(super) fn execute(
                 .invoke(conn)?;
             protocol::parse_take(&reply)?
         }
-        Command::Release { token, quiet, .. } => {
+        Command::Release {
+            token,
+            quiet,
+            lock_only,
+            ..
+        } => {
             let released: i64 = SCRIPTS
                 .lease_release
                 .key(&keys.lock)
@@ -104,6 +109,7 @@ pub(super) fn execute(
                     keys.lease_channel.as_str()
                 })
                 .arg(format!("{RELEASED_NOTICE} {}", lease.instance_id))
+                .arg(if *lock_only { "1" } else { "0" })
                 .invoke(conn)?;
             return Ok(Reply::Released {
                 released: released == 1,

@@ -144,7 +144,8 @@ pub struct Machine {
     renewals: HashMap<u64, (String, bool)>,
     /// Takes in flight: id → (token, claim of an absent record).
     takes: HashMap<u64, (String, bool)>,
-    releases: Vec<(String, bool)>,
+    /// Releases to send: (token, quiet, lock key only).
+    releases: Vec<(String, bool, bool)>,
     next_look: Nanos,
     last_presence: Option<Nanos>,
     hold_off_until: Nanos,
@@ -248,9 +249,16 @@ impl Machine {
     }
 
     /// Gives the lease up at once (graceful stop, handover): standby from this call on.
-    /// Returns the token to release, unless it is a claim still inside its wait.
+    /// Returns the token to release when it was primary up to this call (otherwise only its
+    /// lock key is freed, by the driver).
     pub fn step_down(&mut self, now: Nanos, reason: &str) -> Option<String> {
-        self.retire(now, reason)
+        match self.retire(now, reason)? {
+            (token, true) => Some(token),
+            (token, false) => {
+                self.releases.push((token, true, true));
+                None
+            }
+        }
     }
 
     /// Events produced outside [`handle`](Self::handle) (by `step_down`).
@@ -279,7 +287,7 @@ impl Machine {
             Input::Notice(Notice::Released) => self.next_look = now,
             Input::Notice(Notice::HandoverRequested) => {
                 if let Some(token) = self.step_down(now, "handover requested by an operator") {
-                    self.releases.push((token, false));
+                    self.releases.push((token, false, false));
                     self.hold_off_until = now + self.params.handover_grace;
                 }
             }
@@ -289,14 +297,14 @@ impl Machine {
                         now,
                         "a fenced write was refused: the lease is no longer ours",
                     );
-                    self.releases.extend(released.map(|token| (token, true)));
+                    self.release_retired(released, true);
                     self.next_look = now;
                 }
             }
             Input::Stop => {
                 self.stopping = true;
                 if let Some(token) = self.step_down(now, super::SHUTTING_DOWN) {
-                    self.releases.push((token, false));
+                    self.releases.push((token, false, false));
                 }
             }
         }
@@ -335,7 +343,8 @@ impl Machine {
                     });
                     self.watch = None;
                 }
-                Reply::Taken { .. } => self.releases.push((token, true)),
+                // Taken while stopping: it was never primary, only its lock key is freed.
+                Reply::Taken { .. } => self.releases.push((token, true, true)),
                 Reply::TakeBlocked => {
                     if !self.warned_foreign {
                         self.warned_foreign = true;
@@ -390,7 +399,7 @@ impl Machine {
                 );
                 // Whichever of the two keys still carries the token is freed (a lock key left
                 // alone would keep everyone off it until its TTL).
-                self.releases.extend(released.map(|token| (token, true)));
+                self.release_retired(released, true);
                 self.next_look = now;
             }
             _ => {
@@ -454,26 +463,35 @@ impl Machine {
     }
 
     /// Standby from now on; the token is never renewed again.
-    /// Returns the token when it may be released: not a claim still inside its wait. A
-    /// released record is taken at once, so releasing such a claim would hand the wait's
-    /// obligation (outlast any holder whose record vanished) to nobody; left alone, the claim
-    /// record goes stale and is taken over only after a full wait.
-    fn retire(&mut self, now: Nanos, reason: &str) -> Option<String> {
+    /// Returns the token and whether it was primary up to this instant: only then may the
+    /// record be released (a released record is taken at once). A claim still inside its
+    /// wait would hand the wait's obligation (outlast any holder whose record vanished) to
+    /// nobody, and a token past its deadline or refused may have been replaced already (the
+    /// record seen then could even be an older copy brought back): their records are left to
+    /// go stale, and only the lock key is freed.
+    fn retire(&mut self, now: Nanos, reason: &str) -> Option<(String, bool)> {
         let h = self.holding.take()?;
         if h.promoted {
             self.events.push(Event::Demoted {
                 reason: reason.to_owned(),
             });
         }
-        (now >= h.primary_from).then_some(h.token)
+        let primary = now >= h.primary_from && now < h.deadline;
+        Some((h.token, primary))
+    }
+
+    /// Queues the release a retirement allows.
+    fn release_retired(&mut self, retired: Option<(String, bool)>, quiet: bool) {
+        if let Some((token, primary)) = retired {
+            self.releases.push((token, quiet, !primary));
+        }
     }
 
     fn advance(&mut self, now: Nanos) -> Ready {
         if let Some(h) = &self.holding {
             if now >= h.deadline {
                 let released = self.retire(now, "no renewal succeeded before the renew deadline");
-                // Free it for the standbys at once: we are no longer primary.
-                self.releases.extend(released.map(|token| (token, false)));
+                self.release_retired(released, true);
                 self.next_look = now;
             }
         }
@@ -495,9 +513,14 @@ impl Machine {
         if self.busy.is_some() {
             return None;
         }
-        if let Some((token, quiet)) = self.releases.pop() {
+        if let Some((token, quiet, lock_only)) = self.releases.pop() {
             let id = self.issue(Pending::Release);
-            return Some(Command::Release { id, token, quiet });
+            return Some(Command::Release {
+                id,
+                token,
+                quiet,
+                lock_only,
+            });
         }
         if self.stopping {
             return None;

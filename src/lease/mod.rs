@@ -348,6 +348,7 @@ impl Lease {
             id: 0,
             token: token.to_owned(),
             quiet: false,
+            lock_only: false,
         };
         match driver::execute(self, conn, self.store.command_timeout(), &command)? {
             Reply::Released { released } => Ok(released),

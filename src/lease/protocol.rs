@@ -77,8 +77,14 @@ pub enum Command {
         floor_epoch: u64,
         deadline_ms: u64,
     },
-    /// Give `token` up if it is still the record's, and announce it unless `quiet`.
-    Release { id: u64, token: String, quiet: bool },
+    /// Give `token` up if it is still the record's, and announce it unless `quiet`; with
+    /// `lock_only`, only delete the lock key if it carries `token` (a retired token).
+    Release {
+        id: u64,
+        token: String,
+        quiet: bool,
+        lock_only: bool,
+    },
 }
 
 impl Command {

@@ -1154,12 +1154,22 @@ impl<'a> Sim<'a> {
                     .and_then(|r| protocol::parse_take(&r).ok())
                     .ok_or(resp)
             }
-            Command::Release { token, quiet, .. } => {
+            Command::Release {
+                token,
+                quiet,
+                lock_only,
+                ..
+            } => {
                 let message = format!("released {id}");
                 let resp = m.eval(
                     Script::Release,
                     &[LOCK, RECORD],
-                    &[token, if *quiet { "" } else { CHANNEL }, &message],
+                    &[
+                        token,
+                        if *quiet { "" } else { CHANNEL },
+                        &message,
+                        if *lock_only { "1" } else { "0" },
+                    ],
                 );
                 match resp {
                     Resp::Int(n) => Ok(Reply::Released { released: n == 1 }),
