@@ -243,7 +243,24 @@ impl Chaos {
     }
 
     fn admin(&self) -> redis::Connection {
-        self.server.connection()
+        admin_connection(&self.server)
+    }
+
+    /// Runs one command of the harness, retried (bounded: 15 s) while Redis is unreachable
+    /// or busy (a loaded machine, an AOF fsync).
+    fn admin_cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        let give_up = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut conn = self.admin();
+            match cmd.query(&mut conn) {
+                Ok(value) => return value,
+                Err(err) if Instant::now() < give_up => {
+                    println!("harness command failed, retrying: {err}");
+                    sleep_ms(50);
+                }
+                Err(err) => panic!("harness command failed for 15 s: {err}"),
+            }
+        }
     }
 
     fn key(&self, name: &str) -> String {
@@ -251,8 +268,7 @@ impl Chaos {
     }
 
     fn flushall(&mut self) {
-        let mut conn = self.admin();
-        let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+        let _: () = self.admin_cmd(&redis::cmd("FLUSHALL"));
         self.last_wipe = mono_ns();
     }
 
@@ -282,7 +298,10 @@ impl Chaos {
                 .collect()
         };
         let before = exists(&mut conn);
-        let used = self.server.used_memory(&mut conn).expect("MEMORY STATS");
+        let Some(used) = self.server.used_memory(&mut conn) else {
+            println!("MEMORY STATS failed: no eviction this time");
+            return Vec::new();
+        };
         self.server
             .config_set(&mut conn, "maxmemory-policy", "volatile-ttl");
         self.server
@@ -578,11 +597,7 @@ impl Chaos {
                 let key = keys[self.rng.usize(0..keys.len())];
                 let command = if self.rng.bool() { "DEL" } else { "UNLINK" };
                 let t0 = mono_ns();
-                let mut conn = self.admin();
-                let _: i64 = redis::cmd(command)
-                    .arg(self.key(key))
-                    .query(&mut conn)
-                    .unwrap();
+                let _: i64 = self.admin_cmd(redis::cmd(command).arg(self.key(key)));
                 self.record(
                     format!("{command} of the lease key {key}"),
                     false,
@@ -646,6 +661,27 @@ fn kind_of(label: &str) -> &'static str {
         "network delay"
     } else {
         "network drop (stall)"
+    }
+}
+
+/// A connection of the harness to the server, retried (bounded: 15 s) while the machine is
+/// too loaded to accept it at once.
+fn admin_connection(server: &RedisServer) -> redis::Connection {
+    let give_up = Instant::now() + Duration::from_secs(15);
+    loop {
+        let attempt = redis::Client::open(server.url()).and_then(|client| {
+            let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+            conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+            Ok(conn)
+        });
+        match attempt {
+            Ok(conn) => return conn,
+            Err(err) if Instant::now() < give_up => {
+                println!("harness connection failed, retrying: {err}");
+                sleep_ms(50);
+            }
+            Err(err) => panic!("cannot connect to the test redis-server for 15 s: {err}"),
+        }
     }
 }
 
@@ -981,7 +1017,7 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         slot.current.signal(libc::SIGSTOP);
     }
     sleep_ms(300);
-    let mut conn = chaos.server.connection();
+    let mut conn = admin_connection(&chaos.server);
     let get = |conn: &mut redis::Connection, key: &str| -> Option<String> {
         redis::cmd("GET").arg(key).query(conn).unwrap()
     };
