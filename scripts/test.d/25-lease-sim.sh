@@ -12,7 +12,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # One test at a time: the simulator uses its own threads.
 if cargo test --release --test lease_sim -- --nocapture --test-threads=1 >"$log" 2>&1; then
-  grep -E '^(lease simulator|model vs|clocks beyond|test result)' "$log"
+  grep -oE '(lease simulator|model vs redis-server|clocks beyond the bound|test result).*' "$log"
 else
   grep -v '^\s*[0-9]*: \|^\s*at ' "$log" | tail -n 400
   echo "25-lease-sim: FAILED (the report above names the seed and the shrunk schedule)"

@@ -158,6 +158,7 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
                 some_token(rng),
                 (*pick(rng, &["", "bot:{c}:lease"])).to_owned(),
                 "released i0".into(),
+                (*pick(rng, &["0", "1", ""])).to_owned(),
             ];
             eval(Script::Release, &[LOCK, RECORD], argv, rng)
         }

@@ -269,7 +269,10 @@ impl Keyspace {
                 let hash = self.hash(args[1], true)?.expect("created");
                 let mut added = 0;
                 for pair in args[2..].chunks(2) {
-                    if hash.insert(pair[0].to_owned(), pair[1].to_owned()).is_none() {
+                    if hash
+                        .insert(pair[0].to_owned(), pair[1].to_owned())
+                        .is_none()
+                    {
                         added += 1;
                     }
                 }
@@ -337,7 +340,8 @@ impl Keyspace {
             }
             "PUBLISH" => {
                 arity(3)?;
-                self.published.push((args[1].to_owned(), args[2].to_owned()));
+                self.published
+                    .push((args[1].to_owned(), args[2].to_owned()));
                 Ok(Resp::Int(0))
             }
             "FLUSHALL" => {

@@ -1234,10 +1234,7 @@ impl<'a> Sim<'a> {
             Fault::Crash { inst } => {
                 let i = self.pick(inst);
                 if self.insts[i].alive {
-                    if self.insts[i].frozen {
-                        self.insts[i].frozen = false;
-                        self.active -= 1;
-                    }
+                    // A frozen one stays counted as a fault until its freeze was to end.
                     self.exit(i, "crashed");
                 }
             }
