@@ -1,0 +1,46 @@
+//! The timing of one instance and the take-over wait: the inequality the lease's safety rests
+//! on (the top of `src/lease/mod.rs`), in numbers.
+
+use crate::lease::protocol::Nanos;
+
+/// Bound on how much faster or slower one instance's monotonic clock may run than real time
+/// (or another's), in parts per million: 1 %, far above what NTP-disciplined or free-running
+/// quartz clocks do (tens of ppm), so a frequency error never shortens a wait.
+pub const DRIFT_PPM: u64 = 10_000;
+/// Added to every take-over wait: the scheduling of the take itself.
+pub const TAKEOVER_MARGIN: Nanos = 10_000_000;
+
+pub(super) const MILLI: Nanos = 1_000_000;
+
+/// How long a standby must see a holder's record unchanged (on its own clock, from the
+/// reply that first showed it) before replacing it, when the holder demotes itself
+/// `deadline` after the start of its last successful renewal: `deadline · (1+ρ)² + margin`.
+pub fn takeover_wait(deadline: Nanos) -> Nanos {
+    let rate = u128::from(1_000_000 + DRIFT_PPM);
+    let scaled = u128::from(deadline) * rate * rate / 1_000_000_000_000;
+    (scaled as Nanos).saturating_add(TAKEOVER_MARGIN)
+}
+
+/// The timing one instance runs with (all on its own monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// How often the holder renews.
+    pub renew_interval: Nanos,
+    /// The holder is primary until this long after the start of its last successful
+    /// renewal (its declared deadline).
+    pub deadline: Nanos,
+    /// How often a standby reads the lease record.
+    pub poll_interval: Nanos,
+    /// How often a renewal also resets the lock key's TTL and writes the heartbeat.
+    pub refresh_interval: Nanos,
+    /// The pause after a failed round trip.
+    pub retry_interval: Nanos,
+    /// After handing the lease over on request, how long this instance leaves it to others.
+    pub handover_grace: Nanos,
+}
+
+impl Params {
+    pub fn takeover_wait(&self) -> Nanos {
+        takeover_wait(self.deadline)
+    }
+}
