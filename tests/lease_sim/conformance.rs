@@ -179,7 +179,7 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
         }
         80..=87 => Step::Hmget,
         88..=89 => Step::FlushAll,
-        90..=95 => Step::Del(*pick(rng, &KEYS)),
+        90..=95 => Step::Del(KEYS[rng.usize(..KEYS.len())]),
         _ => Step::Pause(rng.u64(5..40)),
     }
 }

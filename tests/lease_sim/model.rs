@@ -263,7 +263,7 @@ impl Keyspace {
                 ))
             }
             "HSET" => {
-                if args.len() < 4 || args.len() % 2 != 0 {
+                if args.len() < 4 || !args.len().is_multiple_of(2) {
                     return Err("ERR wrong number of arguments for 'hset' command".into());
                 }
                 let hash = self.hash(args[1], true)?.expect("created");
@@ -300,7 +300,7 @@ impl Keyspace {
             ])),
             "ZADD" => {
                 arity(4)?;
-                if args.len() % 2 != 0 {
+                if !args.len().is_multiple_of(2) {
                     return Err("ERR syntax error".into());
                 }
                 let mut pairs = Vec::new();

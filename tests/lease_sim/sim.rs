@@ -1539,7 +1539,15 @@ pub fn report(seed: u64, original: &Schedule, shrunk: &Schedule, model: &mut Mod
         out,
         "lease simulator: seed {seed} fails; replay with LEASE_SIM_SEED={seed} cargo test --release --test lease_sim lease_simulation -- --nocapture"
     );
-    let _ = writeln!(out, "violation: {violation:?}");
+    if let Some(v) = &violation {
+        let _ = writeln!(
+            out,
+            "violation: {:?} at {:.6} ms: {}",
+            v.kind,
+            v.at as f64 / 1e6,
+            v.what
+        );
+    }
     let _ = writeln!(
         out,
         "original: {} faults, {} instances; shrunk schedule:\n{shrunk:#?}",
