@@ -383,10 +383,15 @@ fn reply_value<T: redis::FromRedisValue>(reply: redis::Value) -> Result<T> {
     redis::from_redis_value(reply).map_err(|err| redis::RedisError::from(err).into())
 }
 
-/// The value of a `CONFIG GET name` reply (empty when the setting does not exist).
+/// The value of a `CONFIG GET name` reply. An empty reply (a service that hides its
+/// settings, or a setting this server does not have) is unknown, never the value `""`.
 fn config_value(reply: redis::Value) -> Result<String> {
     let pair: Vec<String> = reply_value(reply)?;
-    Ok(pair.get(1).cloned().unwrap_or_default())
+    pair.get(1).cloned().ok_or_else(|| {
+        Error::unavailable(
+            "the server answered CONFIG GET with nothing (setting hidden or unknown)",
+        )
+    })
 }
 
 impl Drop for Store {
@@ -455,6 +460,24 @@ mod tests {
 
     fn ping(store: &Store) -> Result<String> {
         store.run(|conn| redis::cmd("PING").query(conn))
+    }
+
+    #[test]
+    fn an_empty_config_get_reply_is_unknown_not_an_empty_value() {
+        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        assert!(config_value(redis::Value::Array(vec![])).is_err());
+        assert_eq!(
+            config_value(redis::Value::Array(vec![bulk("save"), bulk("")])).unwrap(),
+            ""
+        );
+        assert_eq!(
+            config_value(redis::Value::Array(vec![
+                bulk("maxmemory-policy"),
+                bulk("noeviction")
+            ]))
+            .unwrap(),
+            "noeviction"
+        );
     }
 
     #[test]
