@@ -92,6 +92,7 @@ impl StateManager {
         crate::clock::now_nanos();
         let keys = Keys::new(&config.bot_name);
         let store = Arc::new(Store::open(&config)?);
+        store.check_wait_supported()?;
         let warnings = store.server_warnings()?;
         for warning in &warnings {
             log::warn!("{warning}");

@@ -40,6 +40,28 @@ impl Store {
         Ok(acked >= i64::from(self.wait_replicas))
     }
 
+    /// With `wait_replicas` > 0, whether the server runs `WAIT` at all (some services and
+    /// forks refuse it): a clear error at start rather than on every write.
+    pub fn check_wait_supported(&self) -> crate::error::Result<()> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        // No replica asked for: returns at once wherever WAIT exists.
+        let outcome = self.run(|conn| redis::cmd("WAIT").arg(0).arg(1).query::<i64>(conn));
+        match outcome {
+            Err(err) if err.kind() != ErrorKind::RedisUnavailable => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "wait_replicas is {} but this Redis refuses WAIT ({}): set wait_replicas to 0 \
+                     or use a server that replicates with WAIT",
+                    self.wait_replicas,
+                    err.message()
+                ),
+            )),
+            other => other.map(|_| ()),
+        }
+    }
+
     pub fn not_replicated(&self, acked: i64, timeout: Duration) -> Error {
         Error::new(
             ErrorKind::NotReplicated,
