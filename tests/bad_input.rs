@@ -893,14 +893,14 @@ fn absurd_durations_and_limits_are_refused_before_connecting() {
 #[test]
 fn wait_replicas_on_a_server_that_refuses_wait_is_a_clear_error_at_start() {
     let server = RedisServer::start_with(&["--rename-command", "WAIT", ""]);
-    let err = StateManager::new(
+    let Err(err) = StateManager::new(
         Config::new("no-wait")
             .redis_url(server.url())
             .install_signal_handlers(false)
             .wait_replicas(1),
-    )
-    .err()
-    .expect("refused at start");
+    ) else {
+        panic!("wait_replicas=1 was accepted by a server without WAIT");
+    };
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.message().contains("refuses WAIT"), "{err}");
     // Without replicas asked for, the same server is fine.

@@ -9,7 +9,6 @@
 
 mod common;
 // Only the drop mode (a partition without FIN) is used here.
-#[allow(dead_code)]
 #[path = "chaos/proxy.rs"]
 mod proxy;
 
