@@ -182,13 +182,18 @@ pub(super) fn run(lease: &Lease) {
             }
             continue;
         };
+        // A renewal slower than the slack before the deadline could not keep the lease; a
+        // standby's look or take may take as long as any command (a timeout drops the
+        // connection, and with it the watch, so a loaded machine must not cut looks short).
+        let timeout = match command {
+            Command::Renew { .. } => lease.timing.lease_command_timeout,
+            _ => lease.store.command_timeout(),
+        };
         let sent_at = now_nanos();
-        let reply = match execute(
-            lease,
-            connection,
-            lease.timing.lease_command_timeout,
-            &command,
-        ) {
+        let reply = match connection
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| execute(lease, connection, timeout, &command))
+        {
             Ok(reply) => {
                 failing = false;
                 if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. }) {
