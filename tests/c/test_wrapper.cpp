@@ -109,11 +109,18 @@ int main() {
   // Options added after the frozen C struct reach the library through the builder.
   CHECK(options_for(bot).fast_failover());
   CHECK(!options_for(bot).fast_failover(false).fast_failover());
+  CHECK(options_for(bot).failover_tolerance_ms() == 200);
+  CHECK(options_for(bot).failover_tolerance_ms(150).failover_tolerance_ms() == 150);
   {
+    // They set the deadline a holder declares in the lease record: renew_deadline without
+    // fast failover, 100 ms + the tolerance with it.
     quantshift::Manager no_fast(options_for(bot + "-nofast").fast_failover(false));
-    quantshift::Manager fast(options_for(bot + "-fast"));
-    CHECK(redis_cli("PUBSUB CHANNELS 'bot:" + bot + "-nofast:alive:*'").empty());
-    CHECK(redis_cli("PUBSUB CHANNELS 'bot:" + bot + "-fast:alive:*'").find(":alive:") !=
+    quantshift::Manager fast(options_for(bot + "-fast").failover_tolerance_ms(150));
+    CHECK(fast.wait_until_primary(5s));
+    CHECK(redis_cli("HGET bot:" + bot + "-fast:lease_record deadline_ms").find("250") !=
+          std::string::npos);
+    CHECK(!redis_cli("HGET bot:" + bot + "-nofast:lease_record deadline_ms").empty());
+    CHECK(redis_cli("HGET bot:" + bot + "-nofast:lease_record deadline_ms").find("250") ==
           std::string::npos);
   }
 
