@@ -8,7 +8,9 @@ use std::time::Duration;
 use redis::Connection;
 
 use super::machine::{Input, Notice};
-use super::protocol::{self, Command, Reply, HANDOVER_REQUEST, RECORD_FIELDS, RELEASED_NOTICE};
+use super::protocol::{
+    Call, CallContext, Command, LeaseKeys, LeaseScript, Reply, HANDOVER_REQUEST, RELEASED_NOTICE,
+};
 use super::Lease;
 use crate::clock::{millis, now_nanos, utc_now_iso};
 use crate::store::{describe, drops_connection, SCRIPTS};
@@ -26,96 +28,45 @@ pub(super) fn execute(
     command: &Command,
 ) -> redis::RedisResult<Reply> {
     let keys = &lease.keys;
-    let timing = &lease.timing;
-    let reply = match command {
-        Command::Observe { presence, .. } => {
-            let fields: Vec<redis::Value> = if *presence {
-                SCRIPTS
-                    .lease_observe
-                    .key(&keys.lease_record)
-                    .key(&keys.instances)
-                    .arg(millis(timing.lock_ttl))
-                    .arg(&lease.instance_id)
-                    .invoke(conn)?
-            } else {
-                redis::cmd("HMGET")
-                    .arg(&keys.lease_record)
-                    .arg(&RECORD_FIELDS[..])
-                    .query(conn)?
+    let lease_keys = LeaseKeys {
+        lock: &keys.lock,
+        epoch: &keys.epoch,
+        record: &keys.lease_record,
+        heartbeat: &keys.heartbeat,
+        instances: &keys.instances,
+        channel: &keys.lease_channel,
+    };
+    let heartbeat = utc_now_iso();
+    let context = CallContext {
+        instance_id: &lease.instance_id,
+        lock_ttl_ms: millis(lease.timing.lock_ttl),
+        heartbeat_ttl_ms: millis(lease.timing.heartbeat_ttl),
+        heartbeat: &heartbeat,
+    };
+    let value: redis::Value = match command.call(&lease_keys, &context) {
+        Call::Script { script, keys, args } => {
+            let script = match script {
+                LeaseScript::Take => &SCRIPTS.lease_take,
+                LeaseScript::Renew => &SCRIPTS.lease_renew,
+                LeaseScript::Release => &SCRIPTS.lease_release,
+                LeaseScript::Observe => &SCRIPTS.lease_observe,
             };
-            return Ok(Reply::Observed(protocol::parse_record(&fields)?));
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            invocation.invoke(conn)?
         }
-        Command::Renew { token, refresh, .. } => {
-            let reply: Vec<redis::Value> = SCRIPTS
-                .lease_renew
-                .key(&keys.lock)
-                .key(&keys.lease_record)
-                .key(&keys.heartbeat)
-                .key(&keys.instances)
-                .arg(token)
-                .arg(if *refresh { "1" } else { "0" })
-                .arg(millis(timing.lock_ttl))
-                .arg(utc_now_iso())
-                .arg(millis(timing.heartbeat_ttl))
-                .arg(&lease.instance_id)
-                .invoke(conn)?;
-            protocol::parse_renew(&reply)?
-        }
-        Command::Take {
-            expect,
-            token,
-            floor_epoch,
-            deadline_ms,
-            ..
-        } => {
-            let (present, expected_token, expected_seq) = match expect {
-                protocol::Expect::Absent => ("0", "", 0),
-                protocol::Expect::Record { token, seq } => ("1", token.as_str(), *seq),
-            };
-            let reply: Vec<redis::Value> = SCRIPTS
-                .lease_take
-                .key(&keys.lock)
-                .key(&keys.epoch)
-                .key(&keys.lease_record)
-                .key(&keys.heartbeat)
-                .key(&keys.instances)
-                .arg(present)
-                .arg(expected_token)
-                .arg(expected_seq)
-                .arg(token)
-                .arg(millis(timing.lock_ttl))
-                .arg(*deadline_ms)
-                .arg(*floor_epoch)
-                .arg(utc_now_iso())
-                .arg(millis(timing.heartbeat_ttl))
-                .arg(&lease.instance_id)
-                .invoke(conn)?;
-            protocol::parse_take(&reply)?
-        }
-        Command::Release {
-            token,
-            quiet,
-            lock_only,
-            ..
-        } => {
-            let released: i64 = SCRIPTS
-                .lease_release
-                .key(&keys.lock)
-                .key(&keys.lease_record)
-                .arg(token)
-                .arg(if *quiet {
-                    ""
-                } else {
-                    keys.lease_channel.as_str()
-                })
-                .arg(format!("{RELEASED_NOTICE} {}", lease.instance_id))
-                .arg(if *lock_only { "1" } else { "0" })
-                .invoke(conn)?;
-            return Ok(Reply::Released {
-                released: released == 1,
-            });
+        Call::Plain(args) => {
+            let mut cmd = redis::cmd(&args[0]);
+            cmd.arg(&args[1..]);
+            cmd.query(conn)?
         }
     };
+    let reply = command.parse_reply(value)?;
     if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. })
         && !lease.store.lease_replicated(conn, conn_timeout)?
     {

@@ -98,6 +98,148 @@ impl Command {
     }
 }
 
+/// The keys a lease command touches (the bot's, from `Keys`).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseKeys<'a> {
+    pub lock: &'a str,
+    pub epoch: &'a str,
+    pub record: &'a str,
+    pub heartbeat: &'a str,
+    pub instances: &'a str,
+    pub channel: &'a str,
+}
+
+/// What every call of one instance carries besides the command.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    pub instance_id: &'a str,
+    pub lock_ttl_ms: u64,
+    pub heartbeat_ttl_ms: u64,
+    /// The heartbeat key's value (an ISO-8601 UTC time).
+    pub heartbeat: &'a str,
+}
+
+/// The lease scripts (`src/scripts/lease_*.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseScript {
+    Take,
+    Renew,
+    Release,
+    Observe,
+}
+
+/// One command as Redis sees it: a script with its `KEYS` and `ARGV`, or a plain command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call<'a> {
+    Script {
+        script: LeaseScript,
+        keys: Vec<&'a str>,
+        args: Vec<String>,
+    },
+    Plain(Vec<String>),
+}
+
+impl Command {
+    /// The script (or plain command) that carries this command, with its arguments: the
+    /// one place that knows each script's `KEYS` and `ARGV` order.
+    pub fn call<'a>(&self, keys: &LeaseKeys<'a>, context: &CallContext<'_>) -> Call<'a> {
+        let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+        match self {
+            Command::Observe { presence: true, .. } => Call::Script {
+                script: LeaseScript::Observe,
+                keys: vec![keys.record, keys.instances],
+                args: vec![
+                    context.lock_ttl_ms.to_string(),
+                    context.instance_id.to_owned(),
+                ],
+            },
+            Command::Observe { .. } => Call::Plain(
+                ["HMGET", keys.record]
+                    .into_iter()
+                    .chain(RECORD_FIELDS)
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Command::Renew { token, refresh, .. } => Call::Script {
+                script: LeaseScript::Renew,
+                keys: vec![keys.lock, keys.record, keys.heartbeat, keys.instances],
+                args: vec![
+                    token.clone(),
+                    flag(*refresh),
+                    context.lock_ttl_ms.to_string(),
+                    context.heartbeat.to_owned(),
+                    context.heartbeat_ttl_ms.to_string(),
+                    context.instance_id.to_owned(),
+                ],
+            },
+            Command::Take {
+                expect,
+                token,
+                floor_epoch,
+                deadline_ms,
+                ..
+            } => {
+                let (present, expected, seq) = match expect {
+                    Expect::Absent => (false, "", 0),
+                    Expect::Record { token, seq } => (true, token.as_str(), *seq),
+                };
+                Call::Script {
+                    script: LeaseScript::Take,
+                    keys: vec![
+                        keys.lock,
+                        keys.epoch,
+                        keys.record,
+                        keys.heartbeat,
+                        keys.instances,
+                    ],
+                    args: vec![
+                        flag(present),
+                        expected.to_owned(),
+                        seq.to_string(),
+                        token.clone(),
+                        context.lock_ttl_ms.to_string(),
+                        deadline_ms.to_string(),
+                        floor_epoch.to_string(),
+                        context.heartbeat.to_owned(),
+                        context.heartbeat_ttl_ms.to_string(),
+                        context.instance_id.to_owned(),
+                    ],
+                }
+            }
+            Command::Release {
+                token,
+                quiet,
+                lock_only,
+                ..
+            } => Call::Script {
+                script: LeaseScript::Release,
+                keys: vec![keys.lock, keys.record],
+                args: vec![
+                    token.clone(),
+                    if *quiet { "" } else { keys.channel }.to_owned(),
+                    format!("{RELEASED_NOTICE} {}", context.instance_id),
+                    flag(*lock_only),
+                ],
+            },
+        }
+    }
+
+    /// This command's reply, from what Redis answered.
+    pub fn parse_reply(&self, value: Value) -> redis::RedisResult<Reply> {
+        match self {
+            Command::Observe { .. } => {
+                let fields: Vec<Value> = redis::from_redis_value(value)?;
+                Ok(Reply::Observed(parse_record(&fields)?))
+            }
+            Command::Renew { .. } => parse_renew(&redis::from_redis_value::<Vec<Value>>(value)?),
+            Command::Take { .. } => parse_take(&redis::from_redis_value::<Vec<Value>>(value)?),
+            Command::Release { .. } => Ok(Reply::Released {
+                released: redis::from_redis_value::<i64>(value)? == 1,
+            }),
+        }
+    }
+}
+
 /// What a command's round trip gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {

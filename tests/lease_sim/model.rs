@@ -37,13 +37,6 @@ impl Resp {
             Resp::Error { .. } => redis::Value::Nil,
         }
     }
-
-    pub fn array(&self) -> Option<Vec<redis::Value>> {
-        match self {
-            Resp::Array(items) => Some(items.iter().map(Resp::to_value).collect()),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 
 use quantshift_core::lease::machine::{self, Input, Machine, Notice, Params, DRIFT_PPM};
-use quantshift_core::lease::protocol::{self, Command, Expect, Nanos, Reply, RECORD_FIELDS};
+use quantshift_core::lease::protocol::{
+    Call, CallContext, Command, LeaseKeys, LeaseScript, Nanos, Reply,
+};
 use quantshift_core::lease::shared::View;
 
 use super::model::{Entry, Model, Resp, Script};
@@ -1090,92 +1092,45 @@ impl<'a> Sim<'a> {
 
     fn execute(&mut self, i: usize, command: &Command) -> Reply {
         let id = self.insts[i].id.clone();
-        let lock_ttl = (3 * self.s.params.refresh_interval / MS).to_string();
+        let lock_ttl_ms = 3 * self.s.params.refresh_interval / MS;
         let m = &mut *self.model;
-        let parsed = match command {
-            Command::Observe { presence, .. } => {
-                let resp = if *presence {
-                    m.eval(Script::Observe, &[RECORD, INSTANCES], &[&lock_ttl, &id])
-                } else {
-                    let mut args = vec!["HMGET", RECORD];
-                    args.extend(RECORD_FIELDS);
-                    m.command(&args)
+        // The same call the driver makes (protocol::Command::call): the model runs the
+        // shipped script with the driver's KEYS and ARGV.
+        let keys = LeaseKeys {
+            lock: LOCK,
+            epoch: EPOCH,
+            record: RECORD,
+            heartbeat: HEARTBEAT,
+            instances: INSTANCES,
+            channel: CHANNEL,
+        };
+        let context = CallContext {
+            instance_id: &id,
+            lock_ttl_ms,
+            heartbeat_ttl_ms: lock_ttl_ms,
+            heartbeat: "2024-01-01T00:00:00Z",
+        };
+        let resp = match command.call(&keys, &context) {
+            Call::Script { script, keys, args } => {
+                let script = match script {
+                    LeaseScript::Take => Script::Take,
+                    LeaseScript::Renew => Script::Renew,
+                    LeaseScript::Release => Script::Release,
+                    LeaseScript::Observe => Script::Observe,
                 };
-                resp.array()
-                    .and_then(|fields| protocol::parse_record(&fields).ok())
-                    .map(Reply::Observed)
-                    .ok_or(resp)
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                m.eval(script, &keys, &args)
             }
-            Command::Renew { token, refresh, .. } => {
-                let resp = m.eval(
-                    Script::Renew,
-                    &[LOCK, RECORD, HEARTBEAT, INSTANCES],
-                    &[
-                        token,
-                        if *refresh { "1" } else { "0" },
-                        &lock_ttl,
-                        "2024-01-01T00:00:00Z",
-                        &lock_ttl,
-                        &id,
-                    ],
-                );
-                resp.array()
-                    .and_then(|r| protocol::parse_renew(&r).ok())
-                    .ok_or(resp)
+            Call::Plain(args) => {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                m.command(&args)
             }
-            Command::Take {
-                expect,
-                token,
-                floor_epoch,
-                deadline_ms,
-                ..
-            } => {
-                let (present, expected, seq) = match expect {
-                    Expect::Absent => ("0", "", 0),
-                    Expect::Record { token, seq } => ("1", token.as_str(), *seq),
-                };
-                let resp = m.eval(
-                    Script::Take,
-                    &[LOCK, EPOCH, RECORD, HEARTBEAT, INSTANCES],
-                    &[
-                        present,
-                        expected,
-                        &seq.to_string(),
-                        token,
-                        &lock_ttl,
-                        &deadline_ms.to_string(),
-                        &floor_epoch.to_string(),
-                        "2024-01-01T00:00:00Z",
-                        &lock_ttl,
-                        &id,
-                    ],
-                );
-                resp.array()
-                    .and_then(|r| protocol::parse_take(&r).ok())
-                    .ok_or(resp)
-            }
-            Command::Release {
-                token,
-                quiet,
-                lock_only,
-                ..
-            } => {
-                let message = format!("released {id}");
-                let resp = m.eval(
-                    Script::Release,
-                    &[LOCK, RECORD],
-                    &[
-                        token,
-                        if *quiet { "" } else { CHANNEL },
-                        &message,
-                        if *lock_only { "1" } else { "0" },
-                    ],
-                );
-                match resp {
-                    Resp::Int(n) => Ok(Reply::Released { released: n == 1 }),
-                    other => Err(other),
-                }
-            }
+        };
+        let parsed = match &resp {
+            Resp::Error { .. } => Err(resp.clone()),
+            _ => command
+                .parse_reply(resp.to_value())
+                .map_err(|_| resp.clone()),
         };
         match parsed {
             Ok(reply) => {
