@@ -181,7 +181,15 @@ run_pass() {  # <label> <bin-dir> <ttl-ms> <slack-ms> <runner...>
   "${RUNNER[@]}" "$BIN/bot_example_c" >>"$RUN/$pass-example-c.out" || fail "[$pass] examples/c, second run"
   grep -q '^Recovered state: .*"shutdown_time"' "$RUN/$pass-example-c.out" || fail "[$pass] examples/c did not recover its state"
   "${RUNNER[@]}" "$BIN/bot_example_cpp" >"$RUN/$pass-example-cpp.out" || fail "[$pass] examples/cpp"
-  grep -q '^This instance is primary' "$RUN/$pass-example-cpp.out" || fail "[$pass] examples/cpp output"
+  # The example runs at the default fast failover: a holder is primary 300 ms past its last
+  # renewal, which valgrind's slowdown (every call 20-50x slower) can outlast; there the
+  # example must still run to its end and say which role it ended in.
+  if [ "$pass" = valgrind ]; then
+    grep -qE '^This instance is (primary|standby)' "$RUN/$pass-example-cpp.out" \
+      || fail "[$pass] examples/cpp output"
+  else
+    grep -q '^This instance is primary' "$RUN/$pass-example-cpp.out" || fail "[$pass] examples/cpp output"
+  fi
 
   # Failover: kill -9 the primary; the standby promotes within lock_ttl + poll_interval.
   bot="c-failover-$pass-$$"
