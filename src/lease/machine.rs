@@ -1,6 +1,6 @@
 //! The lease's decisions as a pure state machine: time, replies, notices and refusals go
 //! in ([`Machine::handle`]); the next command to run on Redis, role events, the view that
-//! `is_primary()` reads and the next wake-up come out ([`Ready`]). No Redis, no clock reads,
+//! `is_primary()` reads come out ([`Ready`]), the next wake-up from [`Machine::wake_at_now`]. No Redis, no clock reads,
 //! no threads, no locks: the driver (`driver.rs`) and the simulator feed it the same way.
 //!
 //! The safety argument it implements is at the top of `mod.rs`.
@@ -105,14 +105,6 @@ impl Machine {
             last_seen: None,
             saw_held_on_connection: false,
         }
-    }
-
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
-    pub fn highest_epoch(&self) -> u64 {
-        self.highest_epoch
     }
 
     /// The token held (primary or on its way), for fencing and release.
@@ -421,7 +413,6 @@ impl Machine {
         Ready {
             events: std::mem::take(&mut self.events),
             view: self.view(),
-            wake_at: self.wake_at(now),
         }
     }
 

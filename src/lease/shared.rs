@@ -60,8 +60,4 @@ impl SharedView {
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
-
-    pub fn deadline(&self) -> Nanos {
-        self.deadline.load(Ordering::Acquire)
-    }
 }

@@ -46,6 +46,4 @@ pub enum Input {
 pub struct Ready {
     pub events: Vec<Event>,
     pub view: View,
-    /// Step again with [`Input::Tick`] at this time at the latest.
-    pub wake_at: Nanos,
 }
