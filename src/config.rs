@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::keys::validate_bot_name;
+use crate::keys::{validate_bot_name_for, KeyLayout};
 
 /// Where the URL comes from when none is given, in this order.
 pub const URL_ENV_VARS: [&str; 2] = ["QUANTSHIFT_REDIS_URL", "REDIS_URL"];
@@ -80,6 +80,10 @@ pub struct Config {
     /// the lease (default 200 ms). Longer tolerates longer stalls; failover takes longer by
     /// as much (docs/failover.md).
     pub failover_tolerance: Duration,
+    /// How the bot's keys are named; `None`: hash-tagged with a cluster URL
+    /// (`redis+cluster://`), plain otherwise (the seed's layout, so deployed bots keep their
+    /// keys). The plain layout cannot run on a cluster.
+    pub key_layout: Option<KeyLayout>,
 }
 
 impl Config {
@@ -107,6 +111,7 @@ impl Config {
             sentinel_password: None,
             fast_failover: true,
             failover_tolerance: DEFAULT_FAILOVER_TOLERANCE,
+            key_layout: None,
         }
     }
 
@@ -175,6 +180,10 @@ impl Config {
         self.failover_tolerance = tolerance;
         self
     }
+    pub fn key_layout(mut self, layout: KeyLayout) -> Self {
+        self.key_layout = Some(layout);
+        self
+    }
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca_file = Some(path.into());
         self
@@ -239,6 +248,23 @@ impl Config {
             .unwrap_or_else(|| (self.lock_ttl / 10).min(Duration::from_secs(1)))
     }
 
+    /// The key layout in use: the one set, else hash-tagged for a cluster URL and plain
+    /// otherwise. A plain layout set with a cluster URL is an `InvalidInput` error.
+    pub fn effective_key_layout(&self) -> Result<KeyLayout> {
+        let cluster = ClusterUrl::is_cluster(&self.effective_url());
+        match self.key_layout {
+            Some(KeyLayout::Plain) if cluster => Err(Error::invalid(
+                "key_layout \"plain\" cannot run on a Redis Cluster (a bot's keys would scatter \
+                 over hash slots and its scripts fail with CROSSSLOT): use \"hash_tagged\", the \
+                 default with a redis+cluster:// URL, after moving the keys with \
+                 `quantshift-state layout move`",
+            )),
+            Some(layout) => Ok(layout),
+            None if cluster => Ok(KeyLayout::HashTagged),
+            None => Ok(KeyLayout::Plain),
+        }
+    }
+
     /// The URL this configuration connects to, after the environment rules.
     pub fn effective_url(&self) -> String {
         self.redis_url
@@ -254,7 +280,7 @@ impl Config {
     /// Checks names, durations and their order; every problem is a clear
     /// [`InvalidInput`](crate::ErrorKind::InvalidInput) error.
     pub fn validate(&self) -> Result<()> {
-        validate_bot_name(&self.bot_name)?;
+        validate_bot_name_for(&self.bot_name, self.effective_key_layout()?)?;
         // Checked first: larger values overflow the clock arithmetic (`Instant + Duration`,
         // `lock_ttl * 2 / 3`) or the millisecond expiries Redis accepts.
         let given = [
@@ -327,19 +353,29 @@ impl Config {
         if !url.contains("://")
             || !matches!(
                 scheme,
-                "redis" | "rediss" | "unix" | "redis+unix" | "redis+sentinel" | "rediss+sentinel"
+                "redis"
+                    | "rediss"
+                    | "unix"
+                    | "redis+unix"
+                    | "redis+sentinel"
+                    | "rediss+sentinel"
+                    | "redis+cluster"
+                    | "rediss+cluster"
             )
         {
             return Err(Error::invalid(format!(
                 "unsupported Redis URL {}: expected redis://, rediss://, unix://, \
-                 redis+sentinel:// or rediss+sentinel://",
+                 redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://",
                 redact_url(&url)
             )));
         }
         if SentinelUrl::is_sentinel(&url) {
             SentinelUrl::parse(&url)?;
         }
-        let tls_url = matches!(scheme, "rediss" | "rediss+sentinel");
+        if ClusterUrl::is_cluster(&url) {
+            ClusterUrl::parse(&url)?;
+        }
+        let tls_url = matches!(scheme, "rediss" | "rediss+sentinel" | "rediss+cluster");
         if !tls_url && (self.tls_ca_file.is_some() || self.tls_cert_file.is_some()) {
             return Err(Error::invalid(format!(
                 "TLS files are set but the Redis URL {} does not use TLS (use rediss://)",
@@ -409,32 +445,14 @@ impl SentinelUrl {
                  sentinel_password or QUANTSHIFT_SENTINEL_PASSWORD)",
             ));
         }
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(authority_end);
-        let (userinfo, hosts) = match authority.rfind('@') {
-            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-            None => (None, authority),
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(info) => {
-                let (user, password) = match info.split_once(':') {
-                    Some((user, password)) => (Some(user), password),
-                    // `password@host`: the contract's `[[user:]password@]`.
-                    None => (None, info),
-                };
-                let user = user
-                    .filter(|u| !u.is_empty())
-                    .map(|u| percent_decode(u).ok_or_else(|| bad("bad %-escape in the user name")))
-                    .transpose()?;
-                let password =
-                    percent_decode(password).ok_or_else(|| bad("bad %-escape in the password"))?;
-                (user, Some(password).filter(|p| !p.is_empty()))
-            }
-        };
+        let (userinfo, hosts, path) = split_authority(rest);
+        let (username, password) = parse_userinfo(userinfo).map_err(bad)?;
         let mut sentinels = Vec::new();
         for part in hosts.split(',') {
-            sentinels.push(parse_host_port(part).map_err(|why| bad(&why))?);
+            sentinels.push(
+                parse_host_port(part, "Sentinel", DEFAULT_SENTINEL_PORT)
+                    .map_err(|why| bad(&why))?,
+            );
         }
         let mut segments = path.trim_start_matches('/').split('/');
         let service_name = segments.next().unwrap_or_default();
@@ -470,9 +488,114 @@ impl SentinelUrl {
     }
 }
 
-fn parse_host_port(part: &str) -> std::result::Result<(String, u16), String> {
+/// What follows `scheme://`, split into the user info (before the last `@`), the host list
+/// and the path.
+fn split_authority(rest: &str) -> (Option<&str>, &str, &str) {
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..], path),
+        None => (None, authority, path),
+    }
+}
+
+/// The `[[user:]password@]` part of a URL, %-decoded; an empty user or password is none.
+fn parse_userinfo(
+    userinfo: Option<&str>,
+) -> std::result::Result<(Option<String>, Option<String>), &'static str> {
+    let Some(info) = userinfo else {
+        return Ok((None, None));
+    };
+    let (user, password) = match info.split_once(':') {
+        Some((user, password)) => (Some(user), password),
+        // `password@host`: the contract's `[[user:]password@]`.
+        None => (None, info),
+    };
+    let user = user
+        .filter(|u| !u.is_empty())
+        .map(|u| percent_decode(u).ok_or("bad %-escape in the user name"))
+        .transpose()?;
+    let password = percent_decode(password).ok_or("bad %-escape in the password")?;
+    Ok((user, Some(password).filter(|p| !p.is_empty())))
+}
+
+/// A parsed `redis+cluster://[[user:]password@]host[:port][,host[:port]...][/0]` URL (or
+/// `rediss+cluster://`, TLS to every node): seed nodes of a Redis or Valkey Cluster, from
+/// which the node serving each bot is found. The credentials are every node's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterUrl {
+    pub tls: bool,
+    pub seeds: Vec<(String, u16)>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for ClusterUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterUrl")
+            .field("tls", &self.tls)
+            .field("seeds", &self.seeds)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The port of a seed node given without one.
+pub const DEFAULT_REDIS_PORT: u16 = 6379;
+
+impl ClusterUrl {
+    pub fn is_cluster(url: &str) -> bool {
+        url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")
+    }
+
+    /// Parses a cluster URL; every malformed part is a clear `InvalidInput` error that never
+    /// repeats the password.
+    pub fn parse(url: &str) -> Result<Self> {
+        let redacted = redact_url(url);
+        let bad = |what: &str| Error::invalid(format!("invalid cluster URL {redacted}: {what}"));
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+            (true, rest)
+        } else {
+            return Err(bad("expected redis+cluster:// or rediss+cluster://"));
+        };
+        if rest.contains('?') || rest.contains('#') {
+            return Err(bad("query parameters are not supported"));
+        }
+        let (userinfo, hosts, path) = split_authority(rest);
+        if !matches!(path, "" | "/" | "/0") {
+            return Err(bad(
+                "a cluster has only database 0: nothing but /0 may follow the hosts",
+            ));
+        }
+        let (username, password) = parse_userinfo(userinfo).map_err(bad)?;
+        let mut seeds = Vec::new();
+        for part in hosts.split(',') {
+            let seed =
+                parse_host_port(part, "seed node", DEFAULT_REDIS_PORT).map_err(|why| bad(&why))?;
+            if !seeds.contains(&seed) {
+                seeds.push(seed);
+            }
+        }
+        Ok(ClusterUrl {
+            tls,
+            seeds,
+            username,
+            password,
+        })
+    }
+}
+
+/// `host[:port]` or `[v6]:port` of a `what` (Sentinel, seed node) in a host list.
+fn parse_host_port(
+    part: &str,
+    what: &str,
+    default_port: u16,
+) -> std::result::Result<(String, u16), String> {
     if part.is_empty() {
-        return Err("empty Sentinel address in the host list".into());
+        return Err(format!("empty {what} address in the host list"));
     }
     let (host, port) = if let Some(rest) = part.strip_prefix('[') {
         let (host, after) = rest
@@ -496,15 +619,15 @@ fn parse_host_port(part: &str) -> std::result::Result<(String, u16), String> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "@/?#,".contains(c))
     {
-        return Err(format!("bad Sentinel host {host:?}"));
+        return Err(format!("bad {what} host {host:?}"));
     }
     let port = match port {
-        None => DEFAULT_SENTINEL_PORT,
+        None => default_port,
         Some(port) => port
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
-            .ok_or_else(|| format!("bad Sentinel port {port:?} (1-65535)"))?,
+            .ok_or_else(|| format!("bad {what} port {port:?} (1-65535)"))?,
     };
     Ok((host.to_owned(), port))
 }
@@ -653,6 +776,56 @@ mod tests {
             "{hidden}"
         );
         assert!(hidden.contains("x=1"));
+    }
+
+    #[test]
+    fn cluster_urls_parse_and_pick_the_hash_tagged_layout() {
+        let url = ClusterUrl::parse("redis+cluster://bob:p%40ss@h1:7001,h2,[::1]:7003").unwrap();
+        assert!(!url.tls);
+        assert_eq!(
+            url.seeds,
+            vec![
+                ("h1".to_owned(), 7001),
+                ("h2".to_owned(), DEFAULT_REDIS_PORT),
+                ("::1".to_owned(), 7003)
+            ]
+        );
+        assert_eq!(url.username.as_deref(), Some("bob"));
+        assert_eq!(url.password.as_deref(), Some("p@ss"));
+        assert!(!format!("{url:?}").contains("p@ss"));
+        let url = ClusterUrl::parse("rediss+cluster://pw@127.0.0.1:7000/0").unwrap();
+        assert!(url.tls && url.password.as_deref() == Some("pw") && url.username.is_none());
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://h1,,h2",
+            "redis+cluster://h1:0",
+            "redis+cluster://h1/1",
+            "redis+cluster://h1?x=1",
+        ] {
+            let err = ClusterUrl::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("invalid cluster URL"), "{err}");
+        }
+        let config = Config::new("alpha").redis_url("redis+cluster://127.0.0.1:7000");
+        config.validate().unwrap();
+        assert_eq!(
+            config.effective_key_layout().unwrap(),
+            KeyLayout::HashTagged
+        );
+        let err = config
+            .clone()
+            .key_layout(KeyLayout::Plain)
+            .validate()
+            .expect_err("plain layout on a cluster");
+        assert!(err.to_string().contains("CROSSSLOT"), "{err}");
+        let err = Config::new("a{b}")
+            .redis_url("redis+cluster://127.0.0.1:7000")
+            .validate()
+            .expect_err("braces in the name");
+        assert!(err.to_string().contains("hash tag"), "{err}");
+        let single = Config::new("a{b}").redis_url("redis://127.0.0.1:1");
+        assert_eq!(single.effective_key_layout().unwrap(), KeyLayout::Plain);
+        single.validate().unwrap();
+        assert!(single.key_layout(KeyLayout::HashTagged).validate().is_err());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The key schema of CONTRACT §1 and the validation that keeps one bot out of another's keys.
 //!
-//! | key | what |
+//! Two layouts name the same keys. The plain layout (the default, what deployed bots use) is
+//! `bot:<name>:state`, … The hash-tagged layout puts the name in braces, `bot:{<name>}:state`,
+//! so that Redis Cluster hashes every key of a bot to one slot: a script may then touch them
+//! all, and one node serves the bot. A cluster URL uses the hash-tagged layout.
+//!
+//! | key (plain layout; `{bot}` is the name) | what |
 //! |---|---|
 //! | `bot:{bot}:state` | JSON state object (`state_ttl`) |
 //! | `bot:{bot}:position:{symbol}` | JSON position object (`position_ttl`) |
@@ -26,6 +31,52 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// refused in both, so the pair is unambiguous.
 pub(crate) const FILL_SEPARATOR: char = '\u{1f}';
 
+/// How a bot's keys are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyLayout {
+    /// `bot:<name>:state`: the layout of the original document, the default on one server.
+    #[default]
+    Plain,
+    /// `bot:{<name>}:state`: every key of a bot in one Redis Cluster hash slot; required on a
+    /// cluster, available anywhere. Names with `{` or `}` are refused in it.
+    HashTagged,
+}
+
+impl KeyLayout {
+    /// `plain` or `hash_tagged`: the spelling every front end accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyLayout::Plain => "plain",
+            KeyLayout::HashTagged => "hash_tagged",
+        }
+    }
+
+    /// Parses [`as_str`](Self::as_str)'s spellings (`tagged` and `hash-tagged` too).
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "plain" => Ok(KeyLayout::Plain),
+            "hash_tagged" | "hash-tagged" | "tagged" => Ok(KeyLayout::HashTagged),
+            other => Err(Error::invalid(format!(
+                "unknown key layout {other:?}: expected \"plain\" or \"hash_tagged\""
+            ))),
+        }
+    }
+
+    /// The start of every key of `bot_name`, up to its own name.
+    fn base(self, bot_name: &str) -> String {
+        match self {
+            KeyLayout::Plain => format!("bot:{bot_name}:"),
+            KeyLayout::HashTagged => format!("bot:{{{bot_name}}}:"),
+        }
+    }
+}
+
+impl std::fmt::Display for KeyLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub state: String,
@@ -40,14 +91,21 @@ pub struct Keys {
     /// Prefix of the liveness channels of earlier versions (fast failover no longer uses
     /// them); kept so programs that read it still build.
     pub liveness_prefix: String,
+    layout: KeyLayout,
     position_prefix: String,
 }
 
 impl Keys {
-    /// Keys of a bot whose name has already passed [`validate_bot_name`].
+    /// Keys of a bot whose name has already passed [`validate_bot_name`], plain layout.
     pub fn new(bot_name: &str) -> Self {
-        let base = format!("bot:{bot_name}:");
+        Self::with_layout(bot_name, KeyLayout::Plain)
+    }
+
+    /// Keys of a bot whose name has already passed [`validate_bot_name_for`] for `layout`.
+    pub fn with_layout(bot_name: &str, layout: KeyLayout) -> Self {
+        let base = layout.base(bot_name);
         Keys {
+            layout,
             state: format!("{base}state"),
             heartbeat: format!("{base}heartbeat"),
             lock: format!("{base}primary_lock"),
@@ -60,6 +118,25 @@ impl Keys {
             liveness_prefix: format!("{base}alive:"),
             position_prefix: format!("{base}position:"),
         }
+    }
+
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    /// Every key of the bot except its positions (named by the positions set), in a fixed
+    /// order: what a layout move carries over.
+    pub fn fixed_keys(&self) -> [&str; 8] {
+        [
+            &self.state,
+            &self.heartbeat,
+            &self.lock,
+            &self.epoch,
+            &self.positions_index,
+            &self.fills,
+            &self.instances,
+            &self.lease_record,
+        ]
     }
 
     pub fn position(&self, symbol: &str) -> String {
@@ -124,6 +201,19 @@ pub fn validate_bot_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A bot name valid in `layout`: [`validate_bot_name`], and in the hash-tagged layout no `{`
+/// or `}` (the hash tag would end early, and the keys scatter over slots).
+pub fn validate_bot_name_for(name: &str, layout: KeyLayout) -> Result<()> {
+    validate_bot_name(name)?;
+    if layout == KeyLayout::HashTagged && name.contains(['{', '}']) {
+        return Err(Error::invalid(format!(
+            "bot name {name:?} contains '{{' or '}}', which the hash-tagged key layout (Redis \
+             Cluster) reserves for the hash tag"
+        )));
+    }
+    Ok(())
+}
+
 /// A symbol: not empty, at most 256 bytes, no control characters. `/`, `:` and
 /// non-ASCII are accepted and round-trip exactly.
 pub fn validate_symbol(symbol: &str) -> Result<()> {
@@ -151,6 +241,27 @@ mod tests {
             validate_symbol(good).unwrap();
         }
         assert!(validate_symbol("a\u{7f}").is_err());
+    }
+
+    #[test]
+    fn the_hash_tagged_layout_puts_every_key_in_one_tag() {
+        let keys = Keys::with_layout("alpha", KeyLayout::HashTagged);
+        assert_eq!(keys.state, "bot:{alpha}:state");
+        assert_eq!(keys.position("BTC/USD"), "bot:{alpha}:position:BTC/USD");
+        assert_eq!(keys.lease_channel, "bot:{alpha}:lease");
+        for key in keys.fixed_keys() {
+            assert!(key.starts_with("bot:{alpha}:"), "{key}");
+        }
+        assert_eq!(Keys::new("alpha").state, "bot:alpha:state");
+        assert!(validate_bot_name_for("a{b", KeyLayout::HashTagged).is_err());
+        assert!(validate_bot_name_for("a}b", KeyLayout::HashTagged).is_err());
+        validate_bot_name_for("a{b}", KeyLayout::Plain).unwrap();
+        assert_eq!(
+            KeyLayout::parse("hash_tagged").unwrap(),
+            KeyLayout::HashTagged
+        );
+        assert_eq!(KeyLayout::parse(" Plain ").unwrap(), KeyLayout::Plain);
+        assert!(KeyLayout::parse("cluster").is_err());
     }
 
     #[test]

@@ -31,10 +31,10 @@ pub mod positions;
 mod shutdown;
 mod store;
 
-pub use config::{redact_url, Config};
+pub use config::{redact_url, ClusterUrl, Config};
 pub use error::{Error, ErrorKind, Result};
 pub use inspect::{BotStatus, Inspector, ServerStatus};
-pub use keys::Keys;
+pub use keys::{KeyLayout, Keys};
 pub use lease::LeaseEvent;
 pub use manager::StateManager;
 pub use positions::{Change, JsonObject, LoadedPositions, PositionDifference, SyncReport};

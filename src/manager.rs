@@ -90,7 +90,7 @@ impl StateManager {
         allow_many_connections();
         // Start the monotonic origin before any deadline is computed.
         crate::clock::now_nanos();
-        let keys = Keys::new(&config.bot_name);
+        let keys = Keys::with_layout(&config.bot_name, config.effective_key_layout()?);
         let store = Arc::new(Store::open(&config)?);
         store.check_wait_supported()?;
         let warnings = store.server_warnings()?;
