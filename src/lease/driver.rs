@@ -13,7 +13,7 @@ use super::protocol::{
 };
 use super::Lease;
 use crate::clock::{millis, now_nanos, utc_now_iso};
-use crate::store::{describe, drops_connection, SCRIPTS};
+use crate::store::{describe, drops_connection, Redirect, SCRIPTS};
 
 /// The longest pause between two connection attempts.
 const RECONNECT_CAP: Duration = Duration::from_millis(250);
@@ -141,16 +141,33 @@ pub(super) fn run(lease: &Lease) {
             _ => lease.store.command_timeout(),
         };
         let sent_at = now_nanos();
-        let reply = match connection
+        let mut outcome = connection
             .set_read_timeout(Some(timeout))
-            .and_then(|()| execute(lease, connection, timeout, &command))
-        {
+            .and_then(|()| execute(lease, connection, timeout, &command));
+        let mut moved = false;
+        if let Err(err) = &outcome {
+            match lease.store.redirect_of(err) {
+                // The slot is being migrated and the lease keys are already at `addr`: the
+                // command ran nowhere, and runs there once.
+                Redirect::Ask(addr) => {
+                    outcome = lease.store.ask(&addr, &mut |conn: &mut Connection| {
+                        conn.set_read_timeout(Some(timeout))?;
+                        execute(lease, conn, timeout, &command)
+                    });
+                }
+                // A new master or slot owner is recorded: a new generation, a new connection.
+                Redirect::Moved => moved = true,
+                Redirect::Later | Redirect::No => {}
+            }
+        }
+        let generation = *generation;
+        let reply = match outcome {
             Ok(reply) => {
                 failing = false;
                 if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. }) {
                     lease
                         .confirmed_generation
-                        .fetch_max(*generation, Ordering::AcqRel);
+                        .fetch_max(generation, Ordering::AcqRel);
                 }
                 reply
             }
@@ -159,7 +176,7 @@ pub(super) fn run(lease: &Lease) {
                     log::warn!("lease round trip failed: {}", describe(&err));
                 }
                 failing = true;
-                if drops_connection(&err) {
+                if moved || drops_connection(&err) {
                     conn = None;
                 }
                 Reply::Failed

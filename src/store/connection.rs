@@ -10,6 +10,7 @@ use redis::{Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsC
 
 use super::backoff::{jittered, BACKOFF_CAP, BACKOFF_FIRST};
 use super::errors::{describe, drops_connection};
+use super::nodes::NodeTemplate;
 use super::scripts::preload_scripts;
 use super::sentinel::SentinelTarget;
 use super::{Store, Target};
@@ -34,7 +35,13 @@ impl Store {
                 (conn, 0)
             }
             Target::Sentinel(target) => {
-                let (generation, conn) = self.connect_master(target, command_timeout)?;
+                let (generation, conn) =
+                    self.with_backoff(|| self.connect_master_once(target, command_timeout))?;
+                (conn, generation)
+            }
+            Target::Cluster(target) => {
+                let (generation, conn) =
+                    self.with_backoff(|| self.connect_owner_once(target, command_timeout))?;
                 (conn, generation)
             }
         };
@@ -49,19 +56,17 @@ impl Store {
         Ok((generation, conn))
     }
 
-    /// A connection to the current master: the one known if it still says `master`, else
-    /// the one the Sentinels name, retried with a jittered exponential backoff for at most
-    /// `connect_timeout`.
-    fn connect_master(
+    /// `attempt` retried with a jittered exponential backoff for at most `connect_timeout`:
+    /// finding the current master (Sentinel) or the slot's owner (cluster) again may take a
+    /// failover's time.
+    fn with_backoff(
         &self,
-        target: &SentinelTarget,
-        command_timeout: Duration,
+        mut attempt: impl FnMut() -> Result<(u64, Connection)>,
     ) -> Result<(u64, Connection)> {
         let give_up = Instant::now() + self.connect_timeout;
         let mut delay = BACKOFF_FIRST;
         loop {
-            let attempt = self.connect_master_once(target, command_timeout);
-            match attempt {
+            match attempt() {
                 Ok(found) => return Ok(found),
                 Err(err) => {
                     let pause = jittered(delay);
@@ -86,7 +91,7 @@ impl Store {
         let mut unusable: Vec<(String, u16)> = Vec::new();
         let (known, generation) = self.master.current();
         if let Some(addr) = known {
-            match self.open_master(target, &addr, command_timeout) {
+            match self.open_master(&target.nodes, &addr, command_timeout) {
                 Ok(conn) => return Ok((generation, conn)),
                 Err(err) => {
                     log::info!(
@@ -130,7 +135,7 @@ impl Store {
                 ));
                 continue;
             }
-            match self.open_master(target, &addr, command_timeout) {
+            match self.open_master(&target.nodes, &addr, command_timeout) {
                 Ok(conn) => {
                     let generation = self.master.set(addr, "named by the Sentinels");
                     return Ok((generation, conn));
@@ -152,20 +157,32 @@ impl Store {
         )))
     }
 
-    /// Connects to `addr` and checks it says `master` (a Sentinel may still name a former one).
-    fn open_master(
+    /// A connection to the node at `addr` with both timeouts set.
+    pub(super) fn open_node(
         &self,
-        target: &SentinelTarget,
+        nodes: &NodeTemplate,
         addr: &(String, u16),
         command_timeout: Duration,
     ) -> std::result::Result<Connection, String> {
-        let client = target.node_client(addr).map_err(|err| describe(&err))?;
-        let mut conn = client
+        let client = nodes.client(addr).map_err(|err| describe(&err))?;
+        let conn = client
             .get_connection_with_timeout(self.connect_timeout)
             .map_err(|err| self.describe_connect(&err))?;
         conn.set_read_timeout(Some(command_timeout))
             .and_then(|()| conn.set_write_timeout(Some(command_timeout)))
             .map_err(|err| describe(&err))?;
+        Ok(conn)
+    }
+
+    /// Connects to `addr` and checks it says `master` (a Sentinel or a cluster node may still
+    /// name a former one).
+    pub(super) fn open_master(
+        &self,
+        nodes: &NodeTemplate,
+        addr: &(String, u16),
+        command_timeout: Duration,
+    ) -> std::result::Result<Connection, String> {
+        let mut conn = self.open_node(nodes, addr, command_timeout)?;
         let role: Vec<redis::Value> = redis::cmd("ROLE")
             .query(&mut conn)
             .map_err(|err| describe(&err))?;

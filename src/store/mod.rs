@@ -1,17 +1,24 @@
-//! The store: the one place the library talks to Redis. A store talks either to one node
-//! (`redis://`, `rediss://`, `unix://`) or to the current master of a Sentinel-monitored
-//! service (`redis+sentinel://`, `rediss+sentinel://`), and finds the master again after a
-//! failover: when a connection fails, when a node answers `READONLY` (it became a replica),
-//! and when a Sentinel announces `+switch-master`.
+//! The store: the one place the library talks to Redis. A store talks to one node
+//! (`redis://`, `rediss://`, `unix://`), to the current master of a Sentinel-monitored
+//! service (`redis+sentinel://`, `rediss+sentinel://`), or to the primary that owns the bot's
+//! slot in a Redis Cluster (`redis+cluster://`, `rediss+cluster://`), and finds the master
+//! or owner again after a failover: when a connection fails, when a node answers `READONLY`
+//! (it became a replica) or `MOVED` (the slot moved), and when a Sentinel announces
+//! `+switch-master`. `ASK` (a slot being migrated) is followed for one command, `TRYAGAIN`
+//! and `CLUSTERDOWN` are retried with a backoff within the command timeout: none of these
+//! replies ran the command, so nothing is written twice.
 //!
 //! This module is the facade (open, run/read/write, the server's configuration checks); the
 //! parts live beside it: `connection` (connecting, reconnection, TLS, error classification),
-//! `sentinel` (master discovery and generations), `scripts` (the Lua script registry),
+//! `sentinel` (master discovery and generations), `cluster` (the slot owner's discovery),
+//! `nodes` (reaching a node found at run time), `scripts` (the Lua script registry),
 //! `tracked` (connections whose reads Redis tracks) and `wait` (`WAIT` for replicas).
 
 mod backoff;
+mod cluster;
 mod connection;
 mod errors;
+mod nodes;
 mod scripts;
 mod sentinel;
 mod tracked;
@@ -19,7 +26,7 @@ mod wait;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::{Client, Connection, ConnectionAddr, RedisResult};
@@ -29,8 +36,11 @@ pub(crate) use scripts::SCRIPTS;
 pub(crate) use tracked::{Invalidated, TrackedConnection, TrackingRefused};
 
 use crate::clock::millis;
-use crate::config::{redact_url, Config, SentinelUrl};
+use crate::config::{redact_url, ClusterUrl, Config, SentinelUrl};
 use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Keys;
+use backoff::jittered;
+use cluster::{cluster_target, parse_redirect_addr, Addr, ClusterTarget};
 use connection::{connection_info, install_crypto_provider, tls_certificates};
 use sentinel::{sentinel_target, spawn_switch_master_watcher, MasterState, SentinelTarget};
 
@@ -103,7 +113,27 @@ pub mod warning_kind {
 enum Target {
     Direct(Client),
     Sentinel(SentinelTarget),
+    Cluster(ClusterTarget),
 }
+
+/// What a Redis error reply asks of the caller. None of these replies ran the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Redirect {
+    /// An ordinary error (or one this kind of store cannot act on).
+    No,
+    /// The master or slot owner changed (`READONLY`, `MOVED`): recorded; connect again.
+    Moved,
+    /// The slot is being migrated and the keys are already at this node: send `ASKING` and
+    /// the command there, once.
+    Ask(Addr),
+    /// `TRYAGAIN` (keys of a command split by a migration) or `CLUSTERDOWN`: try again soon.
+    Later,
+}
+
+/// Attempts of one call across `MOVED` / `ASK` (a slot moves rarely; a loop is a bug).
+const MAX_REDIRECTS: u32 = 5;
+/// First pause before a `TRYAGAIN` / `CLUSTERDOWN` retry; doubles up to the command timeout.
+const RETRY_FIRST: Duration = Duration::from_millis(10);
 
 impl Store {
     pub fn open(config: &Config) -> Result<Self> {
@@ -116,7 +146,17 @@ impl Store {
             None
         };
         let master = Arc::new(MasterState::default());
-        let (target, tls) = if SentinelUrl::is_sentinel(&url) {
+        let (target, tls) = if ClusterUrl::is_cluster(&url) {
+            let parsed = ClusterUrl::parse(&url)?;
+            // Every key of the bot has the state key's slot in the hash-tagged layout.
+            let layout = config.effective_key_layout()?;
+            let slot_key = Keys::with_layout(&config.bot_name, layout).state;
+            let tls = parsed.tls;
+            (
+                Target::Cluster(cluster_target(&parsed, slot_key, certs)),
+                tls,
+            )
+        } else if SentinelUrl::is_sentinel(&url) {
             let parsed = SentinelUrl::parse(&url)?;
             let target = sentinel_target(config, &parsed, certs, &redacted_url)?;
             spawn_switch_master_watcher(
@@ -171,23 +211,117 @@ impl Store {
 
     /// Runs `op` on the shared connection, opening it first if needed. A transport failure
     /// drops the connection, since a reply may still be in flight on it; the next call opens
-    /// a fresh one. A `READONLY` reply (the node became a replica: nothing was written) makes
-    /// a Sentinel-backed store find the master again and run `op` once more there; nothing
-    /// else is retried here, since a write whose reply was lost may have been applied.
+    /// a fresh one. A reply saying the master or slot owner changed (`READONLY`, `MOVED`),
+    /// that the slot is being migrated (`ASK`) or that the cluster cannot serve it yet
+    /// (`TRYAGAIN`, `CLUSTERDOWN`) ran nothing, so `op` runs again where and when it should;
+    /// nothing else is retried here, since a write whose reply was lost may have been applied.
     pub fn run<T>(&self, mut op: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
-        match self.run_once(&mut op) {
-            Err(Failure::Redis(err))
-                if is_read_only(&err) && matches!(self.target, Target::Sentinel(_)) =>
-            {
+        let give_up = Instant::now() + self.command_timeout;
+        let mut pause = RETRY_FIRST;
+        let mut redirects = 0;
+        let mut ask = None;
+        loop {
+            let outcome = match ask.take() {
+                Some(addr) => self.ask(&addr, &mut op).map_err(Failure::Redis),
+                None => self.run_once(&mut op),
+            };
+            let Err(Failure::Redis(err)) = &outcome else {
+                return outcome.map_err(|failure| self.fail(failure));
+            };
+            match self.redirect_of(err) {
+                Redirect::Moved if redirects < MAX_REDIRECTS => redirects += 1,
+                Redirect::Ask(addr) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    ask = Some(addr);
+                }
+                Redirect::Later if Instant::now() + pause < give_up => {
+                    log::debug!("Redis Cluster asked to try again: {}", describe(err));
+                    std::thread::sleep(jittered(pause));
+                    pause *= 2;
+                }
+                _ => return outcome.map_err(|failure| self.fail(failure)),
+            }
+        }
+    }
+
+    /// What `err` asks of the caller, with a change of master or owner recorded (the next
+    /// connection goes to the new one, a new generation).
+    pub(crate) fn redirect_of(&self, err: &redis::RedisError) -> Redirect {
+        let cluster = matches!(self.target, Target::Cluster(_));
+        let server = match err.kind() {
+            redis::ErrorKind::Server(kind) => Some(kind),
+            _ => None,
+        };
+        use redis::ServerErrorKind as Kind;
+        match server {
+            _ if is_read_only(err) && !matches!(self.target, Target::Direct(_)) => {
                 log::warn!(
                     "Redis at {} answered READONLY: finding the master again",
                     self.redacted_url
                 );
                 self.master.forget();
-                self.run_once(&mut op).map_err(|failure| self.fail(failure))
+                Redirect::Moved
             }
-            other => other.map_err(|failure| self.fail(failure)),
+            Some(Kind::Moved) => {
+                let Target::Cluster(target) = &self.target else {
+                    return Redirect::No;
+                };
+                let moved = err.redirect_node().and_then(|(addr, slot)| {
+                    // Only the bot's own slot says where the bot is served now.
+                    (target.slot() == Some(slot)).then(|| parse_redirect_addr(addr))?
+                });
+                match moved {
+                    Some(addr) => {
+                        self.master.set(addr, "MOVED");
+                    }
+                    None => self.master.forget(),
+                }
+                Redirect::Moved
+            }
+            Some(Kind::Ask) if cluster => {
+                match err
+                    .redirect_node()
+                    .and_then(|(addr, _)| parse_redirect_addr(addr))
+                {
+                    Some(addr) => Redirect::Ask(addr),
+                    None => Redirect::Later,
+                }
+            }
+            Some(Kind::TryAgain) if cluster => Redirect::Later,
+            Some(Kind::ClusterDown) if cluster => {
+                // The owner may be failing over: read the map again on the next connection.
+                self.master.forget();
+                Redirect::Later
+            }
+            _ => Redirect::No,
         }
+    }
+
+    /// Runs `op` once on a new connection to `addr` behind `ASKING` (a slot being migrated
+    /// whose keys already are at `addr`). The scripts are loaded first, so that `op`'s first
+    /// command is the one `ASKING` admits.
+    pub(crate) fn ask<T>(
+        &self,
+        addr: &Addr,
+        op: &mut impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let Target::Cluster(target) = &self.target else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "ASK outside a cluster",
+            )));
+        };
+        let mut conn = self
+            .open_node(&target.nodes, addr, self.command_timeout)
+            .map_err(|why| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("cluster node {}:{} (ASK): {why}", addr.0, addr.1),
+                ))
+            })?;
+        scripts::preload_scripts(&mut conn);
+        redis::cmd("ASKING").query::<()>(&mut conn)?;
+        op(&mut conn)
     }
 
     fn run_once<T>(
@@ -217,7 +351,15 @@ impl Store {
             }
         };
         op(conn).map_err(|err| {
-            if drops_connection(&err) || is_read_only(&err) {
+            if drops_connection(&err)
+                || is_read_only(&err)
+                || matches!(
+                    err.kind(),
+                    redis::ErrorKind::Server(
+                        redis::ServerErrorKind::Moved | redis::ServerErrorKind::ClusterDown
+                    )
+                )
+            {
                 shared.open = None;
                 shared.lost_to_error = true;
             }

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::{
-    Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult, TlsCertificates,
-};
+use redis::{Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 
 use super::backoff::{jittered, BACKOFF_CAP, BACKOFF_FIRST};
 use super::errors::describe;
-use crate::config::{Config, SentinelUrl, PASSWORD_ENV_VAR};
+use super::nodes::NodeTemplate;
+use crate::config::{Config, SentinelUrl};
 use crate::error::{Error, Result};
 
 /// The Sentinel channel announcing a completed failover:
@@ -29,11 +28,8 @@ const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
 pub(super) struct SentinelTarget {
     pub(super) service: String,
     pub(super) sentinels: Vec<Client>,
-    /// Credentials and database of the data nodes.
-    node_settings: RedisConnectionInfo,
-    /// `None`: plain TCP; `Some(None)`: TLS with the system roots; `Some(Some(_))`: TLS with
-    /// the CA (and client pair) configured.
-    tls: Option<Option<TlsCertificates>>,
+    /// Credentials, database and TLS of the data nodes.
+    pub(super) nodes: NodeTemplate,
 }
 
 /// Which master a Sentinel-backed store talks to; shared with the `+switch-master` watcher.
@@ -90,28 +86,6 @@ impl MasterState {
     }
 }
 
-impl SentinelTarget {
-    pub(super) fn node_client(&self, addr: &(String, u16)) -> RedisResult<Client> {
-        let (host, port) = addr.clone();
-        let node_addr = match &self.tls {
-            None => ConnectionAddr::Tcp(host, port),
-            Some(_) => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            },
-        };
-        let info = node_addr
-            .into_connection_info()?
-            .set_redis_settings(self.node_settings.clone());
-        match &self.tls {
-            Some(Some(certs)) => Client::build_with_tls(info, certs.clone()),
-            _ => Client::open(info),
-        }
-    }
-}
-
 pub(super) fn sentinel_target(
     config: &Config,
     url: &SentinelUrl,
@@ -153,23 +127,16 @@ pub(super) fn sentinel_target(
             })?;
         sentinels.push(client);
     }
-    let mut node_settings = RedisConnectionInfo::default().set_db(url.db);
-    if let Some(user) = &url.username {
-        node_settings = node_settings.set_username(user);
-    }
-    let password = url.password.clone().or_else(|| {
-        std::env::var(PASSWORD_ENV_VAR)
-            .ok()
-            .filter(|p| !p.is_empty())
-    });
-    if let Some(password) = password {
-        node_settings = node_settings.set_password(password);
-    }
+    let nodes = NodeTemplate::new(
+        url.db,
+        url.username.as_deref(),
+        url.password.as_deref(),
+        tls,
+    );
     Ok(SentinelTarget {
         service: url.service_name.clone(),
         sentinels,
-        node_settings,
-        tls,
+        nodes,
     })
 }
 
