@@ -215,7 +215,13 @@ fn sleep(lease: &Lease, pause: Duration) {
 }
 
 /// The notice thread: release notices wake standbys at once, handover requests reach the
-/// primary. Losing notices costs speed only: the standby's looks do the rest.
+/// primary. Losing notices costs speed only: the standby's looks do the rest. The channel is
+/// an ordinary (not sharded) one, subscribed on the node that serves the bot and again on the
+/// new one after a change of master or slot owner: ordinary pub/sub works on every server
+/// (sharded pub/sub needs 7.0), on a cluster a `PUBLISH` reaches every node, and the server
+/// never ends an ordinary subscription by itself (sharded ones end when their slot moves)
+/// other than by closing the connection, which this thread counts as a loss and subscribes
+/// again.
 pub(super) fn listen(lease: &Lease) {
     let mut retry = Duration::from_millis(10);
     while !lease.is_stopping() {
