@@ -343,6 +343,26 @@ quantshift_status quantshift_options_builder_set_failover_tolerance_ms(struct qu
                                                                        uint64_t tolerance_ms);
 
 /**
+ * How the bot's keys are named: `"plain"` (`bot:<name>:state`, the layout of earlier
+ * versions) or `"hash_tagged"` (`bot:{<name>}:state`: every key of the bot in one Redis
+ * Cluster hash slot); `"hash-tagged"` and `"tagged"` are accepted too. NULL (the default,
+ * and what managers made with `quantshift_manager_new` get): hash-tagged with a
+ * `redis+cluster://` or `rediss+cluster://` URL, plain otherwise. `"plain"` with a cluster
+ * URL, and a bot name with `{` or `}` in the hash-tagged layout, are refused by
+ * `quantshift_manager_new_with_builder` (`INVALID_INPUT`). Keys written in one layout are
+ * not seen in the other: move them first with `quantshift-state layout move`.
+ *
+ * Errors: `NULL_ARGUMENT` (`builder`), `INVALID_UTF8` (`layout`), `INVALID_INPUT` (an
+ * unknown layout; the builder is unchanged).
+ *
+ * # Safety
+ * `builder` is NULL or a live builder from `quantshift_options_builder_new`; `layout` is
+ * NULL or a NUL-terminated string (only read during the call).
+ */
+quantshift_status quantshift_options_builder_set_key_layout(struct quantshift_options_builder *builder,
+                                                            const char *layout);
+
+/**
  * Frees a builder. NULL is accepted and ignored. Managers made from it are unaffected.
  *
  * # Safety

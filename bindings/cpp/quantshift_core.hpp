@@ -128,6 +128,11 @@ class Options {
   bool fast_failover() const noexcept { return fast_failover_; }
   Options &failover_tolerance_ms(std::uint64_t ms) { failover_tolerance_ms_ = ms; return *this; }
   std::uint64_t failover_tolerance_ms() const noexcept { return failover_tolerance_ms_; }
+  // How the bot's keys are named: "plain" (bot:<name>:state) or "hash_tagged"
+  // (bot:{<name>}:state, one Redis Cluster slot per bot). Unset: hash_tagged with a
+  // redis+cluster:// URL, plain otherwise. Checked when the Manager is made.
+  Options &key_layout(std::string layout) { key_layout_ = std::move(layout); return *this; }
+  const std::optional<std::string> &key_layout() const noexcept { return key_layout_; }
 
   // The C struct, pointing into this object's strings: valid while it lives, unchanged.
   quantshift_options raw() const {
@@ -143,6 +148,7 @@ class Options {
   quantshift_options raw_{};
   bool fast_failover_ = true;
   std::uint64_t failover_tolerance_ms_ = 200;
+  std::optional<std::string> key_layout_;
 };
 
 // One bot instance's state, positions and primary/standby role in Redis. Move-only; the
@@ -158,11 +164,15 @@ class Manager {
   explicit Manager(const Options &options) : callbacks_(std::make_unique<Callbacks>()) {
     // The growable options (quantshift_options_builder): the v1 struct plus later options.
     const quantshift_options raw = options.raw();
+    // Checked before the builder exists (c_str throws on a NUL byte). NULL: automatic.
+    const char *key_layout =
+        options.key_layout() ? detail::c_str(*options.key_layout(), "key_layout") : nullptr;
     quantshift_options_builder *builder = nullptr;
     detail::check(quantshift_options_builder_new(&raw, &builder));
     quantshift_status status = quantshift_options_builder_set_fast_failover(builder, options.fast_failover());
     if (status == QUANTSHIFT_STATUS_OK)
       status = quantshift_options_builder_set_failover_tolerance_ms(builder, options.failover_tolerance_ms());
+    if (status == QUANTSHIFT_STATUS_OK) status = quantshift_options_builder_set_key_layout(builder, key_layout);
     if (status == QUANTSHIFT_STATUS_OK) status = quantshift_manager_new_with_builder(builder, &handle_);
     quantshift_options_builder_free(builder);
     detail::check(status);

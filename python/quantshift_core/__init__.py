@@ -245,13 +245,16 @@ class StateManager(_core.StateManager):
     ``StateManager(bot_name, redis_url=None, *, state_ttl=3600, position_ttl=86400,
     heartbeat_ttl=60, lock_ttl=30, renew_deadline=None, poll_interval=None,
     install_signal_handlers=True, shutdown_timeout=20.0, wait_replicas=0, wait_timeout=1.0,
-    connect_timeout=2.0, command_timeout=2.0, fast_failover=True, failover_tolerance=0.2)``;
-    durations in seconds.
+    connect_timeout=2.0, command_timeout=2.0, fast_failover=True, failover_tolerance=0.2,
+    key_layout=None)``; durations in seconds.
     With ``wait_replicas=n`` every fenced write (and the lease) waits for n replicas to confirm
     it, else raises ``NotReplicatedError``. With ``fast_failover`` (the default) a standby
     takes over about 0.3-0.5 s after the primary stops renewing (a crash, a freeze, a
     partition), on any Redis; a stall shorter than ``failover_tolerance`` never moves the
-    lease. TLS files and Sentinel credentials come from the
+    lease. ``key_layout`` names the keys: ``"plain"`` (``bot:<name>:state``, the default on
+    one server) or ``"hash_tagged"`` (``bot:{<name>}:state``, every key of the bot in one
+    Redis Cluster slot; the default, and the only layout allowed, with a
+    ``redis+cluster://`` URL). TLS files and Sentinel credentials come from the
     environment (``QUANTSHIFT_TLS_CA_FILE``, ``QUANTSHIFT_SENTINEL_PASSWORD``, ...).
 
     If nobody holds the lease, the instance is primary when the constructor returns;
@@ -281,6 +284,7 @@ class StateManager(_core.StateManager):
         command_timeout: float = 2.0,
         fast_failover: bool = True,
         failover_tolerance: float = 0.2,
+        key_layout: str | None = None,
     ) -> None:
         # The compiled __new__ has connected and started the lease thread already.
         self._client: redis.Redis | None = None

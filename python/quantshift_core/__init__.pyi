@@ -44,6 +44,7 @@ class StateManager(_core.StateManager):
         command_timeout: float = 2.0,
         fast_failover: bool = True,
         failover_tolerance: float = 0.2,
+        key_layout: Optional[str] = None,
     ) -> None: ...
     @property
     def redis_client(self) -> redis.Redis: ...

@@ -119,6 +119,7 @@ class AsyncStateManager:
         command_timeout: float = 2.0,
         fast_failover: bool = True,
         failover_tolerance: float = 0.2,
+        key_layout: Optional[str] = None,
     ) -> None:
         self._bot_name = bot_name
         self._redis_url = redis_url
@@ -136,6 +137,7 @@ class AsyncStateManager:
             command_timeout=command_timeout,
             fast_failover=fast_failover,
             failover_tolerance=failover_tolerance,
+            key_layout=key_layout,
         )
         self._install_signal_handlers = bool(install_signal_handlers)
         self._shutdown_timeout = float(shutdown_timeout)

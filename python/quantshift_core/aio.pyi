@@ -45,6 +45,7 @@ class AsyncStateManager:
         command_timeout: float = 2.0,
         fast_failover: bool = True,
         failover_tolerance: float = 0.2,
+        key_layout: Optional[str] = None,
     ) -> None: ...
     @classmethod
     async def create(
@@ -66,6 +67,7 @@ class AsyncStateManager:
         command_timeout: float = ...,
         fast_failover: bool = ...,
         failover_tolerance: float = ...,
+        key_layout: Optional[str] = ...,
     ) -> AsyncStateManager: ...
     async def start(self) -> None: ...
     def _manager(self) -> StateManager: ...

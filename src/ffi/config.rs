@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{boundary, try_opt_str, try_ref, try_str, write_out, FfiError, FfiResult};
 use crate::config::Config;
 use crate::ffi::{ensure_non_null, quantshift_status};
+use crate::keys::KeyLayout;
 
 /// Options of a manager, version 1: frozen. Its layout never changes (a program built
 /// against an older header keeps working); options added after it are set on a
@@ -262,6 +263,36 @@ pub unsafe extern "C" fn quantshift_options_builder_set_failover_tolerance_ms(
         // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
         let builder = unsafe { &mut *builder };
         builder.config.failover_tolerance = std::time::Duration::from_millis(tolerance_ms);
+        Ok(())
+    })
+}
+
+/// How the bot's keys are named: `"plain"` (`bot:<name>:state`, the layout of earlier
+/// versions) or `"hash_tagged"` (`bot:{<name>}:state`: every key of the bot in one Redis
+/// Cluster hash slot); `"hash-tagged"` and `"tagged"` are accepted too. NULL (the default,
+/// and what managers made with `quantshift_manager_new` get): hash-tagged with a
+/// `redis+cluster://` or `rediss+cluster://` URL, plain otherwise. `"plain"` with a cluster
+/// URL, and a bot name with `{` or `}` in the hash-tagged layout, are refused by
+/// `quantshift_manager_new_with_builder` (`INVALID_INPUT`). Keys written in one layout are
+/// not seen in the other: move them first with `quantshift-state layout move`.
+///
+/// Errors: `NULL_ARGUMENT` (`builder`), `INVALID_UTF8` (`layout`), `INVALID_INPUT` (an
+/// unknown layout; the builder is unchanged).
+///
+/// # Safety
+/// `builder` is NULL or a live builder from `quantshift_options_builder_new`; `layout` is
+/// NULL or a NUL-terminated string (only read during the call).
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_options_builder_set_key_layout(
+    builder: *mut quantshift_options_builder,
+    layout: *const c_char,
+) -> quantshift_status {
+    boundary(|| {
+        ensure_non_null!(builder);
+        let layout = try_opt_str!(layout).map(KeyLayout::parse).transpose()?;
+        // SAFETY: non-NULL (checked above); a live builder used by one thread (the contract).
+        let builder = unsafe { &mut *builder };
+        builder.config.key_layout = layout;
         Ok(())
     })
 }

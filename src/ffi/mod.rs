@@ -33,7 +33,8 @@ mod positions;
 pub use config::{
     quantshift_options, quantshift_options_builder, quantshift_options_builder_free,
     quantshift_options_builder_new, quantshift_options_builder_set_failover_tolerance_ms,
-    quantshift_options_builder_set_fast_failover, quantshift_options_default,
+    quantshift_options_builder_set_fast_failover, quantshift_options_builder_set_key_layout,
+    quantshift_options_default,
 };
 pub use error::quantshift_last_error_message;
 pub use log::{quantshift_log_callback, quantshift_set_log_callback};

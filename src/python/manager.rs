@@ -24,6 +24,7 @@ use super::detach::{detached, with_python_signal_mask};
 use super::errors::{self, invalid, IntoPy};
 use super::json::Decoder;
 use crate::config::{redact_url, Config};
+use crate::keys::KeyLayout;
 use crate::manager::StateManager;
 use crate::positions::{decode_object, JsonObject, LoadedPositions};
 
@@ -137,6 +138,7 @@ impl PyStateManager {
         command_timeout = 2.0,
         fast_failover = true,
         failover_tolerance = 0.2,
+        key_layout = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -157,6 +159,7 @@ impl PyStateManager {
         command_timeout: f64,
         fast_failover: bool,
         failover_tolerance: f64,
+        key_layout: Option<String>,
     ) -> PyResult<Self> {
         // Signals are Python's business here (the subclass in quantshift_core installs them).
         let _ = install_signal_handlers;
@@ -175,6 +178,9 @@ impl PyStateManager {
             .failover_tolerance(seconds(py, "failover_tolerance", failover_tolerance)?);
         if let Some(url) = redis_url {
             config = config.redis_url(url);
+        }
+        if let Some(layout) = key_layout {
+            config = config.key_layout(KeyLayout::parse(&layout).py_err(py)?);
         }
         if let Some(deadline) = renew_deadline {
             config = config.renew_deadline(seconds(py, "renew_deadline", deadline)?);
@@ -209,6 +215,18 @@ impl PyStateManager {
     #[getter]
     fn instance_id(&self) -> &str {
         self.core().instance_id()
+    }
+
+    /// How the bot's keys are named: `plain` (`bot:<name>:state`) or `hash_tagged`
+    /// (`bot:{<name>}:state`, the layout of a Redis Cluster).
+    #[getter]
+    fn key_layout(&self) -> &'static str {
+        // Checked by the constructor, so it cannot fail here.
+        self.core()
+            .config()
+            .effective_key_layout()
+            .unwrap_or_default()
+            .as_str()
     }
 
     /// The fencing epoch of the lease held, while primary; else None.

@@ -124,6 +124,21 @@ int main() {
           std::string::npos);
   }
 
+  // The key layout: hash_tagged names every key bot:{<name>}:..., an unknown one throws.
+  CHECK(!options_for(bot).key_layout().has_value());
+  CHECK(options_for(bot).key_layout("hash_tagged").key_layout().value() == "hash_tagged");
+  CHECK_THROWS(quantshift::Manager(options_for(bot).key_layout("cluster")),
+               quantshift::Status::InvalidInput, "key layout");
+  CHECK_THROWS(quantshift::Manager(options_for(bot + "{x}").key_layout("hash_tagged")),
+               quantshift::Status::InvalidInput, "hash-tagged");
+  {
+    quantshift::Manager tagged(options_for(bot + "-tagged").key_layout("hash_tagged"));
+    CHECK(tagged.wait_until_primary(5s));
+    tagged.save_state(R"({"layout": "tagged"})");
+    CHECK(redis_cli("GET bot:{" + bot + "-tagged}:state").find("tagged") != std::string::npos);
+    CHECK(redis_cli("EXISTS bot:" + bot + "-tagged:state") == "0");
+  }
+
   quantshift::Manager primary(options_for(bot));
   CHECK(primary.wait_until_primary(5s));
   CHECK(primary.is_primary());
