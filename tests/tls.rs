@@ -40,7 +40,8 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// Certificates made once per test binary: two CAs; a server certificate for 127.0.0.1 and
-/// one for another host name, both from the first CA; a client certificate from it.
+/// one for another host name, both from the first CA; a client certificate from it; a cluster
+/// node's certificate (server and client) for 127.0.0.1.
 struct Pki {
     dir: PathBuf,
 }
@@ -80,6 +81,8 @@ impl Pki {
                 ("server", "IP:127.0.0.1", "serverAuth"),
                 ("elsewhere", "DNS:elsewhere.example", "serverAuth"),
                 ("client", "DNS:quantshift-client", "clientAuth"),
+                // Cluster nodes are TLS clients of each other on the bus.
+                ("node", "IP:127.0.0.1", "serverAuth,clientAuth"),
             ] {
                 let (key, csr, crt, ext) = (
                     format!("{name}.key"),
@@ -391,4 +394,204 @@ fn rediss_sentinel_finds_the_master_over_tls() {
     ));
     assert!(err.message().contains("TLS handshake failed"), "{err}");
     assert!(err.message().contains("UnknownIssuer"), "{err}");
+}
+
+/// A TLS-only Redis Cluster of three primaries, as a managed service presents one: no plain
+/// port, the cluster bus over TLS too, a password, and `CONFIG` and `INFO` renamed away. It is
+/// formed with `CLUSTER ADDSLOTSRANGE` and `CLUSTER MEET` (redis-cli's `--cluster create`
+/// needs `INFO`). Killed on drop.
+struct TlsCluster {
+    ports: Vec<u16>,
+    children: Vec<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl TlsCluster {
+    fn start() -> TlsCluster {
+        let pki = Pki::get();
+        let dir = std::env::temp_dir().join(format!("qs-tls-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = TlsCluster {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            // The cluster bus listens on the client port + 10000.
+            let port = (0..50)
+                .map(|_| free_port())
+                .find(|p| *p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok())
+                .expect("a free port pair");
+            let child = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--dir", cluster.dir.to_str().unwrap()])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(pki.path("node.crt"))
+                .arg("--tls-key-file")
+                .arg(pki.path("node.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(pki.path("ca.crt"))
+                .args(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
+                .args(["--maxmemory-policy", "noeviction"])
+                .args(["--rename-command", "CONFIG", ""])
+                .args(["--rename-command", "INFO", ""])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        for port in cluster.ports.clone() {
+            assert!(
+                common::wait_for(Duration::from_secs(10), || cluster
+                    .try_admin(port)
+                    .is_some()),
+                "TLS cluster node {port} did not start"
+            );
+        }
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (port, (start, end)) in cluster.ports.clone().into_iter().zip(ranges) {
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(start)
+                .arg(end)
+                .query::<()>(&mut cluster.admin(port))
+                .unwrap();
+        }
+        let mut first = cluster.admin(cluster.ports[0]);
+        for port in &cluster.ports[1..] {
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(*port)
+                .query::<()>(&mut first)
+                .unwrap();
+        }
+        let formed = common::wait_for(Duration::from_secs(20), || {
+            cluster.ports.iter().all(|port| {
+                cluster.try_admin(*port).is_some_and(|mut conn| {
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query::<String>(&mut conn)
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                })
+            })
+        });
+        assert!(formed, "the TLS cluster did not reach cluster_state:ok");
+        cluster
+    }
+
+    fn try_admin(&self, port: u16) -> Option<redis::Connection> {
+        let info = format!("rediss://:{PASSWORD}@127.0.0.1:{port}/0");
+        let root = std::fs::read(Pki::get().path("ca.crt")).ok()?;
+        let client = redis::Client::build_with_tls(
+            info.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root),
+            },
+        )
+        .ok()?;
+        client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()
+    }
+
+    fn admin(&self, port: u16) -> redis::Connection {
+        self.try_admin(port).expect("a TLS admin connection")
+    }
+
+    /// The node holding `key` (the others answer `MOVED`).
+    fn holder_of(&self, key: &str) -> Option<u16> {
+        self.ports.iter().copied().find(|port| {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query::<i64>(&mut self.admin(*port))
+                .is_ok_and(|n| n == 1)
+        })
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `rediss+cluster://` on a TLS-only cluster that refuses `CONFIG` and `INFO` (a managed
+/// service's profile): bots on slots of different nodes run the seed's usage, each bot's keys
+/// live on its slot's owner, the refused `CONFIG` is said to be unknown, and a graceful close
+/// hands the lease over to the standby.
+#[test]
+fn rediss_cluster_without_config_or_info_runs_bots_on_their_slot_owners() {
+    let cluster = TlsCluster::start();
+    let pki = Pki::get();
+    let url = format!(
+        "rediss+cluster://:{PASSWORD}@127.0.0.1:{},127.0.0.1:{}",
+        cluster.ports[0], cluster.ports[1]
+    );
+    let start =
+        |bot: &str| StateManager::new(config(&url, bot).tls_ca_file(pki.path("ca.crt"))).unwrap();
+    let mut owners = std::collections::BTreeSet::new();
+    // Names chosen to land on different primaries: their hash tags hash across the ranges.
+    for bot in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"] {
+        let primary = start(bot);
+        assert!(
+            primary.wait_until_primary(Some(Duration::from_secs(5))),
+            "{bot}"
+        );
+        let warnings = primary.startup_warnings().join(" | ");
+        assert!(
+            warnings.contains("cannot read Redis maxmemory-policy"),
+            "{warnings}"
+        );
+        assert!(!warnings.contains(PASSWORD), "{warnings}");
+        primary
+            .save_state(&mut obj(json!({"bot": bot, "pnl": 1.5})))
+            .unwrap();
+        primary
+            .save_position("ES:FUT", &mut obj(json!({"quantity": 2})))
+            .unwrap();
+        let owner = cluster
+            .holder_of(&format!("bot:{{{bot}}}:state"))
+            .expect("the state is on one node");
+        for key in [
+            "lease_record",
+            "epoch",
+            "position:ES:FUT",
+            "positions",
+            "heartbeat",
+        ] {
+            assert_eq!(
+                cluster.holder_of(&format!("bot:{{{bot}}}:{key}")),
+                Some(owner),
+                "{bot}: {key} on the slot's owner"
+            );
+        }
+        owners.insert(owner);
+        let standby = start(bot);
+        assert!(!standby.is_primary());
+        primary.close().unwrap();
+        assert!(
+            standby.wait_until_primary(Some(Duration::from_secs(3))),
+            "{bot}: the standby takes over after a graceful close"
+        );
+        assert_eq!(standby.load_state().unwrap().unwrap()["bot"], json!(bot));
+        assert_eq!(standby.load_positions().unwrap().len(), 1);
+        standby.close().unwrap();
+    }
+    assert!(
+        owners.len() >= 2,
+        "the bots spread over the primaries: {owners:?}"
+    );
 }

@@ -140,7 +140,7 @@ pub fn encode(reading: &Reading) -> String {
         return text_of(&registry);
     };
     redis_up.set(1);
-    for kind in warning_kind::ALL {
+    for kind in warning_kind::EVERY {
         let present = redis.warning_kinds.contains(&kind);
         warnings
             .get_or_create(&WarningLabel {

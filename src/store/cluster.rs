@@ -46,6 +46,8 @@ struct SlotOwner {
     slot: u16,
     /// `None` when no healthy primary serves the slot (a failover under way).
     owner: Option<Addr>,
+    /// The healthy primaries of every slot range.
+    primaries: Vec<Addr>,
     nodes: Vec<Addr>,
 }
 
@@ -166,6 +168,71 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every key matching `pattern` on every primary of the cluster (a SCAN of each: operator
+    /// use only). The map is read from the first node that answers.
+    pub(super) fn scan_cluster(
+        &self,
+        target: &ClusterTarget,
+        pattern: &str,
+    ) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for node in target.candidates() {
+            let map = self
+                .open_node(&target.nodes, &node, self.command_timeout)
+                .and_then(|mut conn| {
+                    slot_owner(&mut conn, &target.slot_key, &node).map_err(|err| describe(&err))
+                });
+            let map = match map {
+                Ok(map) => map,
+                Err(err) => {
+                    problems.push(format!("{}:{}: {err}", node.0, node.1));
+                    continue;
+                }
+            };
+            target.remember(&map.nodes);
+            let mut keys = Vec::new();
+            for primary in &map.primaries {
+                let mut conn = self
+                    .open_node(&target.nodes, primary, self.command_timeout)
+                    .map_err(|err| {
+                        Error::unavailable(format!(
+                            "cluster primary {}:{} of {}: {err}",
+                            primary.0, primary.1, self.redacted_url
+                        ))
+                    })?;
+                keys.extend(scan(&mut conn, pattern).map_err(|err| self.classify(err))?);
+            }
+            return Ok(keys);
+        }
+        Err(Error::unavailable(format!(
+            "no cluster node of {} answered: {}",
+            self.redacted_url,
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Every key matching `pattern` on the node of `conn`, in batches.
+pub(super) fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        found.extend(batch);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
+}
+
 /// Asks `conn` (the node at `asked`) the slot of `slot_key` and who serves it, in one round
 /// trip: `CLUSTER SHARDS`, or `CLUSTER SLOTS` where that is unknown (before 7.0).
 fn slot_owner(
@@ -249,6 +316,7 @@ fn parse_cluster_shards(reply: &Value, slot: u16, asked_host: &str) -> Option<Sl
     let mut found = SlotOwner {
         slot,
         owner: None,
+        primaries: Vec::new(),
         nodes: Vec::new(),
     };
     for shard in shards {
@@ -273,8 +341,11 @@ fn parse_cluster_shards(reply: &Value, slot: u16, asked_host: &str) -> Option<Sl
             };
             let primary = text(field(&node, "role")).as_deref() == Some("master");
             let online = text(field(&node, "health")).as_deref() == Some("online");
-            if serves && primary && online {
-                found.owner = Some(addr.clone());
+            if primary && online && !bounds.is_empty() {
+                if serves {
+                    found.owner = Some(addr.clone());
+                }
+                found.primaries.push(addr.clone());
             }
             found.nodes.push(addr);
         }
@@ -291,6 +362,7 @@ fn parse_cluster_slots(reply: &Value, slot: u16, asked_host: &str) -> Option<Slo
     let mut found = SlotOwner {
         slot,
         owner: None,
+        primaries: Vec::new(),
         nodes: Vec::new(),
     };
     for range in ranges {
@@ -305,8 +377,13 @@ fn parse_cluster_slots(reply: &Value, slot: u16, asked_host: &str) -> Option<Slo
             let Some(addr) = address(text(node.first()), number(node.get(1)), asked_host) else {
                 continue;
             };
-            if i == 0 && start <= i64::from(slot) && i64::from(slot) <= end {
-                found.owner = Some(addr.clone());
+            if i == 0 {
+                if start <= i64::from(slot) && i64::from(slot) <= end {
+                    found.owner = Some(addr.clone());
+                }
+                if !found.primaries.contains(&addr) {
+                    found.primaries.push(addr.clone());
+                }
             }
             found.nodes.push(addr);
         }

@@ -100,6 +100,12 @@ pub mod warning_kind {
     /// The node is a replica: it refuses writes.
     pub const NOT_MASTER: &str = "not_master";
     pub const ROLE_UNREADABLE: &str = "role_unreadable";
+    /// A Sentinel or cluster master with replicas, `wait_replicas` 0 and no
+    /// `min-replicas-to-write`: after a partition the old master may accept a cut-off
+    /// primary's renewals while a standby leads on a promoted replica.
+    pub const SPLIT_BRAIN_UNGUARDED: &str = "split_brain_unguarded";
+    /// The kinds of the first release (kept as it was for programs that name its type);
+    /// [`EVERY`] has every kind.
     pub const ALL: [&str; 6] = [
         EVICTION_POLICY,
         EVICTION_POLICY_UNREADABLE,
@@ -107,6 +113,16 @@ pub mod warning_kind {
         PERSISTENCE_UNREADABLE,
         NOT_MASTER,
         ROLE_UNREADABLE,
+    ];
+    /// Every kind.
+    pub const EVERY: [&str; 7] = [
+        EVICTION_POLICY,
+        EVICTION_POLICY_UNREADABLE,
+        PERSISTENCE_OFF,
+        PERSISTENCE_UNREADABLE,
+        NOT_MASTER,
+        ROLE_UNREADABLE,
+        SPLIT_BRAIN_UNGUARDED,
     ];
 }
 
@@ -241,6 +257,20 @@ impl Store {
                 }
                 _ => return outcome.map_err(|failure| self.fail(failure)),
             }
+        }
+    }
+
+    /// Whether this store talks to a Redis Cluster (each bot served by its slot's owner).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// Every key matching `pattern`: on the node, or on every primary of a cluster (a SCAN:
+    /// operator use only, never on a bot's path).
+    pub fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
+        match &self.target {
+            Target::Cluster(target) => self.scan_cluster(target, pattern),
+            _ => self.read(|conn| cluster::scan(conn, pattern)),
         }
     }
 
@@ -438,9 +468,16 @@ impl Store {
         pipe.ignore_errors();
         pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
         pipe.cmd("ROLE");
+        // Where the master may be replaced by a replica without anyone's say (Sentinel, a
+        // cluster), an unconfirmed lease renewal on a cut-off master is a hazard.
+        let check_split_brain =
+            self.wait_replicas == 0 && !matches!(self.target, Target::Direct(_));
         if check_persistence {
             pipe.cmd("CONFIG").arg("GET").arg("appendonly");
             pipe.cmd("CONFIG").arg("GET").arg("save");
+        }
+        if check_split_brain {
+            pipe.cmd("CONFIG").arg("GET").arg("min-replicas-to-write");
         }
         let replies: Vec<redis::Value> = self.read(|conn| pipe.query(conn))?;
         let mut replies = replies.into_iter();
@@ -450,6 +487,7 @@ impl Store {
             let (aof, save) = (config_value(next()), config_value(next()));
             aof.and_then(|aof| Ok((aof, save?)))
         });
+        let min_replicas = check_split_brain.then(|| config_value(next()));
 
         let mut warnings = Vec::new();
         let mut warn = |kind: &'static str, message: String| {
@@ -487,11 +525,34 @@ impl Store {
                 ),
             ),
         }
-        let role = reply_value::<Vec<redis::Value>>(role).map(|role| {
+        let role = reply_value::<Vec<redis::Value>>(role);
+        // ROLE of a master: ["master", offset, [[ip, port, offset], ...]].
+        let replicas = match role.as_ref().ok().and_then(|role| role.get(2)) {
+            Some(redis::Value::Array(replicas)) => replicas.len(),
+            _ => 0,
+        };
+        let role = role.map(|role| {
             role.first()
                 .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
                 .unwrap_or_default()
         });
+        let guarded = |setting: &Result<String>| matches!(setting, Ok(n) if n.trim().parse::<u64>().is_ok_and(|n| n > 0));
+        if let Some(setting) = min_replicas.filter(|s| replicas > 0 && !guarded(s)) {
+            let read = match setting {
+                Ok(_) => "is 0".to_owned(),
+                Err(err) => format!("cannot be read ({err})"),
+            };
+            warn(
+                warning_kind::SPLIT_BRAIN_UNGUARDED,
+                format!(
+                    "the Redis master has {replicas} replica(s) a failover may promote, \
+                     wait_replicas is 0 and min-replicas-to-write {read}: a primary bot cut off \
+                     together with this master could keep renewing its lease there while a \
+                     standby leads on the promoted replica; set wait_replicas to 1 (or \
+                     min-replicas-to-write 1 on the masters; docs/failover.md)"
+                ),
+            );
+        }
         match &role {
             Ok(name) => {
                 if name != "master" {
