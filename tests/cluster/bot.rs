@@ -1,0 +1,406 @@
+//! The cluster bot: the test binary re-run as a child process (`cluster_child`), one bot
+//! instance per process, talking to the cluster through a `redis+cluster://` URL; and the
+//! parent's handle on it. The line protocol is the chaos bot's (tests/chaos/bot.rs), so the
+//! chaos analysis (tests/chaos/analysis.rs) checks these logs unchanged. Every time stamp is
+//! `CLOCK_MONOTONIC` in nanoseconds, one clock for every process of the machine.
+//!
+//! Lines printed by a child:
+//! - `READY <t>` once its manager is constructed;
+//! - `R1 <t> <epoch>`: a run of `is_primary() == true` samples starts (t taken before the call);
+//! - `R0 <t_last_true> <t_first_false>`: the run ended (t_last_true taken after the call);
+//! - `A <t> <0|1>`: alive, every 100 ms;
+//! - `W <P|F> <seq> <t_send> <t_done> <e1> <e2> <outcome>`: one write, its send time, its
+//!   completion, the epoch read just before and just after (0: none), and `ok` or the error
+//!   kind. `P` is `save_position("LAST", {"w", "seq", "e"})`, `F` is
+//!   `apply_fill("FILLS", +1, price, fill_id = "<writer>-<seq>")`;
+//! - `L <seq> <writer> <seq_loaded> <outcome>`: a `load_positions()` right after an
+//!   acknowledged `P` write of `seq` (every fourth), and what `LAST` held.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quantshift_core::{Config, StateManager};
+use serde_json::json;
+
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The child's body; returns at once unless `QS_CLUSTER_URL` is set.
+pub fn child_main() {
+    let Ok(url) = std::env::var("QS_CLUSTER_URL") else {
+        return;
+    };
+    let bot = std::env::var("QS_CLUSTER_BOT").unwrap();
+    let writer = std::env::var("QS_CLUSTER_WRITER").unwrap();
+    let ttl = env_u64("QS_CLUSTER_TTL_MS", 30_000);
+    let wait_replicas = env_u64("QS_CLUSTER_WAIT_REPLICAS", 0) as u32;
+    let max_s = env_u64("QS_CLUSTER_MAX_S", 120);
+    // Bounded: the child ends when its parent goes away (stdin closes) or after max_s.
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => std::process::exit(0),
+                Ok(_) => {}
+            }
+        }
+    });
+    let give_up = Instant::now() + Duration::from_secs(max_s);
+    let mut config = Config::new(bot)
+        .redis_url(url)
+        .lock_ttl(Duration::from_millis(ttl))
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .install_signal_handlers(false);
+    if wait_replicas > 0 {
+        config = config.wait_replicas(wait_replicas);
+    }
+    let started = Instant::now();
+    let manager = loop {
+        match StateManager::new(config.clone()) {
+            Ok(manager) => break Arc::new(manager),
+            Err(err) => {
+                println!("E start {err}");
+                if started.elapsed() > Duration::from_secs(20) {
+                    std::process::exit(3);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    println!("READY {}", mono_ns());
+    let sampler = Arc::clone(&manager);
+    std::thread::spawn(move || sample(&sampler, give_up));
+    write(&manager, &writer, give_up);
+    // Never a graceful release: the parent kills us; this is only the safety bound.
+    std::process::exit(0);
+}
+
+fn sample(manager: &StateManager, give_up: Instant) {
+    let mut in_run = false;
+    let mut last_true = 0;
+    let mut last_alive = 0;
+    while Instant::now() < give_up {
+        let before = mono_ns();
+        let primary = manager.is_primary();
+        let after = mono_ns();
+        if primary && !in_run {
+            let epoch = manager.epoch().unwrap_or(0);
+            println!("R1 {before} {epoch}");
+            in_run = true;
+        } else if !primary && in_run {
+            println!("R0 {last_true} {before}");
+            in_run = false;
+        }
+        if primary {
+            last_true = after;
+        }
+        if after - last_alive >= 100_000_000 {
+            println!("A {after} {}", u8::from(primary));
+            last_alive = after;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn write(manager: &StateManager, writer: &str, give_up: Instant) {
+    let mut tick: u64 = 0;
+    let mut seq: u64 = 0;
+    while Instant::now() < give_up {
+        tick += 1;
+        // While standby, try now and then (the refusal is checked too), not every tick.
+        if manager.is_primary() || tick.is_multiple_of(25) {
+            seq += 1;
+            let fill = seq % 2 == 1;
+            let t_send = mono_ns();
+            let e1 = manager.epoch().unwrap_or(0);
+            let result = if fill {
+                let price = 100.0 + (seq % 7) as f64;
+                manager
+                    .apply_fill("FILLS", 1.0, price, Some(&format!("{writer}-{seq}")))
+                    .map(|_| ())
+            } else {
+                let mut data = json!({"w": writer, "seq": seq, "e": e1})
+                    .as_object()
+                    .unwrap()
+                    .clone();
+                manager.save_position("LAST", &mut data)
+            };
+            let e2 = manager.epoch().unwrap_or(0);
+            let t_done = mono_ns();
+            let outcome = match result {
+                Ok(()) => "ok".to_owned(),
+                Err(err) => format!("{:?}", err.kind()),
+            };
+            let kind = if fill { 'F' } else { 'P' };
+            println!("W {kind} {seq} {t_send} {t_done} {e1} {e2} {outcome}");
+            if !fill && outcome == "ok" && seq.is_multiple_of(8) {
+                read_back(manager, seq);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(4));
+    }
+}
+
+/// Loads the positions right after writing `LAST` = `seq` and prints what `LAST` was.
+fn read_back(manager: &StateManager, seq: u64) {
+    match manager.load_positions() {
+        Ok(positions) => {
+            let last = positions.iter().find(|(symbol, _)| symbol == "LAST");
+            let (writer, loaded) = last.map_or(("-".to_owned(), 0), |(_, v)| {
+                (
+                    v["w"].as_str().unwrap_or("?").to_owned(),
+                    v["seq"].as_u64().unwrap_or(0),
+                )
+            });
+            println!("L {seq} {writer} {loaded} ok");
+        }
+        Err(err) => println!("L {seq} - 0 {:?}", err.kind()),
+    }
+}
+
+/// One `L` line: a load right after an acknowledged write of `LAST`.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    pub seq: u64,
+    pub writer: String,
+    pub loaded: u64,
+    pub ok: bool,
+}
+
+/// A run of `is_primary() == true` samples (the chaos analysis's input).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub start: u64,
+    /// `None` while open; closed by `R0`, or by the parent at the instance's death.
+    pub end: Option<u64>,
+    pub epoch: u64,
+}
+
+/// One write (the chaos analysis's input).
+#[derive(Debug, Clone)]
+pub struct WriteRecord {
+    pub fill: bool,
+    pub seq: u64,
+    pub t_send: u64,
+    pub t_done: u64,
+    pub e1: u64,
+    pub e2: u64,
+    pub ok: bool,
+    pub outcome: String,
+}
+
+impl WriteRecord {
+    /// The epoch the write was fenced with, when certain: the same lease was held just
+    /// before and just after the call (epochs are unique per acquisition).
+    pub fn exact_epoch(&self) -> Option<u64> {
+        (self.e1 != 0 && self.e1 == self.e2).then_some(self.e1)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct InstanceLog {
+    pub ready: bool,
+    pub runs: Vec<Run>,
+    pub writes: Vec<WriteRecord>,
+    pub read_backs: Vec<ReadBack>,
+    pub primary_now: bool,
+    pub last_alive: u64,
+    pub other_lines: Vec<String>,
+}
+
+impl InstanceLog {
+    fn parse(&mut self, line: &str) {
+        // libtest's `test cluster_child ... ` has no newline before our first line.
+        let line = line.rsplit(" ... ").next().unwrap_or(line);
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| {
+            parts
+                .get(i)
+                .and_then(|p| p.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match parts.first().copied() {
+            Some("READY") => {
+                self.ready = true;
+                self.last_alive = num(1);
+            }
+            Some("R1") => {
+                self.runs.push(Run {
+                    start: num(1),
+                    end: None,
+                    epoch: num(2),
+                });
+                self.primary_now = true;
+                self.last_alive = num(1);
+            }
+            Some("R0") => {
+                if let Some(run) = self.runs.last_mut() {
+                    run.end = Some(num(1));
+                }
+                self.primary_now = false;
+                self.last_alive = num(2);
+            }
+            Some("A") => self.last_alive = num(1),
+            Some("W") if parts.len() >= 8 => self.writes.push(WriteRecord {
+                fill: parts[1] == "F",
+                seq: num(2),
+                t_send: num(3),
+                t_done: num(4),
+                e1: num(5),
+                e2: num(6),
+                ok: parts[7] == "ok",
+                outcome: parts[7].to_owned(),
+            }),
+            Some("L") if parts.len() >= 5 => self.read_backs.push(ReadBack {
+                seq: num(1),
+                writer: parts[2].to_owned(),
+                loaded: num(3),
+                ok: parts[4] == "ok",
+            }),
+            _ => {
+                if self.other_lines.len() < 50 && !line.is_empty() {
+                    self.other_lines.push(line.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// What a child bot is started with.
+#[derive(Clone, Debug)]
+pub struct BotOptions {
+    pub url: String,
+    pub ttl_ms: u64,
+    pub wait_replicas: u32,
+    pub max_s: u64,
+}
+
+/// One incarnation of a bot process.
+pub struct Instance {
+    pub writer: String,
+    pub child: Child,
+    pub log: Arc<Mutex<InstanceLog>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Monotonic ns once the process is known dead (after `waitpid`).
+    pub ended_at: Option<u64>,
+}
+
+impl Instance {
+    pub fn spawn(options: &BotOptions, bot: &str, writer: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cluster_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("QS_CLUSTER_URL", &options.url)
+            .env("QS_CLUSTER_BOT", bot)
+            .env("QS_CLUSTER_WRITER", writer)
+            .env("QS_CLUSTER_TTL_MS", options.ttl_ms.to_string())
+            .env(
+                "QS_CLUSTER_WAIT_REPLICAS",
+                options.wait_replicas.to_string(),
+            )
+            .env("QS_CLUSTER_MAX_S", options.max_s.to_string())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("re-run the test binary as a cluster bot");
+        let stdout = child.stdout.take().unwrap();
+        let log = Arc::new(Mutex::new(InstanceLog::default()));
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().parse(&line);
+            }
+        });
+        Instance {
+            writer: writer.to_owned(),
+            child,
+            log,
+            reader: Some(reader),
+            ended_at: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.ended_at.is_some()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if !self.is_dead() {
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe {
+                libc::kill(self.pid(), sig);
+            }
+        }
+    }
+
+    /// SIGKILL (after SIGCONT, in case it is stopped), reaped; returns when the signal was
+    /// sent, and keeps when the process was known dead (`ended_at`).
+    pub fn kill(&mut self) -> u64 {
+        let sent = mono_ns();
+        if self.ended_at.is_some() {
+            return sent;
+        }
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.ended_at = Some(mono_ns());
+        sent
+    }
+
+    /// Kills the process and waits until all its output was read.
+    pub fn finish(&mut self) {
+        self.kill();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+
+    pub fn is_primary_now(&self) -> bool {
+        !self.is_dead() && self.log.lock().unwrap().primary_now
+    }
+
+    /// Ready and printed something within the last `within` (a frozen bot is not alive).
+    pub fn alive(&self, within: Duration) -> bool {
+        if self.is_dead() {
+            return false;
+        }
+        let log = self.log.lock().unwrap();
+        log.ready && mono_ns().saturating_sub(log.last_alive) < within.as_nanos() as u64
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
