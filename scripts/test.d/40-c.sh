@@ -6,7 +6,9 @@
 #   2. under valgrind memcheck (linked to the shared library): zero errors, zero leaks.
 # Each pass runs every-function tests, the C++ wrapper tests, both examples, a failover of
 # two C processes after kill -9, and SIGTERM / SIGINT on C processes (library-installed
-# handlers and host-handled signals).
+# handlers and host-handled signals). Last, both examples (the seed's usage) run unchanged on
+# a Redis Cluster of 3 primaries through QUANTSHIFT_REDIS_URL=redis+cluster://..., built with
+# ASan + UBSan and against the shared library.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -263,4 +265,69 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 # Under valgrind everything runs ~20x slower and its threads take turns: a longer lease keeps
 # renewals within their deadline on a loaded machine.
 run_pass valgrind "$OUT/plain" 4000 1000 "${VALGRIND[@]}"
-echo "40-c: all C / C++ tests passed under ASan+UBSan and valgrind"
+# ---- the seed's usage on a Redis Cluster ------------------------------------------------
+# Three cluster-enabled primaries (client and bus ports free), every slot assigned by
+# redis-cli --cluster create; the examples get the cluster URL from the environment alone.
+cluster_ports=()
+used_ports=()
+start_cluster_node() {  # appends to cluster_ports; a few attempts on other free ports
+  local port bus dir attempt
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port); bus=$(free_port)
+    [[ "$port" != "$bus" && " ${used_ports[*]} " != *" $port "* && " ${used_ports[*]} " != *" $bus "* ]] || continue
+    used_ports+=("$port" "$bus")
+    dir="$OUT/redis/cluster-$port"
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes --save '' --appendonly no \
+      --maxmemory-policy noeviction --dir "$dir" --cluster-enabled yes --cluster-port "$bus" \
+      --cluster-config-file nodes.conf --cluster-node-timeout 2000 >"$dir/log" 2>&1 &
+    children+=("$!")
+    for _ in $(seq 100); do
+      if redis-cli -h 127.0.0.1 -p "$port" PING 2>/dev/null | grep -q PONG; then
+        cluster_ports+=("$port")
+        return
+      fi
+      sleep 0.05
+    done
+    cat "$dir/log" >&2
+  done
+  fail "could not start a cluster node on free loopback ports"
+}
+for _ in 1 2 3; do start_cluster_node; done
+redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") --cluster-replicas 0 \
+  --cluster-yes >"$OUT/redis/cluster-create.log" 2>&1 || { cat "$OUT/redis/cluster-create.log" >&2; fail "redis-cli --cluster create"; }
+cluster_ok() {
+  local port
+  for port in "${cluster_ports[@]}"; do
+    redis-cli -h 127.0.0.1 -p "$port" CLUSTER INFO | grep -q '^cluster_state:ok' || return 1
+  done
+}
+for _ in $(seq 300); do cluster_ok && break; sleep 0.05; done
+cluster_ok || fail "the cluster did not reach cluster_state:ok"
+CLUSTER_URL="redis+cluster://127.0.0.1:${cluster_ports[0]},127.0.0.1:${cluster_ports[1]}"
+ccli() { redis-cli -c -h 127.0.0.1 -p "${cluster_ports[0]}" "$@"; }
+run_on_cluster() {  # <label> <runner...>: the C example twice (recovering its state), the C++ one
+  local label=$1 dir
+  shift
+  case "$label" in asan) dir="$OUT/asan" ;; *) dir="$OUT/plain" ;; esac
+  QUANTSHIFT_REDIS_URL="$CLUSTER_URL" "$@" "$dir/bot_example_c" >"$RUN/cluster-$label-c.out" 2>&1 \
+    && QUANTSHIFT_REDIS_URL="$CLUSTER_URL" "$@" "$dir/bot_example_c" >>"$RUN/cluster-$label-c.out" 2>&1 \
+    || { show "$RUN/cluster-$label-c.out"; fail "[$label] examples/c on the cluster"; }
+  grep -q '^Recovered state: .*"shutdown_time"' "$RUN/cluster-$label-c.out" \
+    || { show "$RUN/cluster-$label-c.out"; fail "[$label] examples/c did not recover its state on the cluster"; }
+  grep -q '^This instance is primary' "$RUN/cluster-$label-c.out" || fail "[$label] examples/c output on the cluster"
+  ccli GET 'bot:{equity-bot}:state' | grep -q '"strategy":"moving_average"' \
+    || fail "[$label] no bot:{equity-bot}:state on the cluster"
+  ccli GET 'bot:{equity-bot}:position:AAPL' | grep -q '"quantity":10' \
+    || fail "[$label] no bot:{equity-bot}:position:AAPL on the cluster"
+  QUANTSHIFT_REDIS_URL="$CLUSTER_URL" "$@" "$dir/bot_example_cpp" >"$RUN/cluster-$label-cpp.out" 2>&1 \
+    || { show "$RUN/cluster-$label-cpp.out"; fail "[$label] examples/cpp on the cluster"; }
+  grep -q '^This instance is primary' "$RUN/cluster-$label-cpp.out" || fail "[$label] examples/cpp output on the cluster"
+  echo "40-c: [$label] the examples ran unchanged on a 3-primary cluster ($CLUSTER_URL)"
+}
+run_on_cluster asan env ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The shared-library build at full speed (under valgrind the example's fast-failover lease,
+# 300 ms past its last renewal, lapses as in the passes above; ASan checks memory here).
+run_on_cluster shared env
+
+echo "40-c: all C / C++ tests passed under ASan+UBSan and valgrind, and on a cluster"

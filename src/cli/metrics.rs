@@ -94,7 +94,7 @@ pub fn encode(reading: &Reading) -> String {
         "redis_warning",
         "1 when the Redis node has this configuration problem (as quantshift-state status \
          warns), else 0: eviction_policy, eviction_policy_unreadable, persistence_off, \
-         persistence_unreadable, not_master, role_unreadable",
+         persistence_unreadable, not_master, role_unreadable, split_brain_unguarded",
         warnings.clone(),
     );
     let has_primary: Family<BotLabel, Gauge> = register_family(
@@ -348,6 +348,7 @@ mod tests {
                 r#"quantshift_redis_warning{kind="persistence_off"} 1"#,
                 r#"quantshift_redis_warning{kind="persistence_unreadable"} 0"#,
                 r#"quantshift_redis_warning{kind="role_unreadable"} 0"#,
+                r#"quantshift_redis_warning{kind="split_brain_unguarded"} 0"#,
             ],
             "{text}"
         );

@@ -49,6 +49,7 @@ WARNING_KINDS = {
     "persistence_unreadable",
     "not_master",
     "role_unreadable",
+    "split_brain_unguarded",
 }
 
 # A scrape: {metric name: {label values: value}}, and the HELP text of each family.
