@@ -1,14 +1,17 @@
 //! Read-only views of bots for operators (the `quantshift-state` tool), and the planned
 //! handover request. Nothing here holds or takes a lease.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+use redis::FromRedisValue;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::HANDOVER_REQUEST;
-use crate::keys::{validate_bot_name, Keys};
+use crate::keys::{validate_bot_name_for, KeyLayout, Keys};
 use crate::positions::{decode_object, JsonObject, PositionStore};
 pub use crate::store::{warning_kind, ServerReport, ServerWarning};
 use crate::store::{Store, SCRIPTS};
@@ -87,9 +90,18 @@ pub struct ServerStatus {
     pub warning_kinds: Vec<&'static str>,
 }
 
+/// Calls of the status script for one bot before giving up on an index that gains a symbol
+/// between each call and the next.
+const MAX_STATUS_CALLS: usize = 5;
+
 /// A read-only connection to the Redis of one or more bots.
 pub struct Inspector {
     store: Store,
+    layout: KeyLayout,
+    /// The symbols each bot's last status declared (its index's members then, or more): the
+    /// next declares them again, so a status repeated (`watch`, metrics) is one script call
+    /// while the index gains no symbol.
+    members: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// Age of an ISO-8601 UTC stamp (`2025-12-24T22:00:00.123456`) against the local UTC clock.
@@ -107,27 +119,52 @@ fn instance_of(token: String) -> String {
     }
 }
 
-/// One call of the read-only status script per bot, all sent as one pipeline. The errors
-/// are kept in the replies, so that one bot's `WRONGTYPE` is that bot's error.
-fn status_pipeline(keys: &[&Keys]) -> redis::Pipeline {
+/// One call of the read-only status script per bot, all sent as one pipeline, each declaring
+/// the position keys of the symbols its bot's index is expected to hold. The errors are kept
+/// in the replies, so that one bot's `WRONGTYPE` is that bot's error.
+fn status_pipeline(bots: &[(&Keys, &[String])]) -> redis::Pipeline {
     let now_ms = crate::clock::unix_millis();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for keys in keys {
-        pipe.invoke_script(
-            SCRIPTS
-                .bot_status
-                .key(&keys.lock)
-                .key(&keys.epoch)
-                .key(&keys.heartbeat)
-                .key(&keys.state)
-                .key(&keys.instances)
-                .key(&keys.positions_index)
-                .arg(keys.position_prefix())
-                .arg(now_ms),
-        );
+    for (keys, expected) in bots {
+        let mut invocation = SCRIPTS.bot_status.key(&keys.lock);
+        invocation
+            .key(&keys.epoch)
+            .key(&keys.heartbeat)
+            .key(&keys.state)
+            .key(&keys.instances)
+            .key(&keys.positions_index)
+            .arg(now_ms);
+        for symbol in *expected {
+            invocation.key(keys.position(symbol)).arg(symbol);
+        }
+        pipe.invoke_script(&invocation);
     }
     pipe
+}
+
+/// The status script's reply, once it is not an error.
+enum StatusReply {
+    Read(redis::Value),
+    /// The index holds a symbol whose key was not declared: its members.
+    Undeclared(Vec<Vec<u8>>),
+}
+
+fn status_reply(reply: redis::Value) -> redis::RedisResult<StatusReply> {
+    let mut items = Vec::<redis::Value>::from_redis_value(reply.extract_error()?)?;
+    if items.is_empty() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "empty reply from the status script",
+        )));
+    }
+    let complete = i64::from_redis_value(items.remove(0))? == 1;
+    Ok(if complete {
+        StatusReply::Read(redis::Value::Array(items))
+    } else {
+        let members = items.into_iter().next().unwrap_or(redis::Value::Nil);
+        StatusReply::Undeclared(Vec::<Vec<u8>>::from_redis_value(members)?)
+    })
 }
 
 /// A reply that is Redis' `NOSCRIPT`.
@@ -163,36 +200,42 @@ impl Inspector {
         config.validate()?;
         Ok(Inspector {
             store: Store::open(&config)?,
+            layout: config.effective_key_layout()?,
+            members: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Reads bots whose keys are named in `layout` (by default the URL's: hash-tagged for a
+    /// cluster URL, plain otherwise).
+    pub fn key_layout(mut self, layout: KeyLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// The keys of `bot` in this inspector's layout, once its name is valid there.
+    fn keys(&self, bot: &str) -> Result<Keys> {
+        validate_bot_name_for(bot, self.layout)?;
+        Ok(Keys::with_layout(bot, self.layout))
     }
 
     pub fn redacted_url(&self) -> &str {
         self.store.redacted_url()
     }
 
-    /// Names of every bot with a key in this Redis, sorted (a SCAN: operator use only).
+    /// Names of every bot with a key in this Redis in the inspector's layout, sorted (a SCAN,
+    /// of every primary on a cluster: operator use only).
     pub fn bots(&self) -> Result<Vec<String>> {
-        let keys: Vec<String> = self.store.read(|conn| {
-            let mut found = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg("bot:*")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(conn)?;
-                found.extend(batch);
-                if next == 0 {
-                    return Ok(found);
-                }
-                cursor = next;
-            }
-        })?;
+        let keys = self.store.scan_keys("bot:*")?;
         let mut bots: Vec<String> = keys
             .iter()
-            .filter_map(|key| key.strip_prefix("bot:")?.split_once(':'))
+            .filter_map(|key| {
+                let key = key.strip_prefix("bot:")?;
+                match self.layout {
+                    KeyLayout::Plain => key.split_once(':'),
+                    // A tagged name holds no brace: the first one closes the tag.
+                    KeyLayout::HashTagged => key.strip_prefix('{')?.split_once("}:"),
+                }
+            })
             .filter(|(_, rest)| {
                 matches!(
                     *rest,
@@ -226,20 +269,37 @@ impl Inspector {
     }
 
     /// The status of several bots, each read as by [`status`](Self::status), all in one
-    /// round trip. The outer error: Redis could not be read. The inner ones, one per bot in
-    /// the order asked: that bot's name or data (an invalid name, a key of another Redis
-    /// type, a state that is not JSON).
+    /// round trip; two when a bot's index gained a symbol since this inspector last read its
+    /// status, or on the first read of a bot with positions (the script touches only the
+    /// keys it is given, and learns the symbols in the first). The outer error: Redis could
+    /// not be read. The inner ones, one per bot in the order asked: that bot's name or data
+    /// (an invalid name, a key of another Redis type, a state that is not JSON).
     pub fn statuses<S: AsRef<str>>(&self, bots: &[S]) -> Result<Vec<Result<BotStatus>>> {
-        let keys: Vec<Result<Keys>> = bots
+        let keys: Vec<Result<Keys>> = bots.iter().map(|bot| self.keys(bot.as_ref())).collect();
+        let mut statuses: Vec<Option<Result<BotStatus>>> = keys
             .iter()
-            .map(|bot| validate_bot_name(bot.as_ref()).map(|()| Keys::new(bot.as_ref())))
+            .map(|keys| keys.as_ref().err().map(|err| Err(err.clone())))
             .collect();
-        let valid: Vec<&Keys> = keys.iter().filter_map(|keys| keys.as_ref().ok()).collect();
-        let mut replies = if valid.is_empty() {
-            Vec::new()
-        } else {
-            self.store.read(|conn| {
-                let pipe = status_pipeline(&valid);
+        // The symbols each bot's index is expected to hold: those the last status found (none
+        // at first: a bot with positions then costs a second call, which declares what the
+        // first found).
+        let mut expected: Vec<Vec<String>> = {
+            let members = self.members.lock();
+            bots.iter()
+                .map(|bot| members.get(bot.as_ref()).cloned().unwrap_or_default())
+                .collect()
+        };
+        let mut pending: Vec<usize> = (0..bots.len()).filter(|&i| statuses[i].is_none()).collect();
+        for _ in 0..MAX_STATUS_CALLS {
+            if pending.is_empty() {
+                break;
+            }
+            let calls: Vec<(&Keys, &[String])> = pending
+                .iter()
+                .filter_map(|&i| Some((keys[i].as_ref().ok()?, expected[i].as_slice())))
+                .collect();
+            let pipe = status_pipeline(&calls);
+            let replies = self.store.read(|conn| {
                 let replies: Vec<redis::Value> = pipe.query(conn)?;
                 if replies.iter().any(is_no_script) {
                     // A pipelined script is not loaded on demand: load it, and read again
@@ -248,23 +308,62 @@ impl Inspector {
                     return pipe.query(conn);
                 }
                 Ok(replies)
-            })?
+            })?;
+            if replies.len() != pending.len() {
+                return Err(Error::corrupt("Redis answered fewer reads than sent"));
+            }
+            let mut again = Vec::new();
+            for (i, reply) in pending.into_iter().zip(replies) {
+                let (bot, Ok(keys)) = (bots[i].as_ref(), &keys[i]) else {
+                    continue;
+                };
+                statuses[i] = match status_reply(reply) {
+                    Ok(StatusReply::Read(read)) => Some(self.status_of(bot, keys, read)),
+                    Ok(StatusReply::Undeclared(members)) => {
+                        match members.into_iter().map(String::from_utf8).collect() {
+                            Ok(members) => {
+                                expected[i] = members;
+                                again.push(i);
+                                None
+                            }
+                            Err(_) => Some(Err(Error::corrupt(format!(
+                                "a symbol in {} is not UTF-8",
+                                keys.positions_index
+                            )))),
+                        }
+                    }
+                    Err(err) => Some(Err(self.name_wrong_type(keys, Error::from(err)))),
+                };
+            }
+            pending = again;
         }
-        .into_iter();
-        Ok(bots
-            .iter()
-            .zip(keys)
-            .map(|(bot, keys)| {
-                let keys = keys?;
-                let reply = replies
-                    .next()
-                    .ok_or_else(|| Error::corrupt("Redis answered fewer reads than sent"))?;
-                self.status_of(bot.as_ref(), &keys, reply)
+        {
+            let mut members = self.members.lock();
+            for ((bot, status), expected) in bots.iter().zip(&statuses).zip(expected) {
+                if matches!(status, Some(Ok(_))) {
+                    members.insert(bot.as_ref().to_owned(), expected);
+                }
+            }
+        }
+        Ok(statuses
+            .into_iter()
+            .zip(&keys)
+            .map(|(status, keys)| {
+                status.unwrap_or_else(|| {
+                    let index = keys.as_ref().map_or("", |keys| &keys.positions_index);
+                    Err(Error::new(
+                        crate::error::ErrorKind::Redis,
+                        format!(
+                            "{index} gained symbols each time the bot's status was about to be \
+                             read; gave up after {MAX_STATUS_CALLS} attempts"
+                        ),
+                    ))
+                })
             })
             .collect())
     }
 
-    /// A bot's status from the reply of `bot_status.lua`.
+    /// A bot's status from the reply of `bot_status.lua`, its leading flag taken off.
     fn status_of(&self, bot: &str, keys: &Keys, reply: redis::Value) -> Result<BotStatus> {
         #[allow(clippy::type_complexity)]
         let read: redis::RedisResult<(
@@ -275,9 +374,7 @@ impl Inspector {
             Option<Vec<u8>>,
             Vec<String>,
             usize,
-        )> = reply
-            .extract_error()
-            .and_then(|reply| Ok(redis::from_redis_value(reply)?));
+        )> = redis::from_redis_value(reply).map_err(redis::RedisError::from);
         let (lock, pttl, epoch, heartbeat, state, instances, positions) =
             read.map_err(|err| self.name_wrong_type(keys, Error::from(err)))?;
         let state_last_update = match state {
@@ -308,8 +405,7 @@ impl Inspector {
     /// Who holds the bot's lease (instance id) and the current epoch, in one round trip and
     /// without a scan: cheap enough to poll while a handover is under way.
     pub fn lease_holder(&self, bot: &str) -> Result<(Option<String>, Option<u64>)> {
-        validate_bot_name(bot)?;
-        let keys = Keys::new(bot);
+        let keys = self.keys(bot)?;
         let (lock, epoch): (Option<String>, Option<u64>) = self
             .store
             .read(|conn| redis::pipe().get(&keys.lock).get(&keys.epoch).query(conn))?;
@@ -351,8 +447,7 @@ impl Inspector {
 
     /// A bot's positions, the unindexed ones of the predecessor included.
     pub fn positions(&self, bot: &str) -> Result<Vec<(String, JsonObject)>> {
-        validate_bot_name(bot)?;
-        let keys = Keys::new(bot);
+        let keys = self.keys(bot)?;
         let positions = self.positions_store(&keys);
         let legacy = positions.scan_symbols()?;
         let mut loaded = positions.load(&legacy)?;
@@ -363,8 +458,7 @@ impl Inspector {
     /// Asks the bot's primary to step down (after its in-flight write) so a standby takes
     /// over; returns how many instances heard the request.
     pub fn request_handover(&self, bot: &str) -> Result<u64> {
-        validate_bot_name(bot)?;
-        let keys = Keys::new(bot);
+        let keys = self.keys(bot)?;
         let message = format!("{HANDOVER_REQUEST} quantshift-state");
         self.store.run(|conn| {
             redis::cmd("PUBLISH")

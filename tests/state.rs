@@ -301,18 +301,20 @@ fn command_calls(info: &str, command: &str) -> u64 {
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
 
-/// Calls of the lease scripts (renewals the manager's lease thread makes whenever it is
-/// kicked, e.g. once its liveness connection is registered): the only scripts that read
-/// `TIME`, once each. Subtracted so that loads are counted alone.
+/// Calls of the lease scripts (the primary renews every 100 ms with fast failover, a standby
+/// looks as often), subtracted so that loads are counted alone. Each reads the lease record
+/// once, the renewal and the release with `HGET`, the others with `HMGET` (which a standby's
+/// plain look also sends) next to one `ZREMRANGEBYSCORE`; no other script touches a hash.
 fn lease_script_calls(info: &str) -> u64 {
-    command_calls(info, "time")
+    command_calls(info, "hget") + command_calls(info, "zremrangebyscore")
 }
 
-/// Calls of `command` made by anything but the lease scripts (each of which runs one `GET`).
+/// Calls of `command` made by anything but the lease scripts (a renewal runs one `GET`).
 fn load_calls(info: &str, command: &str) -> u64 {
     let calls = command_calls(info, command);
     match command {
-        "evalsha" | "get" => calls.saturating_sub(lease_script_calls(info)),
+        "evalsha" => calls.saturating_sub(lease_script_calls(info)),
+        "get" => calls.saturating_sub(command_calls(info, "hget")),
         _ => calls,
     }
 }
@@ -340,6 +342,14 @@ fn commandstats(conn: &mut redis::Connection) -> String {
     redis::cmd("INFO").arg("commandstats").query(conn).unwrap()
 }
 
+fn assert_no_scan(info: &str) {
+    assert_eq!(
+        command_calls(info, "scan") + command_calls(info, "keys"),
+        0,
+        "{info}"
+    );
+}
+
 #[test]
 fn loading_positions_never_scans_and_costs_one_round_trip() {
     let server = RedisServer::start();
@@ -356,9 +366,26 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
         .arg("x")
         .query::<()>(&mut conn)
         .unwrap();
-    // The first call runs the load script (and may load it: EVALSHA, NOSCRIPT, SCRIPT LOAD),
-    // the second reads the symbols it found in one transaction on the tracked connection.
+    // An instance that never loaded nor wrote knows no symbol: the script, given no position
+    // key, answers the index's members and reads nothing; called again with their keys, it
+    // reads them. Two round trips, whatever the number of positions.
+    let fresh = manager(&server, "rt", 30_000);
+    reset_stats(&mut conn);
+    assert_eq!(fresh.load_positions().unwrap().len(), 200);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 2, "{info}");
+    assert_eq!(load_calls(&info, "evalsha"), 2, "{info}");
+    assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+    assert_no_scan(&info);
+    drop(fresh);
+    // The primary's first load: the symbols it wrote are declared already, one script call.
+    reset_stats(&mut conn);
     assert_eq!(m.load_positions().unwrap().len(), 200);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 1, "{info}");
+    assert_eq!(load_calls(&info, "evalsha"), 1, "{info}");
+    assert_no_scan(&info);
+    // The next reads the symbols it found in one transaction on the tracked connection.
     reset_stats(&mut conn);
     assert_eq!(m.load_positions().unwrap().len(), 200);
     let info = commandstats(&mut conn);
@@ -369,11 +396,7 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
         reset_stats(&mut conn);
         assert_eq!(m.load_positions().unwrap().len(), 200);
         let info = commandstats(&mut conn);
-        assert_eq!(
-            command_calls(&info, "scan") + command_calls(&info, "keys"),
-            0,
-            "{info}"
-        );
+        assert_no_scan(&info);
         // Nothing changed: Redis tracked the keys the last load read and sent no
         // invalidation before the reply to one EXISTS, which counts the 200 positions still
         // there. No value is transferred again.
@@ -382,7 +405,8 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
         assert_eq!(command_calls(&info, "mget"), 0, "{info}");
         assert_eq!(load_calls(&info, "get"), 0, "{info}");
     }
-    // A position changed under it: two round trips, the second the script (one MGET inside).
+    // A position added by this instance: two round trips, the EXISTS, then the script (one
+    // MGET inside), which declares the new symbol's key with the known ones.
     m.save_position("NEW", &mut obj(json!({"quantity": 1})))
         .unwrap();
     reset_stats(&mut conn);
@@ -392,6 +416,7 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
     assert_eq!(load_round_trips(&info), 2, "{info}");
     assert_eq!(load_calls(&info, "evalsha"), 1, "{info}");
     assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+    assert_no_scan(&info);
     // Then one transaction (tracked again), then one EXISTS.
     for expected_mget in [1, 0] {
         reset_stats(&mut conn);
@@ -400,6 +425,25 @@ fn loading_positions_never_scans_and_costs_one_round_trip() {
         assert_eq!(load_round_trips(&info), 1, "{info}");
         assert_eq!(command_calls(&info, "mget"), expected_mget, "{info}");
     }
+    // A position added by another writer: three round trips, the EXISTS, the script given
+    // the known symbols (it answers the index's members, reading nothing), the script again.
+    redis::cmd("SET")
+        .arg("bot:rt:position:OTHER")
+        .arg(r#"{"quantity": 2}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("bot:rt:positions")
+        .arg("OTHER")
+        .query::<()>(&mut conn)
+        .unwrap();
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 202);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 3, "{info}");
+    assert_eq!(load_calls(&info, "evalsha"), 2, "{info}");
+    assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+    assert_no_scan(&info);
 }
 
 /// A manager whose Redis user may not turn key tracking on.
@@ -454,6 +498,24 @@ fn without_key_tracking_a_load_is_one_transaction() {
     let info = commandstats(&mut conn);
     assert_eq!(load_round_trips(&info), 2, "{info}");
     assert_eq!(load_calls(&info, "evalsha"), 1, "{info}");
+    // Added by another writer: the transaction saw the new member, and the script declares
+    // its key at once.
+    redis::cmd("SET")
+        .arg("bot:notrack:position:OTHER")
+        .arg(r#"{"quantity": 2}"#)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("bot:notrack:positions")
+        .arg("OTHER")
+        .query::<()>(&mut conn)
+        .unwrap();
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 50);
+    let info = commandstats(&mut conn);
+    assert_eq!(load_round_trips(&info), 2, "{info}");
+    assert_eq!(load_calls(&info, "evalsha"), 1, "{info}");
+    assert_no_scan(&info);
 }
 
 /// Each load answers what Redis holds at that instant, whatever the previous load saw: values
@@ -679,6 +741,72 @@ fn loads_follow_a_redis_restart_and_track_again() {
         assert_eq!(loaded[0].0, "B");
         reset_stats(&mut conn);
         let _ = m.load_positions().unwrap();
+        let info = commandstats(&mut conn);
+        command_calls(&info, "exists") == 1 && load_round_trips(&info) == 1
+    });
+    assert!(tracked_again, "unchanged loads are one EXISTS again");
+}
+
+/// An error reply on the tracked connection never confirms the cached positions (on a
+/// cluster: MOVED, ASK, TRYAGAIN or CLUSTERDOWN once the bot's slot moved away from the node
+/// that tracks it; here, the user may no longer run EXISTS): the load drops the connection
+/// and reads Redis another way, and tracks again once the error is gone.
+#[test]
+fn an_error_reply_on_the_tracked_connection_is_never_a_cached_answer() {
+    let server = RedisServer::start();
+    let mut conn = server.connection();
+    let acl = |conn: &mut redis::Connection, rule: &str| {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("checker")
+            .arg("on")
+            .arg(">checker-pw")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all")
+            .arg(rule)
+            .query::<()>(conn)
+            .unwrap();
+    };
+    acl(&mut conn, "+exists");
+    let m = StateManager::new(
+        Config::new("errs")
+            .redis_url(server.url_as("checker", "checker-pw"))
+            .lock_ttl(Duration::from_secs(30))
+            .install_signal_handlers(false),
+    )
+    .unwrap();
+    assert!(m.wait_until_primary(Some(Duration::from_secs(3))));
+    m.save_position("A", &mut obj(json!({"quantity": 1})))
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(m.load_positions().unwrap().len(), 1);
+    }
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 1);
+    assert_eq!(command_calls(&commandstats(&mut conn), "exists"), 1);
+    // Nothing changed, so no invalidation comes: only the error says the check failed, and
+    // the positions are read again (MGET), not taken from what the tracked connection saw.
+    acl(&mut conn, "-exists");
+    reset_stats(&mut conn);
+    assert_eq!(m.load_positions().unwrap().len(), 1);
+    let info = commandstats(&mut conn);
+    let exists_refused = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_exists:"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|s| s.strip_prefix("rejected_calls="))
+        })
+        .is_some_and(|n| n != "0");
+    assert!(exists_refused, "{info}");
+    assert_eq!(command_calls(&info, "mget"), 1, "{info}");
+    acl(&mut conn, "+exists");
+    let tracked_again = wait_for(Duration::from_secs(5), || {
+        assert_eq!(m.load_positions().unwrap().len(), 1);
+        reset_stats(&mut conn);
+        assert_eq!(m.load_positions().unwrap().len(), 1);
         let info = commandstats(&mut conn);
         command_calls(&info, "exists") == 1 && load_round_trips(&info) == 1
     });

@@ -384,10 +384,14 @@ impl PositionStore<'_> {
         writes: &[PositionWrite],
         fill: Option<&str>,
     ) -> Result<WriteOutcome> {
-        self.invoke_write(token, writes, fill).map_err(|err| {
+        let outcome = self.invoke_write(token, writes, fill).map_err(|err| {
             let symbols: Vec<String> = writes.iter().map(|w| w.symbol.clone()).collect();
             self.name_wrong_type(err, &symbols, &[(&self.keys.lock, "string")])
-        })
+        })?;
+        if let WriteOutcome::Applied { .. } = outcome {
+            self.note_written(writes);
+        }
+        Ok(outcome)
     }
 
     /// A `WRONGTYPE` reply names no key: finds which of the keys a call touched (the index,
@@ -452,10 +456,9 @@ impl PositionStore<'_> {
         invocation
             .key(&self.keys.positions_index)
             .arg(token)
-            .arg(self.keys.position_prefix())
             .arg(self.position_ttl_ms);
         for symbol in symbols {
-            invocation.arg(symbol);
+            invocation.key(self.keys.position(symbol)).arg(symbol);
         }
         self.store
             .write_script(&invocation)

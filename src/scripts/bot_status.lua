@@ -1,22 +1,36 @@
 -- A bot's status for operators (quantshift-state status, watch, metrics) in one atomic,
 -- read-only call: the lease, epoch, heartbeat, state, live instances and the number of
 -- positions belong to one moment. Never writes, never scans.
+-- Cluster engines and some managed services refuse a key a script did not declare, so the
+-- caller declares the position keys it expects; when the index holds a symbol whose key is
+-- not among them, nothing else is read and the index's members come back for the caller to
+-- call again with their keys.
 -- KEYS[1] lease  KEYS[2] epoch  KEYS[3] heartbeat  KEYS[4] state  KEYS[5] instances
--- KEYS[6] positions index
--- ARGV[1] position key prefix, ARGV[2] now (Unix ms): instances whose liveness score is not
--- older are live
--- Returns {lease holder token, lease PTTL, epoch, heartbeat, state, live instances,
--- positions}: the positions are the index's symbols whose key exists, read in chunks (unpack()
--- and the Lua stack take a few thousand arguments at most). A WRONGTYPE error when a position
--- key holds another Redis type, as loading the positions would: MGET reads such a key as
--- missing, EXISTS counts it.
+-- KEYS[6] positions index, KEYS[7..] position keys
+-- ARGV[1] now (Unix ms): instances whose liveness score is not older are live;
+-- ARGV[i - 5] the symbol of KEYS[i] (i >= 7)
+-- Returns {1, lease holder token, lease PTTL, epoch, heartbeat, state, live instances,
+-- positions}, or {0, members} when a member's key was not declared. The positions are the
+-- index's symbols whose key exists, read in chunks (unpack() and the Lua stack take a few
+-- thousand arguments at most). A WRONGTYPE error when a position key holds another Redis
+-- type, as loading the positions would: MGET reads such a key as missing, EXISTS counts it.
 local CHUNK = 1000
-local symbols = redis.call('SMEMBERS', KEYS[6])
+local FIRST_POSITION = 7
+local members = redis.call('SMEMBERS', KEYS[6])
+local key_of = {}
+for i = FIRST_POSITION, #KEYS do
+  key_of[ARGV[i - 5]] = KEYS[i]
+end
+for _, symbol in ipairs(members) do
+  if not key_of[symbol] then
+    return {0, members}
+  end
+end
 local positions = 0
-for first = 1, #symbols, CHUNK do
+for first = 1, #members, CHUNK do
   local keys = {}
-  for i = first, math.min(first + CHUNK - 1, #symbols) do
-    keys[#keys + 1] = ARGV[1] .. symbols[i]
+  for i = first, math.min(first + CHUNK - 1, #members) do
+    keys[#keys + 1] = key_of[members[i]]
   end
   local strings = 0
   for _, value in ipairs(redis.call('MGET', unpack(keys))) do
@@ -31,11 +45,12 @@ for first = 1, #symbols, CHUNK do
 end
 -- A missing key reads as false, which becomes a nil reply (a nil would end the table).
 return {
+  1,
   redis.call('GET', KEYS[1]),
   redis.call('PTTL', KEYS[1]),
   redis.call('GET', KEYS[2]),
   redis.call('GET', KEYS[3]),
   redis.call('GET', KEYS[4]),
-  redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[2], '+inf'),
+  redis.call('ZRANGEBYSCORE', KEYS[5], ARGV[1], '+inf'),
   positions,
 }
