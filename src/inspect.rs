@@ -2,6 +2,7 @@
 //! handover request. Nothing here holds or takes a lease.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -96,12 +97,26 @@ const MAX_STATUS_CALLS: usize = 5;
 
 /// A read-only connection to the Redis of one or more bots.
 pub struct Inspector {
-    store: Store,
+    store: Arc<Store>,
     layout: KeyLayout,
+    /// The options each bot's own store is opened with on a cluster.
+    config: Config,
+    /// On a cluster, each bot is read from its slot's owner through a store of its own.
+    bot_stores: Mutex<HashMap<String, Arc<Store>>>,
     /// The symbols each bot's last status declared (its index's members then, or more): the
     /// next declares them again, so a status repeated (`watch`, metrics) is one script call
     /// while the index gains no symbol.
     members: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// Reads (and, for operators, names) a bot's positions on `store`.
+fn positions_store<'a>(store: &'a Store, keys: &'a Keys) -> PositionStore<'a> {
+    PositionStore {
+        store,
+        keys,
+        position_ttl_ms: 0,
+        last_load: None,
+    }
 }
 
 /// Age of an ISO-8601 UTC stamp (`2025-12-24T22:00:00.123456`) against the local UTC clock.
@@ -199,8 +214,10 @@ impl Inspector {
         }
         config.validate()?;
         Ok(Inspector {
-            store: Store::open(&config)?,
+            store: Arc::new(Store::open(&config)?),
             layout: config.effective_key_layout()?,
+            config,
+            bot_stores: Mutex::new(HashMap::new()),
             members: Mutex::new(HashMap::new()),
         })
     }
@@ -216,6 +233,24 @@ impl Inspector {
     fn keys(&self, bot: &str) -> Result<Keys> {
         validate_bot_name_for(bot, self.layout)?;
         Ok(Keys::with_layout(bot, self.layout))
+    }
+
+    /// The store that serves `bot`: the one store, or on a cluster the bot's own, which
+    /// follows its slot's owner.
+    fn store_for(&self, bot: &str) -> Result<Arc<Store>> {
+        if !self.store.is_cluster() {
+            return Ok(Arc::clone(&self.store));
+        }
+        let mut stores = self.bot_stores.lock();
+        if let Some(store) = stores.get(bot) {
+            return Ok(Arc::clone(store));
+        }
+        let mut config = self.config.clone();
+        config.bot_name = bot.to_owned();
+        config.key_layout = Some(self.layout);
+        let store = Arc::new(Store::open(&config)?);
+        stores.insert(bot.to_owned(), Arc::clone(&store));
+        Ok(store)
     }
 
     pub fn redacted_url(&self) -> &str {
@@ -275,6 +310,30 @@ impl Inspector {
     /// not be read. The inner ones, one per bot in the order asked: that bot's name or data
     /// (an invalid name, a key of another Redis type, a state that is not JSON).
     pub fn statuses<S: AsRef<str>>(&self, bots: &[S]) -> Result<Vec<Result<BotStatus>>> {
+        if !self.store.is_cluster() {
+            return self.statuses_on(&self.store, bots);
+        }
+        // On a cluster the bots are on different nodes: each is read on its own, and a node
+        // that cannot be reached is the error of the bots it serves.
+        Ok(bots
+            .iter()
+            .map(|bot| {
+                let bot = bot.as_ref();
+                self.keys(bot)?;
+                let store = self.store_for(bot)?;
+                self.statuses_on(&store, &[bot])?
+                    .pop()
+                    .expect("one status per bot asked for")
+            })
+            .collect())
+    }
+
+    /// [`statuses`](Self::statuses) of bots all served by `store`.
+    fn statuses_on<S: AsRef<str>>(
+        &self,
+        store: &Store,
+        bots: &[S],
+    ) -> Result<Vec<Result<BotStatus>>> {
         let keys: Vec<Result<Keys>> = bots.iter().map(|bot| self.keys(bot.as_ref())).collect();
         let mut statuses: Vec<Option<Result<BotStatus>>> = keys
             .iter()
@@ -299,7 +358,7 @@ impl Inspector {
                 .filter_map(|&i| Some((keys[i].as_ref().ok()?, expected[i].as_slice())))
                 .collect();
             let pipe = status_pipeline(&calls);
-            let replies = self.store.read(|conn| {
+            let replies = store.read(|conn| {
                 let replies: Vec<redis::Value> = pipe.query(conn)?;
                 if replies.iter().any(is_no_script) {
                     // A pipelined script is not loaded on demand: load it, and read again
@@ -318,7 +377,7 @@ impl Inspector {
                     continue;
                 };
                 statuses[i] = match status_reply(reply) {
-                    Ok(StatusReply::Read(read)) => Some(self.status_of(bot, keys, read)),
+                    Ok(StatusReply::Read(read)) => Some(self.status_of(store, bot, keys, read)),
                     Ok(StatusReply::Undeclared(members)) => {
                         match members.into_iter().map(String::from_utf8).collect() {
                             Ok(members) => {
@@ -332,7 +391,7 @@ impl Inspector {
                             )))),
                         }
                     }
-                    Err(err) => Some(Err(self.name_wrong_type(keys, Error::from(err)))),
+                    Err(err) => Some(Err(self.name_wrong_type(store, keys, Error::from(err)))),
                 };
             }
             pending = again;
@@ -364,7 +423,13 @@ impl Inspector {
     }
 
     /// A bot's status from the reply of `bot_status.lua`, its leading flag taken off.
-    fn status_of(&self, bot: &str, keys: &Keys, reply: redis::Value) -> Result<BotStatus> {
+    fn status_of(
+        &self,
+        store: &Store,
+        bot: &str,
+        keys: &Keys,
+        reply: redis::Value,
+    ) -> Result<BotStatus> {
         #[allow(clippy::type_complexity)]
         let read: redis::RedisResult<(
             Option<String>,
@@ -376,7 +441,7 @@ impl Inspector {
             usize,
         )> = redis::from_redis_value(reply).map_err(redis::RedisError::from);
         let (lock, pttl, epoch, heartbeat, state, instances, positions) =
-            read.map_err(|err| self.name_wrong_type(keys, Error::from(err)))?;
+            read.map_err(|err| self.name_wrong_type(store, keys, Error::from(err)))?;
         let state_last_update = match state {
             Some(raw) => decode_object(&keys.state, &raw)?
                 .get("last_update")
@@ -407,23 +472,23 @@ impl Inspector {
     pub fn lease_holder(&self, bot: &str) -> Result<(Option<String>, Option<u64>)> {
         let keys = self.keys(bot)?;
         let (lock, epoch): (Option<String>, Option<u64>) = self
-            .store
+            .store_for(bot)?
             .read(|conn| redis::pipe().get(&keys.lock).get(&keys.epoch).query(conn))?;
         Ok((lock.map(instance_of), epoch))
     }
 
     /// A `WRONGTYPE` in a status read names the key: one of the bot's keys, or one of its
     /// indexed positions.
-    fn name_wrong_type(&self, keys: &Keys, err: Error) -> Error {
+    fn name_wrong_type(&self, store: &Store, keys: &Keys, err: Error) -> Error {
         if !err.is_wrong_type() {
             return err;
         }
-        let indexed: Result<Vec<String>> = self.store.read(|conn| {
+        let indexed: Result<Vec<String>> = store.read(|conn| {
             redis::cmd("SMEMBERS")
                 .arg(&keys.positions_index)
                 .query(conn)
         });
-        self.positions_store(keys).name_wrong_type(
+        positions_store(store, keys).name_wrong_type(
             err,
             &indexed.unwrap_or_default(),
             &[
@@ -436,19 +501,11 @@ impl Inspector {
         )
     }
 
-    fn positions_store<'a>(&'a self, keys: &'a Keys) -> PositionStore<'a> {
-        PositionStore {
-            store: &self.store,
-            keys,
-            position_ttl_ms: 0,
-            last_load: None,
-        }
-    }
-
     /// A bot's positions, the unindexed ones of the predecessor included.
     pub fn positions(&self, bot: &str) -> Result<Vec<(String, JsonObject)>> {
         let keys = self.keys(bot)?;
-        let positions = self.positions_store(&keys);
+        let store = self.store_for(bot)?;
+        let positions = positions_store(&store, &keys);
         let legacy = positions.scan_symbols()?;
         let mut loaded = positions.load(&legacy)?;
         loaded.sort_by(|a, b| a.0.cmp(&b.0));
@@ -460,7 +517,7 @@ impl Inspector {
     pub fn request_handover(&self, bot: &str) -> Result<u64> {
         let keys = self.keys(bot)?;
         let message = format!("{HANDOVER_REQUEST} quantshift-state");
-        self.store.run(|conn| {
+        self.store_for(bot)?.run(|conn| {
             redis::cmd("PUBLISH")
                 .arg(&keys.lease_channel)
                 .arg(&message)
