@@ -1,6 +1,8 @@
 //! The operator tool `quantshift-state` against real redis-server processes and real bot
 //! processes (this test binary re-run as a bot, see `common::ChildBot`).
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
 use std::io::Read;
@@ -1222,5 +1224,609 @@ fn server_warnings_name_each_unreadable_setting() {
                 .any(|(_, m)| m.contains("pw-of-a-test-user")),
             "{warnings:?}"
         );
+    }
+}
+
+/// Every key of `bot` in `layout`'s naming (`bot:NAME:*` or `bot:{NAME}:*`), sorted.
+fn keys_of(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(conn).unwrap();
+    keys.sort();
+    keys
+}
+
+/// A key's value, whatever its type, as comparable text (members and fields sorted).
+fn value_of(conn: &mut redis::Connection, key: &str) -> String {
+    let kind: String = redis::cmd("TYPE").arg(key).query(conn).unwrap();
+    let mut items: Vec<String> = match kind.as_str() {
+        "string" => vec![redis::cmd("GET").arg(key).query(conn).unwrap()],
+        "set" => redis::cmd("SMEMBERS").arg(key).query(conn).unwrap(),
+        "hash" => {
+            let pairs: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query(conn).unwrap();
+            pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+        }
+        "zset" => {
+            let pairs: Vec<(String, String)> = redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query(conn)
+                .unwrap();
+            pairs.into_iter().map(|(m, s)| format!("{m}@{s}")).collect()
+        }
+        other => panic!("{key}: unexpected type {other}"),
+    };
+    items.sort();
+    format!("{kind}:{}", items.join(","))
+}
+
+/// Each key with its value: equal snapshots hold the same keys and values.
+fn snapshot(conn: &mut redis::Connection) -> Vec<(String, String)> {
+    keys_of(conn, "*")
+        .into_iter()
+        .map(|key| {
+            let value = value_of(conn, &key);
+            (key, value)
+        })
+        .collect()
+}
+
+fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(conn).unwrap()
+}
+
+fn tagged_manager(server: &RedisServer, bot: &str) -> quantshift_core::StateManager {
+    quantshift_core::StateManager::new(
+        common::fast_config(server, bot, 3000).key_layout(quantshift_core::KeyLayout::HashTagged),
+    )
+    .expect("start a state manager in the hash-tagged layout")
+}
+
+#[test]
+fn layout_move_carries_every_key_with_its_ttl_and_refuses_while_a_lease_is_held() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut conn = server.connection();
+    // A bot that ran in the plain layout: state, positions (one with a fill), a heartbeat,
+    // then a clean stop (its lease released).
+    let writer = manager(&server, "mover", 3000);
+    assert!(writer.wait_until_primary(Some(Duration::from_secs(3))));
+    writer
+        .save_state(&mut obj(
+            json!({"strategy": "moving_average", "daily_pnl": 150.5}),
+        ))
+        .unwrap();
+    writer
+        .save_position(
+            "AAPL",
+            &mut obj(json!({"quantity": 10, "entry_price": 150.0})),
+        )
+        .unwrap();
+    writer
+        .apply_fill("BTC/USD", 0.5, 42000.0, Some("fill-1"))
+        .unwrap();
+    writer.heartbeat().unwrap();
+    writer.close().unwrap();
+    // A position of the predecessor: no entry in the positions set.
+    redis::cmd("SET")
+        .arg("bot:mover:position:LEGACY")
+        .arg(r#"{"quantity": 3}"#)
+        .arg("EX")
+        .arg(5000)
+        .query::<()>(&mut conn)
+        .unwrap();
+    // Another bot's keys are never touched.
+    let bystander = manager(&server, "mover2", 3000);
+    assert!(bystander.wait_until_primary(Some(Duration::from_secs(3))));
+    bystander
+        .save_position("AAPL", &mut obj(json!({"quantity": 1})))
+        .unwrap();
+    bystander.close().unwrap();
+    // The instances set expires with the lease: kept here, so that every key is still there
+    // when it moves.
+    redis::cmd("PEXPIRE")
+        .arg("bot:mover:instances")
+        .arg(600_000)
+        .query::<()>(&mut conn)
+        .unwrap();
+
+    // A lease held (an instance running): refused, nothing moved.
+    let holder = manager(&server, "mover", 3000);
+    assert!(holder.wait_until_primary(Some(Duration::from_secs(3))));
+    let before = snapshot(&mut conn);
+    let refused = tool(&[
+        "--url",
+        &url,
+        "layout",
+        "move",
+        "mover",
+        "--to",
+        "hash_tagged",
+    ]);
+    assert_eq!(refused.code, Some(5), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("holds its lease in the plain layout")
+            && refused
+                .stderr
+                .contains("stop every instance of the bot first")
+            && refused.stderr.contains("nothing was moved"),
+        "{refused:?}"
+    );
+    assert_eq!(snapshot(&mut conn), before, "a refused move wrote");
+    // Stopped cleanly: the lease released (the lease record's token emptied).
+    holder.close().unwrap();
+
+    let epoch: u64 = redis::cmd("GET")
+        .arg("bot:mover:epoch")
+        .query(&mut conn)
+        .unwrap();
+    let plain_keys = keys_of(&mut conn, "bot:mover:*");
+    assert!(plain_keys.len() >= 10, "{plain_keys:?}");
+    let state_ttl = pttl(&mut conn, "bot:mover:state");
+    let legacy_ttl = pttl(&mut conn, "bot:mover:position:LEGACY");
+    assert!(state_ttl > 0 && legacy_ttl > 0);
+
+    // Dry run: the list of what would move, and nothing written.
+    let before = snapshot(&mut conn);
+    let dry = tool(&[
+        "--url",
+        &url,
+        "layout",
+        "move",
+        "mover",
+        "--to",
+        "hash_tagged",
+        "--dry-run",
+    ]);
+    assert_eq!(dry.code, Some(0), "{dry:?}");
+    for key in &plain_keys {
+        assert!(
+            dry.stdout.contains(&format!("would move {key} -> ")),
+            "{key}: {dry:?}"
+        );
+    }
+    assert!(
+        dry.stdout.contains("nothing was written (dry run)"),
+        "{dry:?}"
+    );
+    assert_eq!(snapshot(&mut conn), before, "a dry run wrote");
+
+    // The move: every plain key is at its tagged name, with its value and TTL.
+    let values: Vec<(String, String)> = before
+        .iter()
+        .filter(|(key, _)| plain_keys.contains(key))
+        .cloned()
+        .collect();
+    let started = Instant::now();
+    let run = tool(&["--url", &url, "layout", "move", "mover", "--to", "tagged"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap();
+    assert!(
+        run.stdout.contains(&format!(
+            "moved {} key(s) from plain to hash_tagged (3 position(s))",
+            plain_keys.len()
+        )),
+        "{run:?}"
+    );
+    assert_eq!(keys_of(&mut conn, "bot:mover:*"), Vec::<String>::new());
+    for (key, value) in &values {
+        let moved = key.replacen("bot:mover:", "bot:{mover}:", 1);
+        assert_eq!(
+            &value_of(&mut conn, &moved),
+            value,
+            "{moved} holds another value than {key} held"
+        );
+    }
+    let epoch_now: u64 = redis::cmd("GET")
+        .arg("bot:{mover}:epoch")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(epoch_now, epoch, "the fencing epoch moved unchanged");
+    assert_eq!(pttl(&mut conn, "bot:{mover}:epoch"), -1);
+    for (key, ttl_before) in [("state", state_ttl), ("position:LEGACY", legacy_ttl)] {
+        let ttl = pttl(&mut conn, &format!("bot:{{mover}}:{key}"));
+        // The TTL carried over: what was left, less the time the test took since.
+        assert!(
+            ttl > 0 && ttl <= ttl_before && ttl >= ttl_before - elapsed - 60_000,
+            "{key}: {ttl} ms left, {ttl_before} ms before"
+        );
+    }
+    assert!(
+        keys_of(&mut conn, "bot:mover2:*").len() >= 3,
+        "the other bot's keys stay"
+    );
+
+    // A run cut short, finished by the next one: a key back at its old name (not moved yet),
+    // one at both names (the old one wins: no bot ran since), the epoch at both names (the
+    // higher stays: an epoch never goes back), the rest already moved.
+    redis::cmd("RENAME")
+        .arg("bot:{mover}:position:AAPL")
+        .arg("bot:mover:position:AAPL")
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("bot:mover:heartbeat")
+        .arg("2030-01-01T00:00:00.000000")
+        .arg("PX")
+        .arg(60_000)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let again = tool(&[
+        "--url",
+        &url,
+        "layout",
+        "move",
+        "mover",
+        "--to",
+        "hash_tagged",
+    ]);
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains("moved 2 key(s) from plain to hash_tagged (1 position(s))"),
+        "{again:?}"
+    );
+    assert!(
+        again.stdout.contains("already moved: bot:{mover}:state"),
+        "{again:?}"
+    );
+    assert_eq!(keys_of(&mut conn, "bot:mover:*"), Vec::<String>::new());
+    let heartbeat: String = redis::cmd("GET")
+        .arg("bot:{mover}:heartbeat")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(heartbeat, "2030-01-01T00:00:00.000000");
+    let epoch_now: u64 = redis::cmd("GET")
+        .arg("bot:{mover}:epoch")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(epoch_now, epoch);
+    // Once more: nothing left to move.
+    let idle = tool(&[
+        "--url",
+        &url,
+        "layout",
+        "move",
+        "mover",
+        "--to",
+        "hash_tagged",
+    ]);
+    assert_eq!(idle.code, Some(0), "{idle:?}");
+    assert!(idle.stdout.contains("nothing left to move"), "{idle:?}");
+    let snapshot_after = snapshot(&mut conn);
+
+    // The tool reads the moved bot in the tagged layout, and not in the plain one.
+    let status = tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "hash_tagged",
+        "status",
+        "mover",
+        "--json",
+    ]);
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let doc = json_of(&status);
+    assert_eq!(doc["bots"][0]["epoch"], epoch);
+    // LEGACY joined the positions set when the second instance became primary.
+    assert_eq!(doc["bots"][0]["positions"], 3);
+    let plain = tool(&["--url", &url, "status", "mover", "--json"]);
+    assert_eq!(
+        json_of(&plain)["bots"][0]["epoch"],
+        Value::Null,
+        "{plain:?}"
+    );
+    let positions = json_of(&tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "tagged",
+        "positions",
+        "mover",
+        "--json",
+    ]));
+    let symbols: Vec<&String> = positions.as_object().unwrap().keys().collect();
+    assert_eq!(symbols, ["AAPL", "BTC/USD", "LEGACY"]);
+    assert_eq!(snapshot(&mut conn), snapshot_after, "reads wrote");
+
+    // A manager in the tagged layout carries on: its state, its positions, a higher epoch.
+    let resumed = tagged_manager(&server, "mover");
+    assert!(resumed.wait_until_primary(Some(Duration::from_secs(3))));
+    assert!(resumed.epoch().unwrap() > epoch);
+    let state = resumed.load_state().unwrap().unwrap();
+    assert_eq!(state["strategy"], "moving_average");
+    assert_eq!(state["daily_pnl"], 150.5);
+    let loaded: Vec<String> = resumed
+        .load_positions()
+        .unwrap()
+        .into_iter()
+        .map(|(symbol, _)| symbol)
+        .collect();
+    for symbol in ["AAPL", "BTC/USD", "LEGACY"] {
+        assert!(loaded.iter().any(|s| s == symbol), "{symbol}: {loaded:?}");
+    }
+    // The fill moved too: applied once, never twice.
+    let after = resumed
+        .apply_fill("BTC/USD", 0.5, 42000.0, Some("fill-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(after["quantity"], 0.5);
+    resumed.close().unwrap();
+
+    // And back, with the keys of the tagged run.
+    let back = tool(&["--url", &url, "layout", "move", "mover", "--to", "plain"]);
+    assert_eq!(back.code, Some(0), "{back:?}");
+    assert_eq!(keys_of(&mut conn, "bot:{mover}:*"), Vec::<String>::new());
+    assert!(keys_of(&mut conn, "bot:mover:*").len() >= 9);
+}
+
+#[test]
+fn the_key_layout_option_and_layout_move_refusals() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let tagged = tagged_manager(&server, "tagged-bot");
+    assert!(tagged.wait_until_primary(Some(Duration::from_secs(3))));
+    tagged
+        .save_position("ES", &mut obj(json!({"quantity": 2})))
+        .unwrap();
+    for layout in ["hash_tagged", "hash-tagged", "tagged"] {
+        let run = tool(&[
+            "--url",
+            &url,
+            "status",
+            "tagged-bot",
+            "--check",
+            "--key-layout",
+            layout,
+        ]);
+        // A primary, no standby.
+        assert_eq!(run.code, Some(1), "{layout}: {run:?}");
+    }
+    let positions = tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "hash_tagged",
+        "positions",
+        "tagged-bot",
+        "--json",
+    ]);
+    assert_eq!(json_of(&positions)["ES"]["quantity"], 2, "{positions:?}");
+    let handover = tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "hash_tagged",
+        "handover",
+        "tagged-bot",
+    ]);
+    assert!(
+        handover.stderr.contains("has no live standby"),
+        "the tagged lease is seen: {handover:?}"
+    );
+    let watch = tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "hash_tagged",
+        "watch",
+        "tagged-bot",
+        "--count",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(watch.code, Some(0), "{watch:?}");
+    assert_eq!(json_of(&watch)["bot"]["positions"], 1, "{watch:?}");
+    // In the plain layout (the default on one server) the bot has no keys.
+    let plain = tool(&["--url", &url, "status", "tagged-bot", "--check"]);
+    assert_eq!(plain.code, Some(2), "{plain:?}");
+    assert!(plain.stderr.contains("has no keys"), "{plain:?}");
+    // Every bot found in the tagged layout.
+    let all = json_of(&tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "hash_tagged",
+        "status",
+        "--json",
+    ]));
+    assert_eq!(all["bots"][0]["bot"], "tagged-bot", "{all}");
+    // Braces are the hash tag's.
+    let braces = tool(&[
+        "--url",
+        &url,
+        "--key-layout",
+        "hash_tagged",
+        "watch",
+        "a{b}",
+        "--count",
+        "1",
+    ]);
+    assert_eq!(braces.code, Some(3), "{braces:?}");
+
+    for (args, code, message) in [
+        (
+            vec!["--key-layout", "cluster", "status"],
+            64,
+            "invalid value 'cluster' for '--key-layout <LAYOUT>': unknown key layout",
+        ),
+        (
+            vec![
+                "--url",
+                "redis+cluster://127.0.0.1:1",
+                "--key-layout",
+                "plain",
+                "status",
+            ],
+            3,
+            "key_layout \"plain\" cannot run on a Redis Cluster",
+        ),
+        (
+            vec!["layout", "move", "x"],
+            64,
+            "the following required arguments were not provided:\n  --to <LAYOUT>",
+        ),
+        (
+            vec!["layout", "move", "x", "--to", "sideways"],
+            64,
+            "invalid value 'sideways' for '--to <LAYOUT>'",
+        ),
+        (
+            vec![
+                "--key-layout",
+                "plain",
+                "layout",
+                "move",
+                "x",
+                "--to",
+                "tagged",
+            ],
+            64,
+            "--key-layout does not apply to `layout move`",
+        ),
+        (
+            vec![
+                "--url",
+                "redis+cluster://127.0.0.1:1",
+                "layout",
+                "move",
+                "x",
+                "--to",
+                "tagged",
+            ],
+            3,
+            "layout move works on one Redis server",
+        ),
+        (
+            vec!["--url", &url, "layout", "move", "a{b}", "--to", "plain"],
+            3,
+            "reserves for the hash tag",
+        ),
+        (
+            vec!["--url", &url, "layout", "move", "a:b", "--to", "plain"],
+            3,
+            "contains ':'",
+        ),
+    ] {
+        let run = tool(&args);
+        assert_eq!(run.code, Some(code), "{args:?}: {run:?}");
+        assert!(
+            run.stderr.starts_with("quantshift-state: error: ") && run.stderr.contains(message),
+            "{args:?}: {run:?}"
+        );
+    }
+    // A lease held in the destination layout refuses too.
+    let refused = tool(&[
+        "--url",
+        &url,
+        "layout",
+        "move",
+        "tagged-bot",
+        "--to",
+        "hash_tagged",
+    ]);
+    assert_eq!(refused.code, Some(5), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("holds its lease in the hash_tagged layout"),
+        "{refused:?}"
+    );
+    // Nothing of a bot: said, exit 0.
+    let none = tool(&["--url", &url, "layout", "move", "ghost", "--to", "tagged"]);
+    assert_eq!(none.code, Some(0), "{none:?}");
+    assert!(none.stdout.contains("nothing to move"), "{none:?}");
+    // The help says why a running bot refuses, and how to reach a cluster.
+    let help = tool(&["layout", "move", "--help"]);
+    assert_eq!(help.code, Some(0), "{help:?}");
+    for needle in [
+        "Usage: quantshift-state [--url URL] layout move BOT --to hash_tagged|plain [--dry-run]",
+        "would lose writes it acknowledged",
+        "redis-cli --cluster import",
+        "--dry-run",
+    ] {
+        assert!(help.stdout.contains(needle), "{needle}: {help:?}");
+    }
+    let main = tool(&["--help"]);
+    assert!(main.stdout.contains("5   layout move refused"), "{main:?}");
+    assert!(main.stdout.contains("--key-layout"), "{main:?}");
+    tagged.close().unwrap();
+}
+
+/// `quantshift-state` on a Redis Cluster (3 primaries + 3 replicas): status, positions and
+/// watch of bots whose slots are on different primaries, read through the seed nodes.
+#[test]
+fn status_positions_and_watch_on_a_cluster() {
+    let cluster = cluster::LocalCluster::start();
+    let url = cluster.seed_url();
+    let names = cluster.names_on_distinct_primaries("cli-", 3);
+    let managers: Vec<quantshift_core::StateManager> = names
+        .iter()
+        .map(|name| {
+            let config = quantshift_core::Config::new(name)
+                .redis_url(&url)
+                .lock_ttl(Duration::from_millis(3000))
+                .install_signal_handlers(false);
+            quantshift_core::StateManager::new(config).expect("a manager on the cluster")
+        })
+        .collect();
+    for manager in &managers {
+        assert!(manager.wait_until_primary(Some(Duration::from_secs(5))));
+        manager
+            .save_position("AAPL", &mut obj(json!({"quantity": 10})))
+            .unwrap();
+        manager
+            .save_state(&mut obj(json!({"strategy": "cluster"})))
+            .unwrap();
+    }
+
+    // One bot, then all three in one call: each read on the primary that owns its slot.
+    let one = tool(&["--url", &url, "status", &names[0], "--json"]);
+    assert_eq!(one.code, Some(0), "{one:?}");
+    let doc = json_of(&one);
+    assert_eq!(
+        doc["bots"][0]["primary"],
+        managers[0].instance_id(),
+        "{doc}"
+    );
+    assert_eq!(doc["bots"][0]["positions"], 1, "{doc}");
+    let mut args = vec!["--url", url.as_str(), "status", "--check", "--json"];
+    args.extend(names.iter().map(String::as_str));
+    let all = tool(&args);
+    // Primaries without standbys.
+    assert_eq!(all.code, Some(1), "{all:?}");
+    let doc = json_of(&all);
+    for (i, manager) in managers.iter().enumerate() {
+        assert_eq!(doc["bots"][i]["bot"], names[i].as_str(), "{doc}");
+        assert_eq!(doc["bots"][i]["primary"], manager.instance_id(), "{doc}");
+        assert_eq!(doc["bots"][i]["positions"], 1, "{doc}");
+    }
+    // The table, and the bots found when none is named (keys on every primary).
+    let table = tool(&["--url", &url, "status"]);
+    assert_eq!(table.code, Some(0), "{table:?}");
+    for name in &names {
+        assert!(
+            table.stdout.lines().any(|l| l.starts_with(name.as_str())),
+            "{name}: {table:?}"
+        );
+    }
+    let positions = tool(&["--url", &url, "positions", &names[1], "--json"]);
+    assert_eq!(positions.code, Some(0), "{positions:?}");
+    assert_eq!(json_of(&positions)["AAPL"]["quantity"], 10);
+    let watch = tool(&["--url", &url, "watch", &names[2], "--count", "1", "--json"]);
+    assert_eq!(watch.code, Some(0), "{watch:?}");
+    assert_eq!(
+        json_of(&watch)["bot"]["primary"],
+        managers[2].instance_id(),
+        "{watch:?}"
+    );
+    // The plain layout cannot run there.
+    let plain = tool(&["--url", &url, "--key-layout", "plain", "status"]);
+    assert_eq!(plain.code, Some(3), "{plain:?}");
+    for manager in &managers {
+        manager.close().unwrap();
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
+use crate::keys::KeyLayout;
+
 /// The usage lines of every command, shown by `quantshift-state --help` (and by `-h` in front
 /// of a command).
 const MAIN_USAGE: &str = "\
@@ -16,7 +18,10 @@ quantshift-state [--url URL] status [BOT...] [--json] [--check]
        quantshift-state [--url URL] handover BOT [--timeout SECS] [--force]
        quantshift-state [--url URL] watch BOT [--interval SECS] [--count N] [--json]
        quantshift-state [--url URL] metrics [--listen ADDRESS:PORT] [BOT...]
-       quantshift-state completions bash|zsh|fish|elvish|powershell";
+       quantshift-state [--url URL] layout move BOT --to hash_tagged|plain [--dry-run]
+       quantshift-state completions bash|zsh|fish|elvish|powershell
+
+Global options: --url URL, --key-layout plain|hash_tagged";
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -25,18 +30,29 @@ Exit codes:
   2   status --check: a bot has no primary (or no bot was found)
   3   error: Redis unreachable, invalid URL or bot name, unreadable data
   4   handover refused (no primary, no live standby) or nobody took over in time
+  5   layout move refused: an instance of the bot holds its lease
   64  wrong command line
 
 Help on one command: quantshift-state COMMAND --help (or quantshift-state help COMMAND).";
 
 const URL_HELP: &str = "\
 Redis URL: redis://[[user]:password@]host[:port][/db], rediss://... (TLS),
-unix:///path/to/socket, or
-redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]
+unix:///path/to/socket,
+redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db], or
+redis+cluster://[[user]:password@]host[:port][,host[:port]...] (rediss+cluster:// with TLS):
+seed nodes of a Redis or Valkey Cluster.
 Without it: $QUANTSHIFT_REDIS_URL, else $REDIS_URL, else redis://127.0.0.1:6379/0.
 The password may also come from $REDIS_PASSWORD; it is never printed.
 Sentinel credentials, TLS files: the library's variables
 ($QUANTSHIFT_SENTINEL_PASSWORD, $QUANTSHIFT_TLS_CA_FILE, ...).";
+
+const KEY_LAYOUT_HELP: &str = "\
+How the bots' keys are named, as the bots were configured (their key_layout option):
+  plain        bot:NAME:state, bot:NAME:position:SYMBOL, ... (the default on one server)
+  hash_tagged  bot:{NAME}:state, ...: every key of a bot in one Redis Cluster hash slot
+               (the default, and the only layout, with a redis+cluster:// URL)
+A bot whose keys are in the other layout is not seen. `layout move` carries a stopped bot's
+keys from one layout to the other.";
 
 /// quantshift-state: inspect the bots kept in Redis by quantshift-core, and hand the primary
 /// role over for planned maintenance.
@@ -54,6 +70,17 @@ pub struct Cli {
     /// redis://127.0.0.1:6379/0)
     #[arg(long, global = true, value_name = "URL", long_help = URL_HELP)]
     pub url: Option<String>,
+
+    /// How the bots' keys are named: plain (bot:NAME:state) or hash_tagged
+    /// (bot:{NAME}:state); default: hash_tagged with a redis+cluster:// URL, plain otherwise
+    #[arg(
+        long,
+        global = true,
+        value_name = "LAYOUT",
+        value_parser = key_layout,
+        long_help = KEY_LAYOUT_HELP
+    )]
+    pub key_layout: Option<KeyLayout>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -135,6 +162,10 @@ Example rules and a Grafana dashboard: examples/monitoring/ in the source tree."
     )]
     Metrics(MetricsArgs),
 
+    /// move a stopped bot's keys between the plain and the hash-tagged key layout
+    #[command(subcommand)]
+    Layout(LayoutCommand),
+
     /// print a shell completion script (e.g. quantshift-state completions bash >
     /// ~/.local/share/bash-completion/completions/quantshift-state)
     #[command(
@@ -151,6 +182,57 @@ Prints the completion script of a shell to standard output. For example:
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LayoutCommand {
+    /// move every key of a stopped bot to the other key layout (e.g. before moving to a
+    /// Redis Cluster)
+    #[command(
+        override_usage = "quantshift-state [--url URL] layout move BOT --to hash_tagged|plain [--dry-run]",
+        long_about = LAYOUT_MOVE_ABOUT
+    )]
+    Move(LayoutMoveArgs),
+}
+
+const LAYOUT_MOVE_ABOUT: &str = "\
+Moves every key of a bot to the other key layout: from plain (bot:NAME:state, ...) to
+hash_tagged (bot:{NAME}:state, ..., the layout of a Redis Cluster), or back.
+
+Every key goes with its value and its remaining TTL (DUMP, then RESTORE and DEL of the old
+name in one transaction): the state, heartbeat, fencing epoch, lease record, fills, instances,
+the positions set and every position, also positions written by older versions without an
+entry in the set. Each line printed is one key; a summary ends the output.
+
+Stop every instance of the bot first. The move is refused (exit 5) while an instance holds the
+bot's lease in either layout (its lock key exists, or its lease record names a token), checked
+again with every key: a running bot keeps writing under the names it started with, so moving
+its keys under it would lose writes it acknowledged. A bot that crashed leaves its token in the
+lease record: start one instance and stop it cleanly (SIGTERM), then move.
+
+It can be run again: a run cut short is finished by the next one. A key already at its new name
+only is left as it is; a key at both names is taken from the old one (no bot ran since).
+--dry-run lists what would move and writes nothing.
+
+Afterwards start the bots with the new layout (key_layout \"hash_tagged\", or a
+redis+cluster:// URL, which implies it).
+
+It works on one Redis server (redis://, rediss://, unix://, redis+sentinel://). To move to a
+Redis Cluster: stop the bots, move with --to hash_tagged on the old server, copy the keys to the
+cluster (redis-cli --cluster import, or DUMP / RESTORE), then start the bots with the
+redis+cluster:// URL (docs/deployment.md, \"Moving from one Redis to a cluster\").";
+
+#[derive(Args, Debug)]
+pub struct LayoutMoveArgs {
+    /// the bot
+    #[arg(value_name = "BOT")]
+    pub bot: String,
+    /// the layout to move the keys to (from the other one)
+    #[arg(long, value_name = "LAYOUT", value_parser = key_layout)]
+    pub to: KeyLayout,
+    /// list what would move, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +314,11 @@ fn seconds(text: &str, min: f64) -> Result<Duration, String> {
         }
         _ => Err(format!("must be a number of seconds from {min} to 86400")),
     }
+}
+
+/// `plain` or `hash_tagged` (also `hash-tagged`, `tagged`).
+fn key_layout(text: &str) -> Result<KeyLayout, String> {
+    KeyLayout::parse(text).map_err(|err| err.message().to_owned())
 }
 
 fn handover_timeout(text: &str) -> Result<Duration, String> {

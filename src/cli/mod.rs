@@ -1,7 +1,8 @@
 //! `quantshift-state`: the operator tool. Status, positions, planned handover and a live
-//! view of the bots kept in one Redis. A thin front end over [`crate::Inspector`]: it parses
-//! arguments, formats what the inspector returns and maps errors to exit codes; it sends no
-//! Redis command of its own.
+//! view of the bots kept in one Redis, and the move of a stopped bot's keys between key
+//! layouts. A thin front end over [`crate::Inspector`]: it parses arguments, formats what the
+//! inspector returns and maps errors to exit codes; it sends no Redis command of its own,
+//! except `layout move` (src/cli/layout.rs), an offline migration through the library's store.
 //!
 //! One implementation for every way it is started: the `quantshift-state` binary
 //! (src/bin/quantshift-state.rs) and the Python package's entry points (the
@@ -9,6 +10,7 @@
 //! [`main_with_args`].
 
 mod args;
+mod layout;
 mod metrics;
 mod view;
 
@@ -21,10 +23,12 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use serde_json::{Map, Value};
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::inspect::Inspector;
+use crate::keys::KeyLayout;
 use crate::positions::JsonObject;
-use args::{Cli, Command};
+use args::{Cli, Command, LayoutCommand};
 use view::{epoch, human_duration, Health};
 
 pub const TOOL: &str = "quantshift-state";
@@ -37,6 +41,8 @@ pub const EXIT_NO_PRIMARY: u8 = 2;
 pub const EXIT_ERROR: u8 = 3;
 /// A handover was refused, or nobody took over in time.
 pub const EXIT_HANDOVER_FAILED: u8 = 4;
+/// A layout move was refused: an instance of the bot holds its lease.
+pub const EXIT_LAYOUT_REFUSED: u8 = 5;
 /// The command line is wrong (sysexits' EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
@@ -150,21 +156,49 @@ fn run(cli: Cli) -> Outcome {
             let _ = std::io::stdout().write_all(&script);
             return Ok(EXIT_OK);
         }
-        // Starts while Redis is down too: that is quantshift_redis_up 0, not an error.
-        Command::Metrics(a) => {
-            let inspector = Inspector::open(cli.url.as_deref(), REDIS_TIMEOUT)?;
-            return metrics::serve(&inspector, a);
+        Command::Layout(LayoutCommand::Move(a)) => {
+            if cli.key_layout.is_some() {
+                return Err(Failure {
+                    code: EXIT_USAGE,
+                    message: "--key-layout does not apply to `layout move`: the keys move to \
+                              the layout given by --to, from the other one"
+                        .to_owned(),
+                    hint: None,
+                });
+            }
+            return layout::run(cli.url.as_deref(), REDIS_TIMEOUT, a);
         }
         _ => {}
     }
-    let inspector = Inspector::connect(cli.url.as_deref(), REDIS_TIMEOUT)?;
+    let layout = key_layout(cli.url.as_deref(), cli.key_layout)?;
+    // Starts while Redis is down too: that is quantshift_redis_up 0, not an error.
+    if let Command::Metrics(a) = &cli.command {
+        let inspector = Inspector::open(cli.url.as_deref(), REDIS_TIMEOUT)?.key_layout(layout);
+        return metrics::serve(&inspector, a);
+    }
+    let inspector = Inspector::connect(cli.url.as_deref(), REDIS_TIMEOUT)?.key_layout(layout);
     match cli.command {
         Command::Status(a) => status(&inspector, a.bots, a.json, a.check),
         Command::Positions(a) => positions(&inspector, &a.bot, a.json),
         Command::Handover(a) => handover(&inspector, &a.bot, a.timeout, a.force),
-        Command::Watch(a) => watch(&inspector, &a.bot, a.interval, a.count, a.json),
-        Command::Completions { .. } | Command::Metrics(_) => unreachable!("handled above"),
+        Command::Watch(a) => watch(&inspector, layout, &a.bot, a.interval, a.count, a.json),
+        Command::Completions { .. } | Command::Metrics(_) | Command::Layout(_) => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// The key layout the bots are read in: the one given, else the URL's (hash-tagged for a
+/// cluster URL, plain otherwise). Plain with a cluster URL is an error.
+fn key_layout(url: Option<&str>, given: Option<KeyLayout>) -> Result<KeyLayout, Error> {
+    let mut config = Config::new(TOOL);
+    if let Some(url) = url {
+        config = config.redis_url(url);
+    }
+    if let Some(layout) = given {
+        config = config.key_layout(layout);
+    }
+    config.effective_key_layout()
 }
 
 fn status(inspector: &Inspector, bots: Vec<String>, json: bool, check: bool) -> Outcome {
@@ -317,13 +351,14 @@ fn handover(inspector: &Inspector, bot: &str, timeout: Duration, force: bool) ->
 
 fn watch(
     inspector: &Inspector,
+    layout: KeyLayout,
     bot: &str,
     interval: Duration,
     count: Option<u64>,
     json: bool,
 ) -> Outcome {
     // A bad bot name is an error now, not a message repeated every second.
-    crate::keys::validate_bot_name(bot)?;
+    crate::keys::validate_bot_name_for(bot, layout)?;
     let interrupted = interrupt_flag()?;
     interrupted.store(false, Ordering::SeqCst);
     let mut stdout = std::io::stdout();
