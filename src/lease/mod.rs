@@ -415,16 +415,21 @@ impl Lease {
     fn step_then(&self, input: Input, for_driver: bool) -> Option<Command> {
         let mut machine = self.machine.lock();
         let now = now_nanos();
+        let before = (machine.looked(), machine.settled());
         let ready = machine.handle(now, input);
         let command = if for_driver {
             machine.next_command(now)
         } else {
             None
         };
+        // `settle` waits for the first look (or the claim) to end, which need not be an event.
+        let progressed = before != (machine.looked(), machine.settled());
         self.view.publish(ready.view);
         drop(machine);
-        if !ready.events.is_empty() {
+        if progressed || !ready.events.is_empty() {
             self.changed.notify_all();
+        }
+        if !ready.events.is_empty() {
             self.emit(ready.events);
         }
         command
