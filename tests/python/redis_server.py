@@ -1,4 +1,5 @@
-"""Throwaway redis-server processes on free 127.0.0.1 ports (never 6379), for tests and demos."""
+"""Throwaway redis-server processes on free 127.0.0.1 ports (never 6379), for tests and demos:
+one server (RedisServer), or a Redis Cluster of 3 primaries (LocalCluster)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 import time
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 LOOPBACK = "127.0.0.1"
 
@@ -115,3 +117,138 @@ def start_from_env_or_new() -> tuple[str, RedisServer | None]:
         return url, None
     server = RedisServer()
     return server.url, server
+
+
+# A throwaway Redis Cluster of 3 primaries (no replicas): three ``redis-server
+# --cluster-enabled yes`` processes (client and cluster-bus ports both picked free), joined with
+# ``redis-cli --cluster create --cluster-replicas 0``, stopped and their directory removed by
+# stop() (or as a context manager).
+PRIMARIES = 3
+
+
+class LocalCluster:
+    """Three cluster-enabled redis-server processes owning every slot between them."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None or shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-server and redis-cli are needed: run scripts/setup.sh")
+        self.dir = tempfile.mkdtemp(prefix="qs-cluster-")
+        self.processes: list[subprocess.Popen[str]] = []
+        self.ports: list[int] = []
+        try:
+            ports: set[int] = set()
+            while len(ports) < 2 * PRIMARIES:
+                ports.add(free_port())
+            chosen = sorted(ports)
+            for port, bus_port in zip(chosen[:PRIMARIES], chosen[PRIMARIES:]):
+                self._spawn(binary, port, bus_port)
+            for port in self.ports:
+                self._wait_ping(port)
+            nodes = [f"{LOOPBACK}:{port}" for port in self.ports]
+            created = subprocess.run(
+                ["redis-cli", "--cluster", "create", *nodes]
+                + ["--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]}")
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, binary: str, port: int, bus_port: int) -> None:
+        args = [
+            binary,
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(bus_port),
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--cluster-node-timeout", "2000",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--maxmemory-policy", "noeviction",
+        ]  # fmt: skip
+        self.processes.append(
+            subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        self.ports.append(port)
+
+    def _wait_ping(self, port: int) -> None:
+        client = self.node_client(port)
+        give_up = time.monotonic() + 10
+        while time.monotonic() < give_up:
+            try:
+                if client.ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError(f"cluster node on port {port} did not start")
+
+    def _wait_ok(self) -> None:
+        """Until every node says the cluster is ok and sees every slot assigned."""
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            infos = [self.node_client(port).cluster("INFO") for port in self.ports]
+            if all(
+                i.get("cluster_state") == "ok" and int(i.get("cluster_slots_assigned", 0)) == 16384
+                for i in infos
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the cluster did not reach cluster_state:ok within 30 s")
+
+    def node_client(self, port: int) -> redis.Redis:
+        return redis.Redis(
+            host=LOOPBACK,
+            port=port,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+        )
+
+    @property
+    def url(self) -> str:
+        """The library's cluster URL with two of the three nodes as seeds."""
+        seeds = ",".join(f"{LOOPBACK}:{port}" for port in self.ports[:2])
+        return f"redis+cluster://{seeds}"
+
+    def client(self) -> RedisCluster:
+        """A redis-py cluster client, to look at what the library stored."""
+        return RedisCluster(
+            startup_nodes=[ClusterNode(LOOPBACK, port) for port in self.ports],
+            decode_responses=True,
+            socket_timeout=5,
+        )
+
+    def owner_of(self, key: str) -> int:
+        """The port of the primary that serves ``key`` (the others answer MOVED)."""
+        for port in self.ports:
+            try:
+                self.node_client(port).exists(key)
+            except redis.exceptions.ResponseError:
+                continue
+            return port
+        raise RuntimeError(f"no node serves {key}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

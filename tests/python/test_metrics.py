@@ -60,8 +60,8 @@ class Exporter:
     """`quantshift-state metrics` on a free port (--listen 127.0.0.1:0, the port read from
     its start-up line), stopped by stop()."""
 
-    def __init__(self, url: str, *bots: str) -> None:
-        args = [*TOOL, "--url", url, "metrics", "--listen", "127.0.0.1:0", *bots]
+    def __init__(self, url: str, *bots: str, options: tuple[str, ...] = ()) -> None:
+        args = [*TOOL, "--url", url, *options, "metrics", "--listen", "127.0.0.1:0", *bots]
         self.process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -243,6 +243,32 @@ def test_a_scrape_matches_status_json(
     assert warnings[(("kind", "eviction_policy"),)] == 0
     named.stop()
     found.stop()
+
+
+def test_the_hash_tagged_layout(
+    make_manager: ManagerFactory, exporters: list[Exporter], redis_url: str, bot_name: str
+) -> None:
+    """With --key-layout hash_tagged the exporter reads bots whose keys are bot:{name}:..."""
+    tagged = make_manager(key_layout="hash_tagged")
+    assert tagged.wait_until_primary(5)
+    tagged.save_position("AAPL", {"quantity": 1})
+    named = Exporter(redis_url, bot_name, options=("--key-layout", "hash_tagged"))
+    exporters.append(named)
+    plain = Exporter(redis_url, bot_name)
+    exporters.append(plain)
+    samples, _, _ = named.scrape()
+    assert bot_values(samples, "quantshift_bot_has_primary")[bot_name] == 1
+    assert bot_values(samples, "quantshift_bot_positions")[bot_name] == 1
+    assert bot_values(samples, "quantshift_bot_epoch")[bot_name] == tagged.epoch
+    # In the plain layout (the default on one server) the bot has no keys.
+    samples, _, _ = plain.scrape()
+    assert bot_values(samples, "quantshift_bot_has_primary")[bot_name] == 0
+    named.stop()
+    plain.stop()
+    bad = subprocess.run(
+        [*TOOL, "--key-layout", "sideways", "metrics"], capture_output=True, text=True, timeout=30
+    )
+    assert bad.returncode == 64 and "--key-layout" in bad.stderr, bad
 
 
 def test_kill_9_of_the_primary_is_has_primary_0_then_1(
