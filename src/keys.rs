@@ -92,6 +92,7 @@ pub struct Keys {
     /// them); kept so programs that read it still build.
     pub liveness_prefix: String,
     layout: KeyLayout,
+    bot_name: String,
     position_prefix: String,
 }
 
@@ -106,6 +107,7 @@ impl Keys {
         let base = layout.base(bot_name);
         Keys {
             layout,
+            bot_name: bot_name.to_owned(),
             state: format!("{base}state"),
             heartbeat: format!("{base}heartbeat"),
             lock: format!("{base}primary_lock"),
@@ -122,6 +124,11 @@ impl Keys {
 
     pub fn layout(&self) -> KeyLayout {
         self.layout
+    }
+
+    /// The name of the bot these keys belong to.
+    pub fn bot_name(&self) -> &str {
+        &self.bot_name
     }
 
     /// Every key of the bot except its positions (named by the positions set), in a fixed
@@ -249,6 +256,7 @@ mod tests {
         assert_eq!(keys.state, "bot:{alpha}:state");
         assert_eq!(keys.position("BTC/USD"), "bot:{alpha}:position:BTC/USD");
         assert_eq!(keys.lease_channel, "bot:{alpha}:lease");
+        assert_eq!(keys.bot_name(), "alpha");
         for key in keys.fixed_keys() {
             assert!(key.starts_with("bot:{alpha}:"), "{key}");
         }

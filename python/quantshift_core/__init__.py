@@ -233,6 +233,17 @@ def _redis_py_client(options: dict[str, Any]) -> redis.Redis:
             **common,
         )
         return sentinel.master_for(options["service_name"])
+    if "cluster_nodes" in options:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        if options["ssl"]:
+            common.update(ssl=True, **tls)
+        return RedisCluster(  # type: ignore[return-value]
+            startup_nodes=[ClusterNode(host, port) for host, port in options["cluster_nodes"]],
+            username=options["username"],
+            password=options["password"],
+            **common,
+        )
     if options["password"]:
         # Used only when the URL carries none (values in the URL win in redis-py).
         common["password"] = options["password"]

@@ -225,10 +225,7 @@ impl Lease {
             _ => Err(Error::not_primary(format!(
                 "{} is not the primary of bot {:?}; the write was refused and nothing changed",
                 self.instance_id,
-                self.keys
-                    .lock
-                    .trim_start_matches("bot:")
-                    .trim_end_matches(":primary_lock")
+                self.keys.bot_name()
             ))),
         }
     }

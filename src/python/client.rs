@@ -7,10 +7,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::errors::IntoPy;
-use crate::config::{Config, SentinelUrl, PASSWORD_ENV_VAR};
+use crate::config::{ClusterUrl, Config, SentinelUrl, PASSWORD_ENV_VAR};
 
-/// `{"url": ...}` or, for a Sentinel URL, `{"sentinels": [(host, port)], "service_name": ...}`,
-/// plus `password`, `username`, `db` and the TLS and timeout options redis-py takes.
+/// `{"url": ...}`, for a Sentinel URL `{"sentinels": [(host, port)], "service_name": ...}`, for
+/// a cluster URL `{"cluster_nodes": [(host, port)]}`, plus `password`, `username`, `db` and the TLS and timeout options redis-py takes.
 pub fn redis_py_options<'py>(
     py: Python<'py>,
     config: &Config,
@@ -31,6 +31,12 @@ pub fn redis_py_options<'py>(
         let (user, password) = config.effective_sentinel_auth();
         out.set_item("sentinel_username", user)?;
         out.set_item("sentinel_password", password)?;
+        parsed.tls
+    } else if ClusterUrl::is_cluster(&url) {
+        let parsed = ClusterUrl::parse(&url).py_err(py)?;
+        out.set_item("cluster_nodes", parsed.seeds.clone())?;
+        out.set_item("username", parsed.username.clone())?;
+        out.set_item("password", parsed.password.clone().or(env_password))?;
         parsed.tls
     } else {
         let url = match url.strip_prefix("redis+unix://") {

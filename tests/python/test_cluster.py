@@ -118,3 +118,20 @@ def test_status_on_a_cluster(cluster: LocalCluster) -> None:
         assert bot["bot"] == name
         assert bot["primary"] == manager.instance_id
         assert bot["positions"] == 1
+
+
+def test_redis_client_on_a_cluster_is_a_cluster_client(cluster: LocalCluster) -> None:
+    """``redis_client`` follows the URL: on a cluster, redis-py's ``RedisCluster`` on the
+    same seed nodes, which reads the bot's keys wherever their slot lives."""
+    from redis.cluster import RedisCluster
+
+    name = f"client-{uuid.uuid4().hex[:8]}"
+    manager = StateManager(name, cluster.url, install_signal_handlers=False)
+    try:
+        assert manager.wait_until_primary(timeout=5)
+        manager.save_state({"mode": "cluster"})
+        client = manager.redis_client
+        assert isinstance(client, RedisCluster)
+        assert json.loads(client.get(f"bot:{{{name}}}:state"))["mode"] == "cluster"
+    finally:
+        manager.close()
