@@ -542,24 +542,36 @@ fn payloads_over_the_limit_are_refused_before_sending() {
     let d = StateManager::new(fast_config(&server, "default-limit", QUIET_TTL_MS)).unwrap();
     assert!(d.wait_until_primary(Some(Duration::from_secs(5))));
     let huge = "z".repeat(16 * 1024 * 1024);
-    refused_unsent(&mut inspect, "a 16 MiB state", || {
+    refused_unsent_of(&mut inspect, "a 16 MiB state", 16 * 1024 * 1024, || {
         d.save_state(&mut obj(json!({ "blob": huge })))
     });
 }
 
 /// An oversized value (20 000 bytes or more) refused before sending: the server received
 /// far less than that while the call ran (reads of what is stored, a Lua script loaded on
-/// first use, and our INFO request).
+/// first use, and the lease's renewals every 100 ms, of which a slow serialization of a
+/// 16 MiB value sees several).
 #[track_caller]
 fn refused_unsent<T: std::fmt::Debug>(
     inspect: &mut Inspect,
     what: &str,
     call: impl FnOnce() -> quantshift_core::Result<T>,
 ) {
+    refused_unsent_of(inspect, what, 20_000, call)
+}
+
+/// [`refused_unsent`] of a value of `value_bytes`: under a quarter of it reached the server.
+#[track_caller]
+fn refused_unsent_of<T: std::fmt::Debug>(
+    inspect: &mut Inspect,
+    what: &str,
+    value_bytes: u64,
+    call: impl FnOnce() -> quantshift_core::Result<T>,
+) {
     let sent = inspect.refused(what, ErrorKind::InvalidInput, "over the limit", call);
     assert!(
-        sent < 5000,
-        "{what}: {sent} bytes reached the server while refusing a value of 20 000 bytes or more"
+        sent < value_bytes / 4,
+        "{what}: {sent} bytes reached the server while refusing a value of {value_bytes} bytes or more"
     );
 }
 
@@ -911,4 +923,30 @@ fn wait_replicas_on_a_server_that_refuses_wait_is_a_clear_error_at_start() {
     )
     .unwrap();
     assert!(fine.wait_until_primary(Some(Duration::from_secs(3))));
+}
+
+/// A cluster URL naming a server that is not a cluster node: a clear `InvalidInput` error at
+/// start (not retried as if Redis were away), without the password.
+#[test]
+fn a_cluster_url_to_a_single_server_is_a_clear_error() {
+    let server = RedisServer::start_with(&["--requirepass", "hunter2-secret"]);
+    let started = std::time::Instant::now();
+    let Err(err) = StateManager::new(
+        Config::new("not-a-cluster")
+            .redis_url(format!(
+                "redis+cluster://:hunter2-secret@127.0.0.1:{}",
+                server.port
+            ))
+            .connect_timeout(Duration::from_secs(5))
+            .install_signal_handlers(false),
+    ) else {
+        panic!("a cluster URL to a single server was accepted");
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.message().contains("not a cluster node"), "{err}");
+    assert!(!err.message().contains("hunter2"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once, not after the connect timeout's retries"
+    );
 }

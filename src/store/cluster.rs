@@ -125,6 +125,13 @@ impl Store {
                 });
             let map = match found {
                 Ok(map) => map,
+                Err(err) if err.contains("cluster support disabled") => {
+                    return Err(Error::invalid(format!(
+                        "{} is a cluster URL, but the server at {}:{} is not a cluster node \
+                         (cluster support disabled): use redis:// or rediss:// for one server",
+                        self.redacted_url, node.0, node.1
+                    )));
+                }
                 Err(err) => {
                     problems.push(format!("{}:{}: {err}", node.0, node.1));
                     continue;

@@ -15,7 +15,7 @@ use super::scripts::preload_scripts;
 use super::sentinel::SentinelTarget;
 use super::{Store, Target};
 use crate::config::{Config, PASSWORD_ENV_VAR};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 impl Store {
     /// A new dedicated connection whose reads and writes time out after `command_timeout`.
@@ -68,6 +68,8 @@ impl Store {
         loop {
             match attempt() {
                 Ok(found) => return Ok(found),
+                // A wrong URL stays wrong.
+                Err(err) if err.kind() == ErrorKind::InvalidInput => return Err(err),
                 Err(err) => {
                     let pause = jittered(delay);
                     if Instant::now() + pause >= give_up || self.master.is_stopping() {
