@@ -48,7 +48,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use analysis::InstanceData;
-use bot::{mono_ns, Instance};
+use bot::{mono_ns, BotOptions, Instance};
 use common::RedisServer;
 use profiles::{Profile, PROFILES};
 use proxy::{Dir, Mode, Proxy};
@@ -167,7 +167,11 @@ impl Chaos {
         let s = &mut self.slots[slot];
         let writer = format!("{}{}", s.name, s.incarnations);
         s.incarnations += 1;
-        let fresh = Instance::spawn(&url, &self.bot, &writer, self.ttl_ms, self.max_s);
+        let fresh = Instance::spawn(
+            &BotOptions::chaos(&url, self.ttl_ms, self.max_s),
+            &self.bot,
+            &writer,
+        );
         let old = std::mem::replace(&mut s.current, fresh);
         s.past.push(old);
     }
@@ -978,7 +982,11 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
     for name in ['A', 'B'] {
         let proxy = Proxy::start(server.port);
         let writer = format!("{name}0");
-        let current = Instance::spawn(&profile.bot_url(proxy.port), &bot, &writer, ttl_ms, max_s);
+        let current = Instance::spawn(
+            &BotOptions::chaos(&profile.bot_url(proxy.port), ttl_ms, max_s),
+            &bot,
+            &writer,
+        );
         slots.push(Slot {
             name,
             proxy,

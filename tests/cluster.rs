@@ -1,6 +1,6 @@
 //! The promises on a Redis Cluster (issue 19, part 6), with real processes: a local cluster of
 //! 3 primaries and 3 replicas (tests/common/cluster.rs) on free loopback ports, and bot
-//! processes (tests/cluster/bot.rs) that reach it only through a
+//! processes (tests/chaos/bot.rs, the chaos suite's bot) that reach it only through a
 //! `redis+cluster://127.0.0.1:P1,127.0.0.1:P2` URL and the public API. Three bot names whose
 //! hash-tagged slots lie on the three different primaries, each run by two processes:
 //!
@@ -25,7 +25,7 @@
 #[allow(dead_code)]
 #[path = "chaos/analysis.rs"]
 mod analysis;
-#[path = "cluster/bot.rs"]
+#[path = "chaos/bot.rs"]
 mod bot;
 #[path = "cluster/fleet.rs"]
 mod fleet;
@@ -61,10 +61,13 @@ const TTL_MS: u64 = 30_000;
 
 fn options(cluster: &LocalCluster, wait_replicas: u32) -> BotOptions {
     BotOptions {
-        url: cluster.seed_url(),
-        ttl_ms: TTL_MS,
+        child_test: "cluster_child",
         wait_replicas,
-        max_s: 150,
+        // Every fourth acknowledged position write read back, a write every 4 ms: six bot
+        // processes share two cores with six servers.
+        read_back_every: 4,
+        pause_ms: 4,
+        ..BotOptions::chaos(&cluster.seed_url(), TTL_MS, 150)
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{validate_symbol, Keys, FILL_SEPARATOR};
-use crate::store::{Store, SCRIPTS};
+use crate::store::{scan, Store, SCRIPTS};
 
 mod load;
 
@@ -469,31 +469,14 @@ impl PositionStore<'_> {
     /// positions written before the index existed.
     pub fn scan_symbols(&self) -> Result<Vec<String>> {
         let pattern = self.keys.position_pattern();
-        self.store.read(|conn| {
-            let mut found = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(conn)?;
-                found.extend(
-                    batch
-                        .iter()
-                        .filter_map(|key| self.keys.symbol_of(key).map(str::to_owned)),
-                );
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            found.sort();
-            found.dedup();
-            Ok(found)
-        })
+        let keys = self.store.read(|conn| scan(conn, &pattern))?;
+        let mut found: Vec<String> = keys
+            .iter()
+            .filter_map(|key| self.keys.symbol_of(key).map(str::to_owned))
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// Runs a read-compute-write cycle until the write lands on the value it was computed

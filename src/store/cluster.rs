@@ -51,6 +51,17 @@ struct SlotOwner {
     nodes: Vec<Addr>,
 }
 
+impl SlotOwner {
+    fn new(slot: u16) -> Self {
+        SlotOwner {
+            slot,
+            owner: None,
+            primaries: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+}
+
 pub(super) fn cluster_target(
     url: &ClusterUrl,
     slot_key: String,
@@ -101,20 +112,13 @@ impl Store {
         command_timeout: Duration,
     ) -> Result<(u64, Connection)> {
         let mut unusable: Vec<Addr> = Vec::new();
-        let (known, generation) = self.master.current();
-        if let Some(addr) = known {
-            match self.open_master(&target.nodes, &addr, command_timeout) {
-                Ok(conn) => return Ok((generation, conn)),
-                Err(err) => {
-                    log::info!(
-                        "cluster node {}:{} is not usable ({err}); reading the cluster's map",
-                        addr.0,
-                        addr.1
-                    );
-                    self.master.forget();
-                    unusable.push(addr);
-                }
-            }
+        if let Some(found) = self.known_master(
+            &target.nodes,
+            command_timeout,
+            &mut unusable,
+            "reading the cluster's map",
+        ) {
+            return Ok(found);
         }
         let mut problems = Vec::new();
         for node in target.candidates() {
@@ -208,7 +212,7 @@ impl Store {
                             primary.0, primary.1, self.redacted_url
                         ))
                     })?;
-                keys.extend(scan(&mut conn, pattern).map_err(|err| self.classify(err))?);
+                keys.extend(super::scan(&mut conn, pattern).map_err(|err| self.classify(err))?);
             }
             return Ok(keys);
         }
@@ -217,26 +221,6 @@ impl Store {
             self.redacted_url,
             problems.join("; ")
         )))
-    }
-}
-
-/// Every key matching `pattern` on the node of `conn`, in batches.
-pub(super) fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
-    let mut found = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(conn)?;
-        found.extend(batch);
-        if next == 0 {
-            return Ok(found);
-        }
-        cursor = next;
     }
 }
 
@@ -320,12 +304,7 @@ fn parse_cluster_shards(reply: &Value, slot: u16, asked_host: &str) -> Option<Sl
     let Value::Array(shards) = reply else {
         return None;
     };
-    let mut found = SlotOwner {
-        slot,
-        owner: None,
-        primaries: Vec::new(),
-        nodes: Vec::new(),
-    };
+    let mut found = SlotOwner::new(slot);
     for shard in shards {
         let shard = fields(shard);
         let Some(Value::Array(ranges)) = field(&shard, "slots") else {
@@ -366,12 +345,7 @@ fn parse_cluster_slots(reply: &Value, slot: u16, asked_host: &str) -> Option<Slo
     let Value::Array(ranges) = reply else {
         return None;
     };
-    let mut found = SlotOwner {
-        slot,
-        owner: None,
-        primaries: Vec::new(),
-        nodes: Vec::new(),
-    };
+    let mut found = SlotOwner::new(slot);
     for range in ranges {
         let Value::Array(range) = range else {
             return None;

@@ -91,20 +91,13 @@ impl Store {
         // Each address is tried once per attempt, so a dead master that every Sentinel still
         // names costs one connect timeout, not one per Sentinel.
         let mut unusable: Vec<(String, u16)> = Vec::new();
-        let (known, generation) = self.master.current();
-        if let Some(addr) = known {
-            match self.open_master(&target.nodes, &addr, command_timeout) {
-                Ok(conn) => return Ok((generation, conn)),
-                Err(err) => {
-                    log::info!(
-                        "Redis master {}:{} is not usable ({err}); asking the Sentinels",
-                        addr.0,
-                        addr.1
-                    );
-                    self.master.forget();
-                    unusable.push(addr);
-                }
-            }
+        if let Some(found) = self.known_master(
+            &target.nodes,
+            command_timeout,
+            &mut unusable,
+            "asking the Sentinels",
+        ) {
+            return Ok(found);
         }
         let mut problems = Vec::new();
         for sentinel in &target.sentinels {
@@ -157,6 +150,33 @@ impl Store {
             self.redacted_url,
             problems.join("; ")
         )))
+    }
+
+    /// A connection to the master (or slot owner) known from before, if it still says
+    /// `master`; otherwise it is forgotten and added to `unusable`, and `None` says to look
+    /// for the new one (`then` says how, for the log).
+    pub(super) fn known_master(
+        &self,
+        nodes: &NodeTemplate,
+        command_timeout: Duration,
+        unusable: &mut Vec<(String, u16)>,
+        then: &str,
+    ) -> Option<(u64, Connection)> {
+        let (known, generation) = self.master.current();
+        let addr = known?;
+        match self.open_master(nodes, &addr, command_timeout) {
+            Ok(conn) => Some((generation, conn)),
+            Err(err) => {
+                log::info!(
+                    "Redis node {}:{} is not usable ({err}); {then}",
+                    addr.0,
+                    addr.1
+                );
+                self.master.forget();
+                unusable.push(addr);
+                None
+            }
+        }
     }
 
     /// A connection to the node at `addr` with both timeouts set.

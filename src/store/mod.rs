@@ -270,7 +270,7 @@ impl Store {
     pub fn scan_keys(&self, pattern: &str) -> Result<Vec<String>> {
         match &self.target {
             Target::Cluster(target) => self.scan_cluster(target, pattern),
-            _ => self.read(|conn| cluster::scan(conn, pattern)),
+            _ => self.read(|conn| scan(conn, pattern)),
         }
     }
 
@@ -584,6 +584,26 @@ fn reply_value<T: redis::FromRedisValue>(reply: redis::Value) -> Result<T> {
         return Err(redis::RedisError::from(err).into());
     }
     redis::from_redis_value(reply).map_err(|err| redis::RedisError::from(err).into())
+}
+
+/// Every key matching `pattern` on the node of `conn`, in batches.
+pub(crate) fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        found.extend(batch);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
 }
 
 /// The value of a `CONFIG GET name` reply. An empty reply (a service that hides its

@@ -1,5 +1,5 @@
-//! The chaos bot: the test binary re-run as a child process (`chaos_child`), and the parent's
-//! handle on it. Every time stamp is `CLOCK_MONOTONIC` in nanoseconds, one clock shared by
+//! The bot of the chaos and cluster suites: the test binary re-run as a child process
+//! (`chaos_child`, `cluster_child`), and the parent's handle on it. Every time stamp is `CLOCK_MONOTONIC` in nanoseconds, one clock shared by
 //! every process of the machine, so the parent can line up both bots' logs.
 //!
 //! Lines printed by a child:
@@ -44,15 +44,49 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The child's body; returns at once unless `QS_CHAOS_URL` is set.
+/// What a child bot is started with.
+#[derive(Clone, Debug)]
+pub struct BotOptions {
+    /// The test of the binary that runs [`child_main`] (`chaos_child`, `cluster_child`).
+    pub child_test: &'static str,
+    pub url: String,
+    pub ttl_ms: u64,
+    pub wait_replicas: u32,
+    /// The child's own bound on its life.
+    pub max_s: u64,
+    /// Every how many acknowledged `P` writes the positions are loaded back (`L` lines).
+    pub read_back_every: u64,
+    /// Pause between two write attempts.
+    pub pause_ms: u64,
+}
+
+impl BotOptions {
+    /// The chaos suite's bot: every acknowledged `P` write read back, a write every 3 ms.
+    pub fn chaos(url: &str, ttl_ms: u64, max_s: u64) -> Self {
+        BotOptions {
+            child_test: "chaos_child",
+            url: url.to_owned(),
+            ttl_ms,
+            wait_replicas: 0,
+            max_s,
+            read_back_every: 1,
+            pause_ms: 3,
+        }
+    }
+}
+
+/// The child's body; returns at once unless `QS_BOT_URL` is set.
 pub fn child_main() {
-    let Ok(url) = std::env::var("QS_CHAOS_URL") else {
+    let Ok(url) = std::env::var("QS_BOT_URL") else {
         return;
     };
-    let bot = std::env::var("QS_CHAOS_BOT").unwrap();
-    let writer = std::env::var("QS_CHAOS_WRITER").unwrap();
-    let ttl = env_u64("QS_CHAOS_TTL_MS", 1000);
-    let max_s = env_u64("QS_CHAOS_MAX_S", 300);
+    let bot = std::env::var("QS_BOT_NAME").unwrap();
+    let writer = std::env::var("QS_BOT_WRITER").unwrap();
+    let ttl = env_u64("QS_BOT_TTL_MS", 1000);
+    let max_s = env_u64("QS_BOT_MAX_S", 300);
+    let wait_replicas = env_u64("QS_BOT_WAIT_REPLICAS", 0) as u32;
+    let read_back_every = env_u64("QS_BOT_READ_BACK_EVERY", 1).max(1);
+    let pause = Duration::from_millis(env_u64("QS_BOT_PAUSE_MS", 3));
     // Bounded: the child ends when its parent goes away (stdin closes) or after max_s.
     std::thread::spawn(|| {
         let mut buf = [0u8; 64];
@@ -70,6 +104,7 @@ pub fn child_main() {
         .lock_ttl(Duration::from_millis(ttl))
         .command_timeout(Duration::from_millis(500))
         .connect_timeout(Duration::from_millis(500))
+        .wait_replicas(wait_replicas)
         .install_signal_handlers(false);
     let started = Instant::now();
     let manager = loop {
@@ -87,7 +122,7 @@ pub fn child_main() {
     println!("READY {}", mono_ns());
     let sampler = Arc::clone(&manager);
     std::thread::spawn(move || sample(&sampler, give_up));
-    write(&manager, &writer, give_up);
+    write(&manager, &writer, give_up, read_back_every, pause);
     // Never a graceful release: the parent kills us; this is only the safety bound.
     std::process::exit(0);
 }
@@ -119,7 +154,13 @@ fn sample(manager: &StateManager, give_up: Instant) {
     }
 }
 
-fn write(manager: &StateManager, writer: &str, give_up: Instant) {
+fn write(
+    manager: &StateManager,
+    writer: &str,
+    give_up: Instant,
+    read_back_every: u64,
+    pause: Duration,
+) {
     let mut tick: u64 = 0;
     let mut seq: u64 = 0;
     while Instant::now() < give_up {
@@ -150,11 +191,11 @@ fn write(manager: &StateManager, writer: &str, give_up: Instant) {
             };
             let kind = if fill { 'F' } else { 'P' };
             println!("W {kind} {seq} {t_send} {t_done} {e1} {e2} {outcome}");
-            if !fill && outcome == "ok" {
+            if !fill && outcome == "ok" && (seq / 2).is_multiple_of(read_back_every) {
                 read_back(manager, seq);
             }
         }
-        std::thread::sleep(Duration::from_millis(3));
+        std::thread::sleep(pause);
     }
 }
 
@@ -225,7 +266,8 @@ pub struct InstanceLog {
 
 impl InstanceLog {
     fn parse(&mut self, line: &str) {
-        // libtest's `test chaos_child ... ` has no newline before our first line.
+        // libtest's `test chaos_child ... ` (or `cluster_child`) has no newline before our
+        // first line.
         let line = line.rsplit(" ... ").next().unwrap_or(line);
         let parts: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize| {
@@ -292,20 +334,31 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn spawn(url: &str, bot: &str, writer: &str, ttl_ms: u64, max_s: u64) -> Self {
+    pub fn spawn(options: &BotOptions, bot: &str, writer: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "chaos_child", "--nocapture", "--test-threads=1"])
-            .env("QS_CHAOS_URL", url)
-            .env("QS_CHAOS_BOT", bot)
-            .env("QS_CHAOS_WRITER", writer)
-            .env("QS_CHAOS_TTL_MS", ttl_ms.to_string())
-            .env("QS_CHAOS_MAX_S", max_s.to_string())
+            .args([
+                "--exact",
+                options.child_test,
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("QS_BOT_URL", &options.url)
+            .env("QS_BOT_NAME", bot)
+            .env("QS_BOT_WRITER", writer)
+            .env("QS_BOT_TTL_MS", options.ttl_ms.to_string())
+            .env("QS_BOT_MAX_S", options.max_s.to_string())
+            .env("QS_BOT_WAIT_REPLICAS", options.wait_replicas.to_string())
+            .env(
+                "QS_BOT_READ_BACK_EVERY",
+                options.read_back_every.to_string(),
+            )
+            .env("QS_BOT_PAUSE_MS", options.pause_ms.to_string())
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("re-run the test binary as a chaos bot");
+            .expect("re-run the test binary as a bot");
         let stdout = child.stdout.take().unwrap();
         let log = Arc::new(Mutex::new(InstanceLog::default()));
         let sink = Arc::clone(&log);

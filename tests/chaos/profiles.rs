@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::analysis::{self, InstanceData};
-use super::bot::{mono_ns, Instance};
+use super::bot::{mono_ns, BotOptions, Instance};
 use super::common::RedisServer;
 use super::proxy::Proxy;
 
@@ -144,7 +144,11 @@ impl Pair {
     fn spawn(&mut self, slot: usize) {
         self.spawned += 1;
         let writer = format!("{}{}", ['A', 'B'][slot], self.spawned);
-        let fresh = Instance::spawn(&self.url, &self.bot, &writer, 30_000, 120);
+        let fresh = Instance::spawn(
+            &BotOptions::chaos(&self.url, 30_000, 120),
+            &self.bot,
+            &writer,
+        );
         let old = std::mem::replace(&mut self.slots[slot], fresh);
         self.past.push(old);
         let give_up = Instant::now() + Duration::from_secs(25);
@@ -206,7 +210,7 @@ pub fn kill_and_stall(
     let port = proxy.as_ref().map_or(server.port, |p| p.port);
     let url = profile.bot_url(port);
     let bot = "focus".to_owned();
-    let first = |writer: &str| Instance::spawn(&url, &bot, writer, 30_000, 120);
+    let first = |writer: &str| Instance::spawn(&BotOptions::chaos(&url, 30_000, 120), &bot, writer);
     let mut pair = Pair {
         slots: [first("A0"), first("B0")],
         url: url.clone(),
