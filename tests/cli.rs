@@ -1756,8 +1756,44 @@ fn the_key_layout_option_and_layout_move_refusals() {
     tagged.close().unwrap();
 }
 
-/// `quantshift-state` on a Redis Cluster (3 primaries + 3 replicas): status, positions and
-/// watch of bots whose slots are on different primaries, read through the seed nodes.
+/// `quantshift-state metrics --listen 127.0.0.1:0` on `url`: one scrape of /metrics, then the
+/// exporter is stopped.
+fn scrape_once(url: &str) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut exporter = std::process::Command::new(TOOL)
+        .args(["--url", url, "metrics", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the exporter");
+    let mut banner = String::new();
+    std::io::BufReader::new(exporter.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .expect("the exporter's first line");
+    let address = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).expect("connect to the exporter");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    response
+}
+
+/// `quantshift-state` on a Redis Cluster (3 primaries + 3 replicas): status, positions,
+/// watch and the exporter's scrape of bots whose slots are on different primaries, read through the seed nodes.
 #[test]
 fn status_positions_and_watch_on_a_cluster() {
     let cluster = cluster::LocalCluster::start();
@@ -1823,6 +1859,15 @@ fn status_positions_and_watch_on_a_cluster() {
         managers[2].instance_id(),
         "{watch:?}"
     );
+    // The exporter: one scrape of every bot found, each read on its own primary.
+    let metrics = scrape_once(&url);
+    for name in &names {
+        assert!(
+            metrics.contains(&format!("quantshift_bot_has_primary{{bot=\"{name}\"}} 1")),
+            "{name}: {metrics}"
+        );
+    }
+    assert!(metrics.contains("quantshift_redis_up 1"), "{metrics}");
     // The plain layout cannot run there.
     let plain = tool(&["--url", &url, "--key-layout", "plain", "status"]);
     assert_eq!(plain.code, Some(3), "{plain:?}");
