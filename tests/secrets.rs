@@ -292,3 +292,49 @@ fn malformed_urls_carrying_a_password_are_refused_without_showing_it() {
     }
     assert_logs_clean(&[&raw]);
 }
+
+/// A server that refuses `CLIENT TRACKING` to the bot's user: loads fall back to untracked
+/// reads, said once as a warning (not on every load), and still return the positions.
+#[test]
+fn refused_key_tracking_is_said_once_as_a_warning() {
+    let _serial = serial();
+    capture_logs();
+    let server = RedisServer::start();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("notrack")
+        .arg("on")
+        .arg(">notrack-pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-client|tracking")
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let manager = StateManager::new(
+        Config::new("notrack-bot")
+            .redis_url(format!(
+                "redis://notrack:notrack-pw@127.0.0.1:{}/0",
+                server.port
+            ))
+            .install_signal_handlers(false),
+    )
+    .unwrap();
+    assert!(manager.wait_until_primary(Some(Duration::from_secs(5))));
+    manager
+        .save_position("AAPL", &mut obj(serde_json::json!({"quantity": 1})))
+        .unwrap();
+    for _ in 0..4 {
+        assert_eq!(manager.load_positions().unwrap().len(), 1);
+    }
+    let said: Vec<String> = RECORDS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains("refuses RESP3 or CLIENT TRACKING"))
+        .cloned()
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].starts_with("WARN "), "{said:?}");
+    manager.close().unwrap();
+}

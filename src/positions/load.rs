@@ -243,7 +243,12 @@ impl PositionStore<'_> {
                     return false;
                 }
                 Err(TrackingRefused::Unsupported(err)) => {
-                    log::info!("positions are loaded without server-assisted caching: {err}");
+                    // Said once per manager: every later load goes untracked without asking.
+                    log::warn!(
+                        "this Redis refuses RESP3 or CLIENT TRACKING ({err}): positions are \
+                         loaded without server-assisted caching (always current, one round \
+                         trip more when nothing changed)"
+                    );
                     cache.tracking_unsupported = true;
                     return false;
                 }
