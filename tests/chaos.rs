@@ -48,7 +48,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use analysis::InstanceData;
-use bot::{mono_ns, BotOptions, Instance};
+use bot::{mono_ns, BotOptions, Collected, Instance};
 use common::RedisServer;
 use profiles::{Profile, PROFILES};
 use proxy::{Dir, Mode, Proxy};
@@ -1059,36 +1059,22 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         .arg(-1)
         .query(&mut conn)
         .unwrap();
-    let mut instances = Vec::new();
-    // Loads right after one's own acknowledged write that gave an older write of one's own.
-    let (mut read_backs, mut read_back_errors) = (0usize, 0usize);
-    let mut stale_loads = Vec::new();
+    let mut collected = Collected::default();
     for slot in &mut chaos.slots {
         for instance in slot
             .past
             .iter_mut()
             .chain(std::iter::once(&mut slot.current))
         {
-            instance.finish();
-            let log = instance.log.lock().unwrap();
-            for read in &log.read_backs {
-                read_backs += 1;
-                read_back_errors += usize::from(!read.ok);
-                if read.ok && read.writer == instance.writer && read.loaded < read.seq {
-                    stale_loads.push(format!(
-                        "{}: wrote LAST seq {}, the next load gave its seq {}",
-                        instance.writer, read.seq, read.loaded
-                    ));
-                }
-            }
-            instances.push(InstanceData::new(
-                &instance.writer,
-                &log.runs,
-                log.writes.clone(),
-                instance.ended_at.unwrap(),
-            ));
+            collected.add(instance);
         }
     }
+    let Collected {
+        instances,
+        read_backs,
+        read_back_errors,
+        stale_loads,
+    } = collected;
 
     // The figures.
     let (overlap_ns, overlap_details) = analysis::overlap(&instances);

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use quantshift_core::{Config, StateManager};
 use serde_json::json;
 
+use super::analysis::InstanceData;
+
 pub fn mono_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -320,6 +322,41 @@ impl InstanceLog {
                 }
             }
         }
+    }
+}
+
+/// What stopped instances left for the analysis.
+#[derive(Default)]
+pub struct Collected {
+    pub instances: Vec<InstanceData>,
+    /// Loads right after one's own acknowledged write, those that failed, and those that gave
+    /// an older write of one's own.
+    pub read_backs: usize,
+    pub read_back_errors: usize,
+    pub stale_loads: Vec<String>,
+}
+
+impl Collected {
+    /// Stops `instance` and adds what its log says.
+    pub fn add(&mut self, instance: &mut Instance) {
+        instance.finish();
+        let log = instance.log.lock().unwrap();
+        for read in &log.read_backs {
+            self.read_backs += 1;
+            self.read_back_errors += usize::from(!read.ok);
+            if read.ok && read.writer == instance.writer && read.loaded < read.seq {
+                self.stale_loads.push(format!(
+                    "{}: wrote LAST seq {}, the next load gave its seq {}",
+                    instance.writer, read.seq, read.loaded
+                ));
+            }
+        }
+        self.instances.push(InstanceData::new(
+            &instance.writer,
+            &log.runs,
+            log.writes.clone(),
+            instance.ended_at.unwrap(),
+        ));
     }
 }
 

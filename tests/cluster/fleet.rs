@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::analysis::{self, InstanceData};
-use crate::bot::{mono_ns, BotOptions, Instance};
+use crate::bot::{mono_ns, BotOptions, Collected, Instance};
 
 /// The two sides of one bot name, and every incarnation they had.
 pub struct Pair {
@@ -313,28 +313,16 @@ impl Fleet {
     pub fn finish(&mut self) -> Vec<PairReport> {
         let mut reports = Vec::new();
         for p in &mut self.pairs {
-            let mut instances = Vec::new();
-            let mut stale_loads = Vec::new();
-            let mut read_backs = 0;
+            let mut collected = Collected::default();
             for instance in &mut p.instances {
-                instance.finish();
-                let log = instance.log.lock().unwrap();
-                for read in &log.read_backs {
-                    read_backs += 1;
-                    if read.ok && read.writer == instance.writer && read.loaded < read.seq {
-                        stale_loads.push(format!(
-                            "{}: wrote LAST seq {}, the next load gave its seq {}",
-                            instance.writer, read.seq, read.loaded
-                        ));
-                    }
-                }
-                instances.push(InstanceData::new(
-                    &instance.writer,
-                    &log.runs,
-                    log.writes.clone(),
-                    instance.ended_at.unwrap(),
-                ));
+                collected.add(instance);
             }
+            let Collected {
+                instances,
+                read_backs,
+                stale_loads,
+                ..
+            } = collected;
             reports.push(PairReport {
                 name: p.name.clone(),
                 instances,
