@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use bot::{mono_ns, BotOptions};
 use fleet::{Fleet, PairReport};
 use harness::LocalCluster;
-use quantshift_core::{KeyLayout, Keys};
+use quantshift_core::{Config, KeyLayout, Keys, StateManager};
 
 /// Not a test of its own: the body of the cluster bot processes (does nothing without
 /// `QS_CLUSTER_URL`).
@@ -532,4 +532,43 @@ fn with_wait_replicas_no_acknowledged_write_is_lost_across_a_primary_kill() {
         lost.len(),
         &lost[..lost.len().min(10)]
     );
+}
+
+/// The start-up warning `split_brain_unguarded`: a bot whose slot owner has a replica warns
+/// when neither `wait_replicas` nor the owner's `min-replicas-to-write` would stop a cut-off
+/// owner from accepting its renewals, and only then.
+#[test]
+fn a_replicated_owner_without_wait_or_min_replicas_is_warned_about() {
+    let _serial = serial();
+    let cluster = LocalCluster::start();
+    let name = cluster.names_on_distinct_primaries("warn-", 1).remove(0);
+    let warnings_with = |wait_replicas: u32| {
+        let manager = StateManager::new(
+            Config::new(&name)
+                .redis_url(cluster.seed_url())
+                .wait_replicas(wait_replicas)
+                .install_signal_handlers(false),
+        )
+        .expect("a manager on the cluster");
+        let warnings = manager.startup_warnings().to_vec();
+        manager.close().unwrap();
+        warnings
+    };
+    let split_brain = |warnings: &[String]| {
+        warnings
+            .iter()
+            .any(|w| w.contains("min-replicas-to-write") && w.contains("promoted replica"))
+    };
+    let unguarded = warnings_with(0);
+    assert!(split_brain(&unguarded), "{unguarded:?}");
+    let waiting = warnings_with(1);
+    assert!(!split_brain(&waiting), "{waiting:?}");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(1)
+        .query::<()>(&mut cluster.conn(owner_of(&cluster, &name)))
+        .unwrap();
+    let guarded = warnings_with(0);
+    assert!(!split_brain(&guarded), "{guarded:?}");
 }
