@@ -28,6 +28,7 @@ pub mod keys;
 pub mod lease;
 mod manager;
 pub mod positions;
+mod relay;
 mod shutdown;
 mod store;
 
@@ -35,6 +36,7 @@ pub use config::{redact_url, ClusterUrl, Config};
 pub use error::{Error, ErrorKind, Result};
 pub use inspect::{BotStatus, Inspector, ServerStatus};
 pub use keys::{KeyLayout, Keys};
+pub use lease::meter::{HistogramSnapshot, LeaseStalls, BUCKET_BOUNDS_MS};
 pub use lease::LeaseEvent;
 pub use manager::StateManager;
 pub use positions::{Change, JsonObject, LoadedPositions, PositionDifference, SyncReport};

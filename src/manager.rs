@@ -12,6 +12,7 @@ use crate::clock::{millis, utc_now_iso};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::{validate_fill_id, validate_symbol, Keys};
+use crate::lease::meter::LeaseStalls;
 use crate::lease::{Lease, Timing};
 use crate::positions::{
     apply_fill_to, decode_object, diff_positions, fill_member, Expected, JsonObject, LastLoad,
@@ -229,6 +230,12 @@ impl StateManager {
     ) {
         let handler: ShutdownHandler = Arc::new(handler);
         self.inner.handlers.register(handler);
+    }
+
+    /// The lease thread's stall meter: how late it woke and how long its round trips took,
+    /// beside the tolerance they eat into (`docs/failover.md`, "Tolerance profiles").
+    pub fn lease_stalls(&self) -> LeaseStalls {
+        self.inner.lease.stalls()
     }
 
     /// Renews the lease now (primary), or tries to take it now (standby). The lease thread

@@ -2,10 +2,12 @@
 
 use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use parking_lot::RwLock;
 
 use super::{boundary, quantshift_status, FfiError, UserData};
+use crate::relay::Deferring;
 
 /// Receives one log record: `level` is 1 (error), 2 (warning), 3 (info), 4 (debug) or
 /// 5 (trace); `target` is the Rust module (`quantshift_core::lease`, ...); both strings are
@@ -33,9 +35,11 @@ fn sink() -> &'static RwLock<Option<Sink>> {
     &SINK
 }
 
-fn logger() -> &'static HostLogger {
-    static LOGGER: HostLogger = HostLogger;
-    &LOGGER
+/// Records made on the lease's threads reach the callback from a relay thread, so a
+/// callback that blocks never delays a renewal.
+fn logger() -> &'static Deferring<HostLogger> {
+    static LOGGER: OnceLock<Deferring<HostLogger>> = OnceLock::new();
+    LOGGER.get_or_init(|| Deferring::new(HostLogger))
 }
 
 fn installed() -> &'static AtomicBool {
@@ -87,7 +91,9 @@ impl log::Log for HostLogger {
 ///
 /// The callback may run on any thread, including while the library holds internal locks:
 /// it must not call quantshift functions, and it must be safe to call from several threads
-/// at once. Once this function returns, the previous callback is no longer called, and
+/// at once. It never runs on the lease's own threads: their records are queued (a bounded
+/// queue; what it drops is counted and reported) and delivered from another thread, so a
+/// callback that blocks delays log records, never a renewal. Once this function returns, the previous callback is no longer called, and
 /// `userdata` must live until the callback is replaced.
 ///
 /// The library installs itself as the process's Rust `log` logger on the first call with a

@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::Connection;
 
 use super::machine::{Input, Notice};
+use super::meter::{Stall, StallWatch};
 use super::protocol::{
     Call, CallContext, Command, LeaseKeys, LeaseScript, Reply, HANDOVER_REQUEST, RELEASED_NOTICE,
 };
@@ -77,10 +78,12 @@ pub(super) fn execute(
 
 /// The lease thread.
 pub(super) fn run(lease: &Lease) {
+    crate::relay::mark_time_critical();
     let mut conn: Option<(u64, Connection)> = None;
     let mut input = Input::Tick;
     let mut retry = Duration::from_millis(10);
     let mut failing = false;
+    let mut watch = StallWatch::default();
     loop {
         if conn
             .as_ref()
@@ -102,7 +105,10 @@ pub(super) fn run(lease: &Lease) {
                 }
                 Err(err) => {
                     if !failing {
-                        log::warn!("the lease thread cannot reach Redis: {err}");
+                        lease.report(
+                            log::Level::Warn,
+                            format!("the lease thread cannot reach Redis: {err}"),
+                        );
                     }
                     failing = true;
                     // Deadlines still pass while Redis is away.
@@ -118,7 +124,14 @@ pub(super) fn run(lease: &Lease) {
             if lease.is_stopping() {
                 return;
             }
-            wait(lease);
+            if let Some(late) = wait(lease) {
+                lease.stalls.wake_late.record(late);
+                if let Some(text) =
+                    watch.check(now_nanos(), Stall::WokeLate, late, lease.tolerance())
+                {
+                    lease.report(log::Level::Warn, text);
+                }
+            }
             continue;
         };
         let Some((generation, connection)) = conn.as_mut() else {
@@ -160,6 +173,15 @@ pub(super) fn run(lease: &Lease) {
                 Redirect::Later | Redirect::No => {}
             }
         }
+        let round_trip = Duration::from_nanos(now_nanos().saturating_sub(sent_at));
+        lease.stalls.round_trip.record(round_trip);
+        if matches!(command, Command::Renew { .. }) {
+            if let Some(text) =
+                watch.check(now_nanos(), Stall::RoundTrip, round_trip, lease.tolerance())
+            {
+                lease.report(log::Level::Warn, text);
+            }
+        }
         let generation = *generation;
         let reply = match outcome {
             Ok(reply) => {
@@ -173,7 +195,10 @@ pub(super) fn run(lease: &Lease) {
             }
             Err(err) => {
                 if !failing {
-                    log::warn!("lease round trip failed: {}", describe(&err));
+                    lease.report(
+                        log::Level::Warn,
+                        format!("lease round trip failed: {}", describe(&err)),
+                    );
                 }
                 failing = true;
                 if moved || drops_connection(&err) {
@@ -193,18 +218,21 @@ pub(super) fn run(lease: &Lease) {
     }
 }
 
-/// Sleeps until the machine's next wake-up, a kick, or a stop.
-fn wait(lease: &Lease) {
+/// Sleeps until the machine's next wake-up, a kick, or a stop; returns how late it woke
+/// when the time was what woke it.
+fn wait(lease: &Lease) -> Option<Duration> {
     let mut machine = lease.machine.lock();
     if lease.kicked.swap(false, Ordering::AcqRel) || lease.is_stopping() {
-        return;
+        return None;
     }
     let wake_at = machine.wake_at_now(now_nanos());
     let pause = Duration::from_nanos(wake_at.saturating_sub(now_nanos()));
-    if !pause.is_zero() {
-        lease.changed.wait_for(&mut machine, pause);
+    let mut late = None;
+    if !pause.is_zero() && lease.changed.wait_for(&mut machine, pause).timed_out() {
+        late = Some(Duration::from_nanos(now_nanos().saturating_sub(wake_at)));
     }
     lease.kicked.store(false, Ordering::Release);
+    late
 }
 
 fn sleep(lease: &Lease, pause: Duration) {
@@ -223,6 +251,7 @@ fn sleep(lease: &Lease, pause: Duration) {
 /// other than by closing the connection, which this thread counts as a loss and subscribes
 /// again.
 pub(super) fn listen(lease: &Lease) {
+    crate::relay::mark_time_critical();
     let mut retry = Duration::from_millis(10);
     while !lease.is_stopping() {
         let connected = lease

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 mod interface;
 mod timing;
 
-pub use self::interface::{Event, Input, Notice, Ready};
+pub use self::interface::{Event, Input, Notice, Ready, Warning};
 use self::timing::MILLI;
 pub use self::timing::{takeover_wait, Params, DRIFT_PPM, TAKEOVER_MARGIN};
 use super::protocol::{Command, Expect, Nanos, Record, Reply};
@@ -68,6 +68,7 @@ pub struct Machine {
     hold_off_until: Nanos,
     highest_epoch: u64,
     events: Vec<Event>,
+    warnings: Vec<Warning>,
     stopping: bool,
     warned_mixed: bool,
     warned_foreign: bool,
@@ -99,6 +100,7 @@ impl Machine {
             hold_off_until: 0,
             highest_epoch: 0,
             events: Vec::new(),
+            warnings: Vec::new(),
             stopping: false,
             warned_mixed: false,
             warned_foreign: false,
@@ -257,12 +259,7 @@ impl Machine {
                 Reply::TakeBlocked => {
                     if !self.warned_foreign {
                         self.warned_foreign = true;
-                        log::warn!(
-                            "{}: the lock key is held by a token the lease record does not name \
-                             (an instance of the predecessor, or a lock set by hand): waiting for \
-                             it to expire",
-                            self.instance_id
-                        );
+                        self.warnings.push(Warning::ForeignLock);
                     }
                     self.next_look = now + self.params.poll_interval;
                 }
@@ -342,15 +339,10 @@ impl Machine {
                 let declared = deadline_ms.saturating_mul(MILLI);
                 if declared > self.params.deadline && !self.warned_mixed {
                     self.warned_mixed = true;
-                    log::warn!(
-                        "{}: the lease holder declares a deadline of {} ms, longer than this \
-                         instance's {} ms: run every instance of a bot with the same lease \
-                         settings, or a lease lost with its record (a flush) is only safe \
-                         after the longest deadline",
-                        self.instance_id,
-                        deadline_ms,
-                        self.params.deadline / MILLI
-                    );
+                    self.warnings.push(Warning::LongerDeadline {
+                        declared_ms: *deadline_ms,
+                        own_ms: self.params.deadline / MILLI,
+                    });
                 }
                 let declared = if declared == 0 {
                     self.params.deadline
@@ -412,6 +404,7 @@ impl Machine {
         }
         Ready {
             events: std::mem::take(&mut self.events),
+            warnings: std::mem::take(&mut self.warnings),
             view: self.view(),
         }
     }

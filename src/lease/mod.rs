@@ -1,6 +1,20 @@
 //! The primary lease (CONTRACT §2): one primary per bot, decided by a pure state machine
 //! (`machine.rs`) that a thin driver thread (`driver.rs`) runs against Redis.
 //!
+//! # The lease thread waits for nothing but Redis and its clock
+//!
+//! A holder that misses its renewal deadline demotes itself, so whatever the lease thread
+//! waits for decides whether a live primary stays primary. The rule: on the lease thread
+//! and on the notice thread (both marked [`crate::relay::mark_time_critical`]) no log
+//! record is written, no role event delivered, no callback run, no Python object or user
+//! lock touched. What they produce — role events, warnings, log records — goes into the
+//! lease's [`Outbox`], a bounded queue that never blocks its sender (what it drops is
+//! counted: [`Lease::dropped_records`]), and the event thread (`quantshift-events`) alone
+//! logs it and runs the callbacks. Records that other code makes on those threads (the
+//! store, rustls) reach the Python and C loggers through [`crate::relay::Deferring`]. The
+//! only locks these threads take are the lease's own, held by other threads for a few
+//! instructions and never across a call out.
+//!
 //! # Why there are never two primaries
 //!
 //! The lease record (`bot:{bot}:lease_record`, no TTL) holds the holder's token and a
@@ -41,6 +55,7 @@
 
 mod driver;
 pub mod machine;
+pub mod meter;
 pub mod protocol;
 pub mod shared;
 
@@ -50,14 +65,25 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
-use self::machine::{Event, Input, Machine, Notice, Params};
+use self::machine::{Event, Input, Machine, Notice, Params, Warning};
 use self::protocol::{Command, Reply};
 use self::shared::SharedView;
 use crate::clock::now_nanos;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+use crate::relay::Outbox;
 use crate::store::Store;
+
+/// How many role events and records the lease's threads may have queued for the event
+/// thread before more are dropped (and counted).
+const OUTBOX_CAPACITY: usize = 1024;
+
+/// What the lease's threads hand to the event thread.
+enum Outgoing {
+    Role(LeaseEvent),
+    Log(log::Level, String),
+}
 
 /// The demotion reason of a graceful shutdown (logged at info, not as a warning).
 pub const SHUTTING_DOWN: &str = "shutting down";
@@ -162,11 +188,14 @@ pub(crate) struct Lease {
     write_gate: RwLock<()>,
     stopping: AtomicBool,
     kicked: AtomicBool,
-    events: Mutex<Option<mpsc::Sender<LeaseEvent>>>,
+    outbox: Outbox<Outgoing>,
+    /// The outbox's receiving end, until the event thread takes it.
+    inbox: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     promoted_callbacks: RwLock<Vec<PromotedCallback>>,
     demoted_callbacks: RwLock<Vec<DemotedCallback>>,
     /// The notice thread has made its first attempt to subscribe to the lease channel.
     listening: (Mutex<bool>, Condvar),
+    stalls: meter::StallMeter,
 }
 
 impl Lease {
@@ -181,6 +210,7 @@ impl Lease {
             instance_id.clone(),
             u64::from_le_bytes(seed),
         );
+        let (outbox, inbox) = Outbox::new(OUTBOX_CAPACITY);
         Lease {
             store,
             keys,
@@ -193,10 +223,29 @@ impl Lease {
             write_gate: RwLock::new(()),
             stopping: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
-            events: Mutex::new(None),
+            outbox,
+            inbox: Mutex::new(Some(inbox)),
             promoted_callbacks: RwLock::new(Vec::new()),
             demoted_callbacks: RwLock::new(Vec::new()),
             listening: (Mutex::new(false), Condvar::new()),
+            stalls: meter::StallMeter::default(),
+        }
+    }
+
+    /// How late renewals may come before a holder demotes itself.
+    pub fn tolerance(&self) -> Duration {
+        self.timing
+            .deadline
+            .saturating_sub(self.timing.renew_interval)
+    }
+
+    /// The stall meter of the lease thread.
+    pub fn stalls(&self) -> meter::LeaseStalls {
+        meter::LeaseStalls {
+            wake_late: self.stalls.wake_late.snapshot(),
+            round_trip: self.stalls.round_trip.snapshot(),
+            tolerance: self.tolerance(),
+            dropped_records: self.dropped_records() + crate::relay::deferred_dropped(),
         }
     }
 
@@ -355,8 +404,7 @@ impl Lease {
 
     /// Starts the event thread (callbacks), the lease thread and the notice thread.
     pub fn start(self: &Arc<Self>) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-        let (sender, receiver) = mpsc::channel();
-        *self.events.lock() = Some(sender);
+        let receiver = self.inbox.lock().take().expect("the lease starts once");
         let spawn = |name: &str, run: fn(&Lease)| {
             let lease = Arc::clone(self);
             std::thread::Builder::new()
@@ -390,8 +438,8 @@ impl Lease {
         self.stopping.store(true, Ordering::Release);
         self.step(Input::Stop);
         self.kick();
-        // Closing the channel ends the event thread once queued callbacks ran.
-        self.events.lock().take();
+        // Closing the outbox ends the event thread once what was queued is delivered.
+        self.outbox.close();
     }
 
     fn is_stopping(&self) -> bool {
@@ -429,6 +477,9 @@ impl Lease {
         if !ready.events.is_empty() {
             self.emit(ready.events);
         }
+        for warning in ready.warnings {
+            self.warn(&warning);
+        }
         command
     }
 
@@ -438,26 +489,30 @@ impl Lease {
         self.changed.notify_all();
     }
 
+    /// Hands role events to the event thread, which logs them and runs the callbacks.
     fn emit(&self, events: Vec<Event>) {
         for event in events {
-            let event = match event {
-                Event::Promoted { epoch } => {
-                    log::info!("{} is now primary (epoch {epoch})", self.instance_id);
-                    LeaseEvent::Promoted { epoch }
-                }
-                Event::Demoted { reason } => {
-                    if reason == SHUTTING_DOWN {
-                        log::info!("{} is now standby: {reason}", self.instance_id);
-                    } else {
-                        log::warn!("{} is now standby: {reason}", self.instance_id);
-                    }
-                    LeaseEvent::Demoted { reason }
-                }
-            };
-            if let Some(sender) = self.events.lock().as_ref() {
-                let _ = sender.send(event);
-            }
+            self.outbox.push(Outgoing::Role(match event {
+                Event::Promoted { epoch } => LeaseEvent::Promoted { epoch },
+                Event::Demoted { reason } => LeaseEvent::Demoted { reason },
+            }));
         }
+    }
+
+    /// A record for the event thread to log: never logged here, since the caller may be
+    /// the lease thread.
+    fn report(&self, level: log::Level, message: String) {
+        self.outbox.push(Outgoing::Log(level, message));
+    }
+
+    fn warn(&self, warning: &Warning) {
+        self.report(log::Level::Warn, warning.text(&self.instance_id));
+    }
+
+    /// Role events and records the lease's threads dropped because the event thread was
+    /// behind (a callback or a logger that blocks).
+    pub fn dropped_records(&self) -> u64 {
+        self.outbox.dropped()
     }
 
     fn notice(&self, notice: Notice) {
@@ -465,7 +520,10 @@ impl Lease {
             if !self.is_primary() {
                 return;
             }
-            log::info!("handover requested: stepping down");
+            self.report(
+                log::Level::Info,
+                format!("{}: handover requested: stepping down", self.instance_id),
+            );
             // The writes in flight land first.
             let _no_writes_in_flight = self.write_gate.write();
             self.step(Input::Notice(notice));
@@ -475,22 +533,46 @@ impl Lease {
         self.kick();
     }
 
-    /// Callbacks run here, never on the lease thread, so a slow callback cannot delay a
-    /// renewal; no lock of ours is held while they run.
-    fn dispatch_events(&self, receiver: mpsc::Receiver<LeaseEvent>) {
-        for event in receiver {
-            match &event {
-                LeaseEvent::Promoted { epoch } => {
-                    let callbacks = self.promoted_callbacks.read().clone();
-                    for callback in callbacks {
-                        run_isolated("on_promoted", || callback(*epoch));
-                    }
+    /// Records are logged and callbacks run here, never on the lease thread, so a slow
+    /// logger or callback cannot delay a renewal; no lock of ours is held while they run.
+    fn dispatch_events(&self, receiver: mpsc::Receiver<Outgoing>) {
+        let mut reported_drops = 0;
+        for outgoing in receiver {
+            match outgoing {
+                Outgoing::Log(level, message) => log::log!(level, "{message}"),
+                Outgoing::Role(event) => self.deliver(&event),
+            }
+            let dropped = self.outbox.dropped();
+            if dropped != reported_drops {
+                log::warn!(
+                    "{}: {} role events or log records of the lease thread were dropped (the \
+                     callbacks or the logger are slower than they come)",
+                    self.instance_id,
+                    dropped - reported_drops
+                );
+                reported_drops = dropped;
+            }
+        }
+    }
+
+    fn deliver(&self, event: &LeaseEvent) {
+        match event {
+            LeaseEvent::Promoted { epoch } => {
+                log::info!("{} is now primary (epoch {epoch})", self.instance_id);
+                let callbacks = self.promoted_callbacks.read().clone();
+                for callback in callbacks {
+                    run_isolated("on_promoted", || callback(*epoch));
                 }
-                LeaseEvent::Demoted { reason } => {
-                    let callbacks = self.demoted_callbacks.read().clone();
-                    for callback in callbacks {
-                        run_isolated("on_demoted", || callback(reason));
-                    }
+            }
+            LeaseEvent::Demoted { reason } => {
+                if reason == SHUTTING_DOWN {
+                    log::info!("{} is now standby: {reason}", self.instance_id);
+                } else {
+                    log::warn!("{} is now standby: {reason}", self.instance_id);
+                }
+                let callbacks = self.demoted_callbacks.read().clone();
+                for callback in callbacks {
+                    run_isolated("on_demoted", || callback(reason));
                 }
             }
         }

@@ -16,11 +16,16 @@ use pyo3::prelude::*;
 
 /// Rust `log` records go to Python `logging`, under the logger `quantshift_core` (and its
 /// children, e.g. `quantshift_core.lease`). Levels are not cached, so logging configured
-/// after import is honoured.
+/// after import is honoured. pyo3-log takes the GIL for every record, so records made on
+/// the lease's threads are relayed from another thread (`crate::relay::Deferring`).
 fn install_logging(py: Python<'_>) {
     match pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers) {
         Ok(logger) => {
-            let _ = logger.filter(log::LevelFilter::Debug).install();
+            let level = log::LevelFilter::Debug;
+            let logger = crate::relay::Deferring::new(logger.filter(level));
+            if log::set_boxed_logger(Box::new(logger)).is_ok() {
+                log::set_max_level(level);
+            }
         }
         Err(err) => err.print(py),
     }

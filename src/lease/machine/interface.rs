@@ -10,6 +10,37 @@ pub enum Event {
     Demoted { reason: String },
 }
 
+/// Something an operator should hear of, as data: the lease thread hands it to the event
+/// thread, which logs it (`Warning::text`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// The lock key carries a token the lease record does not name.
+    ForeignLock,
+    /// The holder declares a longer deadline than this instance's.
+    LongerDeadline { declared_ms: u64, own_ms: u64 },
+}
+
+impl Warning {
+    pub fn text(&self, instance_id: &str) -> String {
+        match self {
+            Warning::ForeignLock => format!(
+                "{instance_id}: the lock key is held by a token the lease record does not name \
+                 (an instance of the predecessor, or a lock set by hand): waiting for it to \
+                 expire"
+            ),
+            Warning::LongerDeadline {
+                declared_ms,
+                own_ms,
+            } => format!(
+                "{instance_id}: the lease holder declares a deadline of {declared_ms} ms, longer \
+                 than this instance's {own_ms} ms: run every instance of a bot with the same \
+                 lease settings, or a lease lost with its record (a flush) is only safe after \
+                 the longest deadline"
+            ),
+        }
+    }
+}
+
 /// Messages from the lease channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
@@ -45,5 +76,6 @@ pub enum Input {
 #[derive(Debug, Default)]
 pub struct Ready {
     pub events: Vec<Event>,
+    pub warnings: Vec<Warning>,
     pub view: View,
 }
