@@ -42,6 +42,7 @@ pub(super) fn execute(
         instance_id: &lease.instance_id,
         lock_ttl_ms: millis(lease.timing.lock_ttl),
         heartbeat_ttl_ms: millis(lease.timing.heartbeat_ttl),
+        presence_ttl_ms: millis(lease.timing.presence_ttl()),
         heartbeat: &heartbeat,
     };
     let value: redis::Value = match command.call(&lease_keys, &context) {

@@ -12,7 +12,7 @@ mod timing;
 
 pub use self::interface::{Event, Input, Notice, Ready, Warning};
 use self::timing::MILLI;
-pub use self::timing::{takeover_wait, Params, DRIFT_PPM, TAKEOVER_MARGIN};
+pub use self::timing::{takeover_wait, Params, DRIFT_PPM, PRESENCE_LIFETIMES, TAKEOVER_MARGIN};
 use super::protocol::{Command, Expect, Nanos, Record, Reply};
 use super::shared::View;
 
@@ -27,6 +27,7 @@ struct Holding {
     promoted: bool,
     next_renew: Nanos,
     last_refresh: Nanos,
+    last_presence: Nanos,
 }
 
 /// A take the standby intends, once `due`.
@@ -150,7 +151,7 @@ impl Machine {
         match &self.holding {
             Some(h) if now < h.deadline && !self.stopping => {
                 let token = h.token.clone();
-                Some(self.renew_command(token, true))
+                Some(self.renew_command(token, true, true))
             }
             _ => {
                 self.next_look = now;
@@ -251,6 +252,7 @@ impl Machine {
                         promoted: false,
                         next_renew: now + self.params.renew_interval,
                         last_refresh: sent_at,
+                        last_presence: sent_at,
                     });
                     self.watch = None;
                 }
@@ -431,11 +433,15 @@ impl Machine {
                 return None;
             }
             let refresh = now >= h.last_refresh + self.params.refresh_interval;
+            let presence = now >= h.last_presence + self.params.presence_interval;
             let token = h.token.clone();
-            let command = self.renew_command(token, refresh);
+            let command = self.renew_command(token, refresh, presence);
             self.busy = Some((command.id(), Pending::Renew));
             let h = self.holding.as_mut().expect("held");
             h.next_renew = now + self.params.renew_interval;
+            if refresh || presence {
+                h.last_presence = now;
+            }
             return Some(command);
         }
         if self.connected_at.is_none() || now < self.hold_off_until {
@@ -459,7 +465,7 @@ impl Machine {
             let id = self.issue(Pending::Observe);
             let presence = self
                 .last_presence
-                .is_none_or(|at| now >= at + self.params.refresh_interval);
+                .is_none_or(|at| now >= at + self.params.presence_interval);
             if presence {
                 self.last_presence = Some(now);
             }
@@ -468,10 +474,15 @@ impl Machine {
         None
     }
 
-    fn renew_command(&mut self, token: String, refresh: bool) -> Command {
+    fn renew_command(&mut self, token: String, refresh: bool, presence: bool) -> Command {
         let id = self.next_id();
         self.renewals.insert(id, (token.clone(), refresh));
-        Command::Renew { id, token, refresh }
+        Command::Renew {
+            id,
+            token,
+            refresh,
+            presence,
+        }
     }
 
     fn issue(&mut self, pending: Pending) -> u64 {

@@ -92,6 +92,9 @@ pub const SHUTTING_DOWN: &str = "shutting down";
 pub const FAST_RENEW_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a standby looks at the lease when fast failover is on.
 pub const FAST_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often an instance records itself among the live ones (at least): status and metrics
+/// count an instance live within about a second of now.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(500);
 
 pub type PromotedCallback = Arc<dyn Fn(u64) + Send + Sync>;
 pub type DemotedCallback = Arc<dyn Fn(&str) + Send + Sync>;
@@ -131,6 +134,17 @@ impl Timing {
         }
     }
 
+    /// How often an instance records itself among the live ones: every look when looks
+    /// are rarer than [`PRESENCE_INTERVAL`].
+    pub fn presence_interval(&self) -> Duration {
+        PRESENCE_INTERVAL.max(self.poll_interval)
+    }
+
+    /// How long one presence entry counts an instance as live.
+    pub fn presence_ttl(&self) -> Duration {
+        self.presence_interval() * machine::PRESENCE_LIFETIMES as u32
+    }
+
     fn params(&self) -> Params {
         let nanos = |d: Duration| d.as_nanos() as u64;
         Params {
@@ -138,6 +152,7 @@ impl Timing {
             deadline: nanos(self.deadline),
             poll_interval: nanos(self.poll_interval),
             refresh_interval: nanos(self.lock_ttl / 3),
+            presence_interval: nanos(self.presence_interval()),
             retry_interval: nanos(self.poll_interval.min(Duration::from_millis(50))),
             handover_grace: nanos(
                 self.poll_interval

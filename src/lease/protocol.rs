@@ -62,11 +62,12 @@ pub enum Command {
     /// live ones.
     Observe { id: u64, presence: bool },
     /// Renew `token` if the lock key and the record still carry it; `refresh` also resets
-    /// the lock key's TTL and writes the heartbeat and presence.
+    /// the lock key's TTL and writes the heartbeat and presence, `presence` the presence only.
     Renew {
         id: u64,
         token: String,
         refresh: bool,
+        presence: bool,
     },
     /// Replace the record found as `expect` with `token` (claim or take-over), handing out
     /// an epoch above `floor_epoch`.
@@ -115,6 +116,8 @@ pub struct CallContext<'a> {
     pub instance_id: &'a str,
     pub lock_ttl_ms: u64,
     pub heartbeat_ttl_ms: u64,
+    /// How long one presence entry counts this instance as live.
+    pub presence_ttl_ms: u64,
     /// The heartbeat key's value (an ISO-8601 UTC time).
     pub heartbeat: &'a str,
 }
@@ -149,7 +152,7 @@ impl Command {
                 script: LeaseScript::Observe,
                 keys: vec![keys.record, keys.instances],
                 args: vec![
-                    context.lock_ttl_ms.to_string(),
+                    context.presence_ttl_ms.to_string(),
                     context.instance_id.to_owned(),
                 ],
             },
@@ -160,16 +163,27 @@ impl Command {
                     .map(str::to_owned)
                     .collect(),
             ),
-            Command::Renew { token, refresh, .. } => Call::Script {
+            Command::Renew {
+                token,
+                refresh,
+                presence,
+                ..
+            } => Call::Script {
                 script: LeaseScript::Renew,
                 keys: vec![keys.lock, keys.record, keys.heartbeat, keys.instances],
                 args: vec![
                     token.clone(),
-                    flag(*refresh),
+                    match (refresh, presence) {
+                        (true, _) => "1",
+                        (false, true) => "2",
+                        (false, false) => "0",
+                    }
+                    .to_owned(),
                     context.lock_ttl_ms.to_string(),
                     context.heartbeat.to_owned(),
                     context.heartbeat_ttl_ms.to_string(),
                     context.instance_id.to_owned(),
+                    context.presence_ttl_ms.to_string(),
                 ],
             },
             Command::Take {
@@ -203,6 +217,7 @@ impl Command {
                         context.heartbeat.to_owned(),
                         context.heartbeat_ttl_ms.to_string(),
                         context.instance_id.to_owned(),
+                        context.presence_ttl_ms.to_string(),
                     ],
                 }
             }

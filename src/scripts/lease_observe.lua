@@ -1,5 +1,7 @@
--- A standby's look at the lease record that also records it among the live instances (once
--- per lock_ttl / 3; the other looks are a plain HMGET).
+-- A standby's look at the lease record that also records it among the live instances (every
+-- presence interval, 500 ms by default; the other looks are a plain HMGET). An instance counts
+-- as live until the score its last presence wrote (server ms): a dead one drops out within
+-- the presence TTL (1.5 s by default).
 -- KEYS[1] lease record, KEYS[2] instances
 -- ARGV[1] presence ttl (ms), ARGV[2] instance id
 -- Returns the record's token, seq, deadline_ms and epoch (nil when absent).

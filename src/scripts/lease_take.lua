@@ -6,7 +6,7 @@
 -- ARGV[1] '0': expects no record, '1': expects the record with token ARGV[2] ('' released) and
 -- seq ARGV[3]; ARGV[4] new token, ARGV[5] lock ttl (ms), ARGV[6] the taker's deadline (ms),
 -- ARGV[7] the highest epoch the caller has seen, ARGV[8] heartbeat value, ARGV[9] heartbeat
--- ttl (ms), ARGV[10] instance id.
+-- ttl (ms), ARGV[10] instance id, ARGV[11] presence ttl (ms).
 -- Returns {1, epoch} when taken, {0} when the record is no longer what the caller saw, {2}
 -- when the lock key carries a token the record does not name (a holder that keeps no record,
 -- such as the predecessor library, or a lock set by hand): never taken from, it must expire.
@@ -35,7 +35,8 @@ redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'token', ARGV[4], 'seq', 0, 'deadline_ms', ARGV[6],
   'epoch', epoch_text, 'renewed_at', now, 'taken_at', now)
 redis.call('SET', KEYS[4], ARGV[8], 'PX', ARGV[9])
-redis.call('ZADD', KEYS[5], now + ttl, ARGV[10])
+local presence = tonumber(ARGV[11])
+redis.call('ZADD', KEYS[5], now + presence, ARGV[10])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-redis.call('PEXPIRE', KEYS[5], ttl)
+redis.call('PEXPIRE', KEYS[5], presence)
 return {1, epoch}

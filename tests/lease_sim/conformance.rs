@@ -129,6 +129,7 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
                 "2024-01-01T00:00:00Z".into(),
                 (*pick(rng, &ttls)).to_owned(),
                 (*pick(rng, &ids)).to_owned(),
+                (*pick(rng, &ttls)).to_owned(),
             ];
             eval(
                 Script::Take,
@@ -140,11 +141,12 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
         25..=44 => {
             let argv = vec![
                 some_token(rng),
-                (*pick(rng, &["0", "1"])).to_owned(),
+                (*pick(rng, &["0", "1", "2"])).to_owned(),
                 (*pick(rng, &ttls)).to_owned(),
                 "2024-01-01T00:00:01Z".into(),
                 (*pick(rng, &ttls)).to_owned(),
                 (*pick(rng, &ids)).to_owned(),
+                (*pick(rng, &ttls)).to_owned(),
             ];
             eval(
                 Script::Renew,

@@ -183,6 +183,7 @@ pub fn fast_params() -> Params {
         deadline: 300 * MS,
         poll_interval: 100 * MS,
         refresh_interval: 10_000 * MS,
+        presence_interval: 500 * MS,
         retry_interval: 50 * MS,
         handover_grace: 100 * MS,
     }
@@ -199,6 +200,7 @@ impl Schedule {
                     deadline: 750 * MS,
                     poll_interval: 200 * MS,
                     refresh_interval: 700 * MS,
+                    presence_interval: 500 * MS,
                     retry_interval: 50 * MS,
                     handover_grace: 100 * MS,
                 },
@@ -1108,6 +1110,7 @@ impl<'a> Sim<'a> {
             instance_id: &id,
             lock_ttl_ms,
             heartbeat_ttl_ms: lock_ttl_ms,
+            presence_ttl_ms: self.s.params.presence_ttl() / MS,
             heartbeat: "2024-01-01T00:00:00Z",
         };
         let resp = match command.call(&keys, &context) {

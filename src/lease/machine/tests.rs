@@ -9,6 +9,7 @@ fn params() -> Params {
         deadline: 300 * MS,
         poll_interval: 100 * MS,
         refresh_interval: 10_000 * MS,
+        presence_interval: 500 * MS,
         retry_interval: 50 * MS,
         handover_grace: 100 * MS,
     }

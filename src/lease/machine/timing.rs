@@ -12,6 +12,10 @@ pub const TAKEOVER_MARGIN: Nanos = 10_000_000;
 
 pub(super) const MILLI: Nanos = 1_000_000;
 
+/// A presence entry lasts this many presence intervals: one late look does not make a live
+/// instance look dead, and a dead one is gone soon after (1.5 s at the default 500 ms).
+pub const PRESENCE_LIFETIMES: u64 = 3;
+
 /// How long a standby must see a holder's record unchanged (on its own clock, from the
 /// reply that first showed it) before replacing it, when the holder demotes itself
 /// `deadline` after the start of its last successful renewal: `deadline · (1+ρ)² + margin`.
@@ -33,6 +37,9 @@ pub struct Params {
     pub poll_interval: Nanos,
     /// How often a renewal also resets the lock key's TTL and writes the heartbeat.
     pub refresh_interval: Nanos,
+    /// How often a look or a renewal also records this instance among the live ones (each
+    /// entry counts for [`PRESENCE_LIFETIMES`] of these).
+    pub presence_interval: Nanos,
     /// The pause after a failed round trip.
     pub retry_interval: Nanos,
     /// After handing the lease over on request, how long this instance leaves it to others.
@@ -42,5 +49,10 @@ pub struct Params {
 impl Params {
     pub fn takeover_wait(&self) -> Nanos {
         takeover_wait(self.deadline)
+    }
+
+    /// How long one presence entry counts an instance as live.
+    pub fn presence_ttl(&self) -> Nanos {
+        self.presence_interval.saturating_mul(PRESENCE_LIFETIMES)
     }
 }
