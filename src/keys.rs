@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 /// The message prefix an operator publishes on the lease channel to ask the primary to
 /// hand the lease over.
-pub const HANDOVER_REQUEST: &str = "handover";
+pub use quantshift_lease::protocol::HANDOVER_REQUEST;
 
 /// Longest bot name or symbol accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;

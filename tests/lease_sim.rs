@@ -52,6 +52,10 @@ fn run_many(first: u64, count: u64, threads: u64) -> (Option<u64>, sim::Stats) {
                     stats.writes_acked += s.writes_acked;
                     stats.primary_ns += s.primary_ns;
                     stats.liveness_checks += s.liveness_checks;
+                    stats.stalls += s.stalls;
+                    stats.stalls_injected += s.stalls_injected;
+                    stats.regains += s.regains;
+                    stats.short_stall_schedules += u64::from(schedule.short_stalls_only);
                     if violation.is_some() {
                         failing.fetch_min(seed, Ordering::Relaxed);
                         failed.store(true, Ordering::Relaxed);
@@ -64,6 +68,10 @@ fn run_many(first: u64, count: u64, threads: u64) -> (Option<u64>, sim::Stats) {
                 totals.writes_acked += stats.writes_acked;
                 totals.primary_ns += stats.primary_ns;
                 totals.liveness_checks += stats.liveness_checks;
+                totals.stalls += stats.stalls;
+                totals.stalls_injected += stats.stalls_injected;
+                totals.regains += stats.regains;
+                totals.short_stall_schedules += stats.short_stall_schedules;
             });
         }
     });
@@ -112,14 +120,20 @@ fn lease_simulation() {
     println!(
         "lease simulator: {count} schedules (seeds {first}..{}) in {elapsed:.1} s on {threads} \
          threads: {:.0} schedules/s; {} commands, {} takes, {} fenced writes acknowledged, \
-         {:.0} s primary, {} liveness windows checked",
+         {:.0} s primary, {} liveness windows checked; {} host stalls injected ({} schedules \
+         of stalls shorter than the tolerance only: the lease never moved), {} late holders \
+         primary again at once, {} stall meter samples",
         first + count,
         count as f64 / elapsed,
         stats.commands,
         stats.takes,
         stats.writes_acked,
         stats.primary_ns as f64 / 1e9,
-        stats.liveness_checks
+        stats.liveness_checks,
+        stats.stalls_injected,
+        stats.short_stall_schedules,
+        stats.regains,
+        stats.stalls
     );
 }
 

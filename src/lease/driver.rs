@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use redis::Connection;
 
-use super::machine::{Input, Notice};
-use super::meter::{Stall, StallWatch};
+use super::machine::Notice;
 use super::protocol::{
-    Call, CallContext, Command, LeaseKeys, LeaseScript, Reply, HANDOVER_REQUEST, RELEASED_NOTICE,
+    parse_reply, Call, CallContext, Command, LeaseKeys, LeaseScript, Reply, HANDOVER_REQUEST,
+    RELEASED_NOTICE,
 };
+use super::steps::{self, Action, Happened};
 use super::Lease;
 use crate::clock::{millis, now_nanos, utc_now_iso};
 use crate::store::{describe, drops_connection, Redirect, SCRIPTS};
 
-/// The longest pause between two connection attempts.
-const RECONNECT_CAP: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts of the notice thread to subscribe.
+const RECONNECT_CAP: Duration = Duration::from_nanos(steps::RECONNECT_CAP);
 
 /// Runs one command on `conn`, whose read timeout is `conn_timeout`. A take or renewal
 /// counts only once `wait_replicas` replicas confirmed it; otherwise it is reported as
@@ -68,7 +69,7 @@ pub(super) fn execute(
             cmd.query(conn)?
         }
     };
-    let reply = command.parse_reply(value)?;
+    let reply = parse_reply(command, value)?;
     if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. })
         && !lease.store.lease_replicated(conn, conn_timeout)?
     {
@@ -77,169 +78,83 @@ pub(super) fn execute(
     Ok(reply)
 }
 
-/// The lease thread.
+/// The lease thread: executes the actions of the pure steps (`crates/lease/src/driver.rs`)
+/// and reports what came of them. Nothing here decides anything.
 pub(super) fn run(lease: &Lease) {
     crate::relay::mark_time_critical();
-    let mut conn: Option<(u64, Connection)> = None;
-    let mut input = Input::Tick;
-    let mut retry = Duration::from_millis(10);
-    let mut failing = false;
-    let mut watch = StallWatch::default();
+    let mut conn: Option<Connection> = None;
+    let mut happened = Happened::Woke { timed_out: false };
     loop {
-        if conn
-            .as_ref()
-            .is_some_and(|(generation, _)| *generation != lease.store.generation())
-        {
-            // A new master: observations on the former one no longer count.
-            conn = None;
-            lease.step(Input::Disconnected);
-        }
-        if conn.is_none() && !lease.is_stopping() {
-            match lease
-                .store
-                .connect_tagged(lease.timing.lease_command_timeout)
-            {
-                Ok(opened) => {
-                    conn = Some(opened);
-                    retry = Duration::from_millis(10);
-                    input = Input::Connected;
-                }
-                Err(err) => {
-                    if !failing {
-                        lease.report(
-                            log::Level::Warn,
-                            format!("the lease thread cannot reach Redis: {err}"),
-                        );
+        happened = match lease.thread_step(happened) {
+            Action::Connect { timeout } => {
+                conn = None;
+                match lease.store.connect_tagged(Duration::from_nanos(timeout)) {
+                    Ok((generation, opened)) => {
+                        conn = Some(opened);
+                        Happened::Connected { generation }
                     }
-                    failing = true;
-                    // Deadlines still pass while Redis is away.
-                    lease.step(Input::Tick);
-                    sleep(lease, retry);
-                    retry = (retry * 2).min(RECONNECT_CAP.min(lease.timing.poll_interval));
-                    continue;
+                    Err(err) => Happened::ConnectFailed {
+                        error: err.to_string(),
+                    },
                 }
             }
-        }
-        let command = lease.driver_step(std::mem::replace(&mut input, Input::Tick));
-        let Some(command) = command else {
-            if lease.is_stopping() {
-                return;
-            }
-            if let Some(late) = wait(lease) {
-                lease.stalls.wake_late.record(late);
-                if let Some(text) =
-                    watch.check(now_nanos(), Stall::WokeLate, late, lease.tolerance())
-                {
-                    lease.report(log::Level::Warn, text);
-                }
-            }
-            continue;
-        };
-        let Some((generation, connection)) = conn.as_mut() else {
-            input = Input::Reply {
-                id: command.id(),
-                sent_at: now_nanos(),
-                reply: Reply::Failed,
-            };
-            if lease.is_stopping() {
-                lease.step(std::mem::replace(&mut input, Input::Tick));
-                return;
-            }
-            continue;
-        };
-        // A renewal slower than the slack before the deadline could not keep the lease; a
-        // standby's look or take may take as long as any command (a timeout drops the
-        // connection, and with it the watch, so a loaded machine must not cut looks short).
-        let timeout = match command {
-            Command::Renew { .. } => lease.timing.lease_command_timeout,
-            _ => lease.store.command_timeout(),
-        };
-        let sent_at = now_nanos();
-        let mut outcome = connection
-            .set_read_timeout(Some(timeout))
-            .and_then(|()| execute(lease, connection, timeout, &command));
-        let mut moved = false;
-        if let Err(err) = &outcome {
-            match lease.store.redirect_of(err) {
-                // The slot is being migrated and the lease keys are already at `addr`: the
-                // command ran nowhere, and runs there once.
-                Redirect::Ask(addr) => {
-                    outcome = lease.store.ask(&addr, &mut |conn: &mut Connection| {
+            Action::Send {
+                command,
+                timeout,
+                ask,
+            } => {
+                let timeout = Duration::from_nanos(timeout);
+                let outcome = match (&ask, conn.as_mut()) {
+                    (Some(node), _) => lease.store.ask(node, &mut |conn: &mut Connection| {
                         conn.set_read_timeout(Some(timeout))?;
                         execute(lease, conn, timeout, &command)
-                    });
+                    }),
+                    (None, Some(conn)) => conn
+                        .set_read_timeout(Some(timeout))
+                        .and_then(|()| execute(lease, conn, timeout, &command)),
+                    (None, None) => Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no lease connection",
+                    ))),
+                };
+                match outcome {
+                    Ok(reply) => Happened::Replied(reply),
+                    Err(err) => Happened::Failed {
+                        error: describe(&err),
+                        drops_connection: drops_connection(&err),
+                        redirect: match lease.store.redirect_of(&err) {
+                            Redirect::Ask((host, port)) => steps::Redirect::Ask { host, port },
+                            Redirect::Moved => steps::Redirect::Moved,
+                            Redirect::Later | Redirect::No => steps::Redirect::None,
+                        },
+                    },
                 }
-                // A new master or slot owner is recorded: a new generation, a new connection.
-                Redirect::Moved => moved = true,
-                Redirect::Later | Redirect::No => {}
             }
-        }
-        let round_trip = Duration::from_nanos(now_nanos().saturating_sub(sent_at));
-        lease.stalls.round_trip.record(round_trip);
-        if matches!(command, Command::Renew { .. }) {
-            if let Some(text) =
-                watch.check(now_nanos(), Stall::RoundTrip, round_trip, lease.tolerance())
-            {
-                lease.report(log::Level::Warn, text);
-            }
-        }
-        let generation = *generation;
-        let reply = match outcome {
-            Ok(reply) => {
-                failing = false;
-                if matches!(reply, Reply::Renewed { .. } | Reply::Taken { .. }) {
-                    lease
-                        .confirmed_generation
-                        .fetch_max(generation, Ordering::AcqRel);
-                }
-                reply
-            }
-            Err(err) => {
-                if !failing {
-                    lease.report(
-                        log::Level::Warn,
-                        format!("lease round trip failed: {}", describe(&err)),
-                    );
-                }
-                failing = true;
-                if moved || drops_connection(&err) {
-                    conn = None;
-                }
-                Reply::Failed
-            }
+            Action::Sleep { until } => Happened::Woke {
+                timed_out: sleep_until(lease, until),
+            },
+            Action::Exit => return,
         };
-        lease.step(Input::Reply {
-            id: command.id(),
-            sent_at,
-            reply,
-        });
-        if conn.is_none() {
-            lease.step(Input::Disconnected);
-        }
     }
 }
 
-/// Sleeps until the machine's next wake-up, a kick, or a stop; returns how late it woke
-/// when the time was what woke it.
-fn wait(lease: &Lease) -> Option<Duration> {
-    let mut machine = lease.machine.lock();
+/// Sleeps until `until` (the lease clock), a kick, or a stop; returns whether the time was
+/// what woke it.
+fn sleep_until(lease: &Lease, until: u64) -> bool {
+    let mut core = lease.core.lock();
     if lease.kicked.swap(false, Ordering::AcqRel) || lease.is_stopping() {
-        return None;
+        return false;
     }
-    let wake_at = machine.wake_at_now(now_nanos());
-    let pause = Duration::from_nanos(wake_at.saturating_sub(now_nanos()));
-    let mut late = None;
-    if !pause.is_zero() && lease.changed.wait_for(&mut machine, pause).timed_out() {
-        late = Some(Duration::from_nanos(now_nanos().saturating_sub(wake_at)));
-    }
+    let pause = Duration::from_nanos(until.saturating_sub(now_nanos()));
+    let timed_out = !pause.is_zero() && lease.changed.wait_for(&mut core, pause).timed_out();
     lease.kicked.store(false, Ordering::Release);
-    late
+    timed_out
 }
 
 fn sleep(lease: &Lease, pause: Duration) {
-    let mut machine = lease.machine.lock();
+    let mut core = lease.core.lock();
     if !lease.is_stopping() && !lease.kicked.swap(false, Ordering::AcqRel) {
-        lease.changed.wait_for(&mut machine, pause);
+        lease.changed.wait_for(&mut core, pause);
     }
 }
 

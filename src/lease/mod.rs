@@ -1,5 +1,6 @@
-//! The primary lease (CONTRACT §2): one primary per bot, decided by a pure state machine
-//! (`machine.rs`) that a thin driver thread (`driver.rs`) runs against Redis.
+//! The primary lease (CONTRACT §2): one primary per bot, decided by pure steps (the
+//! `quantshift-lease` crate in `crates/lease/`: the machine and the lease thread's rules,
+//! with no IO and no dependencies) that a thin thread (`driver.rs`) executes against Redis.
 //!
 //! # The lease thread waits for nothing but Redis and its clock
 //!
@@ -24,8 +25,9 @@
 //! 1. **The holder's deadline.** A holder renews every `renew_interval` with a script that
 //!    moves `seq` on only while the lock key *and* the record carry its token. It is primary
 //!    until `D` after the *start* of its last successful renewal (its declared deadline,
-//!    written into the record) and never renews a token again once that passed or a renewal
-//!    or fenced write was refused (the token is retired; a new take makes a new token).
+//!    written into the record). Once a renewal or fenced write was refused the token is
+//!    retired (a new take makes a new token); once the deadline passed, the token is renewed
+//!    again only on a connection open since before that last renewal started (6).
 //! 2. **Taking over a holder.** A standby that sees the same record `(token, seq)` on one
 //!    connection for `W = D·(1+ρ)² + margin` on its own clock, counted from the reply that
 //!    first showed it, may replace it with a compare-and-set on `(token, seq)`. The holder's
@@ -44,6 +46,13 @@
 //!    replica that lagged) closes every connection to the server, and observations count only
 //!    on the connection they were made on (2, 4), so every watch starts again after it. With
 //!    `wait_replicas` ≥ 1 every take and renewal counts only once replicas confirmed it.
+//! 6. **A late holder** (the host stalled it past its deadline) is standby from its deadline
+//!    on, and renews the same token at once if the lease thread's connection has been open
+//!    since before its last successful renewal started. Data from the past would have closed
+//!    that connection (5), so a renewal that succeeds on it proves nobody took the lease
+//!    meanwhile (a take replaces the token; tokens are never reused), and 1 applies from that
+//!    renewal's start: primary again, same epoch. Any other outcome retires the token. (The
+//!    simulator finds two primaries when the connection condition is dropped.)
 //!
 //! `seq` values are never reused for one token, tokens are never reused, and a record
 //! replaced by a take never comes back except from the past (5): so "unchanged" really means
@@ -54,10 +63,8 @@
 //! server's time in ms, so it never goes backwards even when every key was lost.
 
 mod driver;
-pub mod machine;
-pub mod meter;
 pub mod protocol;
-pub mod shared;
+pub use quantshift_lease::{driver as steps, machine, meter, shared};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -65,9 +72,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
-use self::machine::{Event, Input, Machine, Notice, Params, Warning};
+use self::machine::{Event, Input, Notice, Params, Warning};
+use self::meter::Stall;
 use self::protocol::{Command, Reply};
 use self::shared::SharedView;
+use self::steps::{Action, Driver, DriverParams, Happened, Ready};
 use crate::clock::now_nanos;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -85,8 +94,7 @@ enum Outgoing {
     Log(log::Level, String),
 }
 
-/// The demotion reason of a graceful shutdown (logged at info, not as a warning).
-pub const SHUTTING_DOWN: &str = "shutting down";
+pub use quantshift_lease::SHUTTING_DOWN;
 
 /// How often a holder renews when fast failover is on.
 pub const FAST_RENEW_INTERVAL: Duration = Duration::from_millis(100);
@@ -160,6 +168,13 @@ impl Timing {
             ),
         }
     }
+
+    fn driver_params(&self, command_timeout: Duration) -> DriverParams {
+        DriverParams {
+            lease_command_timeout: self.lease_command_timeout.as_nanos() as u64,
+            command_timeout: command_timeout.as_nanos() as u64,
+        }
+    }
 }
 
 /// (renewal period, holder's deadline, standby's look period) for a configuration.
@@ -191,10 +206,14 @@ pub(crate) struct Lease {
     keys: Keys,
     timing: Timing,
     instance_id: String,
-    machine: Mutex<Machine>,
-    /// Signalled on every change of role and whenever the driver should look again.
+    /// The pure steps; held only for a step, never across a call out.
+    core: Mutex<Driver>,
+    /// Signalled on every change of role or settling, and to wake the lease thread.
     changed: Condvar,
     view: SharedView,
+    /// The first look ended / the role is settled (from the last step).
+    looked: AtomicBool,
+    settled: AtomicBool,
     /// The master generation of the driver's last successful take or renewal: while the
     /// store's generation differs, we are not primary (a Sentinel master change).
     confirmed_generation: AtomicU64,
@@ -220,8 +239,9 @@ impl Lease {
         if getrandom::fill(&mut seed).is_err() {
             seed = (now_nanos() ^ u64::from(std::process::id())).to_le_bytes();
         }
-        let machine = Machine::new(
+        let core = Driver::new(
             timing.params(),
+            timing.driver_params(store.command_timeout()),
             instance_id.clone(),
             u64::from_le_bytes(seed),
         );
@@ -231,9 +251,11 @@ impl Lease {
             keys,
             timing,
             instance_id,
-            machine: Mutex::new(machine),
+            core: Mutex::new(core),
             changed: Condvar::new(),
             view: SharedView::default(),
+            looked: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             confirmed_generation: AtomicU64::new(0),
             write_gate: RwLock::new(()),
             stopping: AtomicBool::new(false),
@@ -279,7 +301,7 @@ impl Lease {
     /// the returned value alive until the write's round trip is over.
     pub fn fencing_token(&self) -> Result<Fence<'_>> {
         let gate = self.write_gate.read();
-        let token = self.machine.lock().token().map(str::to_owned);
+        let token = self.core.lock().token().map(str::to_owned);
         match token {
             Some(token) if self.is_primary() => Ok(Fence {
                 token,
@@ -297,7 +319,7 @@ impl Lease {
     /// Blocks until this instance is primary, or `timeout` passes; returns whether it is.
     pub fn wait_until_primary(&self, timeout: Option<Duration>) -> bool {
         let give_up = timeout.map(|t| Instant::now() + t);
-        let mut machine = self.machine.lock();
+        let mut core = self.core.lock();
         while !self.is_primary() {
             if self.stopping.load(Ordering::Acquire) {
                 return false;
@@ -312,7 +334,7 @@ impl Lease {
                 }
                 until = until.min(give_up);
             }
-            self.changed.wait_until(&mut machine, until);
+            self.changed.wait_until(&mut core, until);
         }
         true
     }
@@ -325,20 +347,20 @@ impl Lease {
     /// fast failover off).
     pub fn settle(&self, timeout: Duration, wait_for_claim: bool) {
         let give_up = Instant::now() + timeout;
-        let mut machine = self.machine.lock();
-        let done = |machine: &Machine| {
+        let mut core = self.core.lock();
+        let done = || {
             if wait_for_claim {
-                machine.settled()
+                self.settled.load(Ordering::Acquire)
             } else {
-                machine.looked()
+                self.looked.load(Ordering::Acquire)
             }
         };
-        while !done(&machine) && !self.stopping.load(Ordering::Acquire) {
+        while !done() && !self.stopping.load(Ordering::Acquire) {
             if Instant::now() >= give_up {
                 return;
             }
             let until = give_up.min(Instant::now() + Duration::from_millis(10));
-            self.changed.wait_until(&mut machine, until);
+            self.changed.wait_until(&mut core, until);
         }
     }
 
@@ -353,9 +375,7 @@ impl Lease {
     /// Renews the lease now on the caller's connection (primary), or has the lease thread
     /// look at it now (standby).
     pub fn heartbeat(&self) -> Result<()> {
-        let command = self.machine.lock().heartbeat(now_nanos());
-        let Some(command) = command else {
-            self.kick();
+        let Some(command) = self.handle(Input::Heartbeat).renewal else {
             return Ok(());
         };
         let sent_at = now_nanos();
@@ -367,7 +387,7 @@ impl Lease {
             Ok(reply) => reply.clone(),
             Err(_) => Reply::Failed,
         };
-        self.step(Input::Reply {
+        self.handle(Input::Reply {
             id: command.id(),
             sent_at,
             reply,
@@ -378,24 +398,19 @@ impl Lease {
     /// A fenced write was refused by Redis although we thought we held the lease: standby
     /// before this returns, and the lease thread looks at the lease now.
     pub fn write_refused(&self, token: &str) {
-        self.step(Input::WriteRefused {
+        self.handle(Input::WriteRefused {
             token: token.to_owned(),
         });
-        self.kick();
     }
 
     /// Gives up the lease (if held) once the writes in flight have landed: standby from
     /// that instant. Returns the token to delete with [`release_token`](Self::release_token).
     pub fn step_down(&self, reason: &str) -> Option<String> {
         let _no_writes_in_flight = self.write_gate.write();
-        let mut machine = self.machine.lock();
-        let token = machine.step_down(now_nanos(), reason);
-        let events = machine.take_events();
-        self.view.publish(machine.view());
-        drop(machine);
-        self.changed.notify_all();
-        self.emit(events);
-        token
+        self.handle(Input::StepDown {
+            reason: reason.to_owned(),
+        })
+        .released
     }
 
     /// Deletes the lease if it still carries `token`, and announces the release so a standby
@@ -451,8 +466,7 @@ impl Lease {
     /// Stops the background threads; they exit within one look period or command timeout.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        self.step(Input::Stop);
-        self.kick();
+        self.handle(Input::Stop);
         // Closing the outbox ends the event thread once what was queued is delivered.
         self.outbox.close();
     }
@@ -461,46 +475,61 @@ impl Lease {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// One step of the machine at the current time: publishes the view and hands the
-    /// events to the event thread.
-    fn step(&self, input: Input) {
-        self.step_then(input, false);
+    /// A step for an input from a caller or the notice thread; the lease thread is woken
+    /// after it, since its plans may have changed.
+    fn handle(&self, input: Input) -> Ready {
+        let mut core = self.core.lock();
+        let mut ready = core.handle(now_nanos(), input);
+        self.publish(&mut ready);
+        drop(core);
+        self.deliver_ready(&mut ready);
+        self.kick();
+        ready
     }
 
-    /// [`step`](Self::step), then the driver's next command (the driver alone asks).
-    fn driver_step(&self, input: Input) -> Option<Command> {
-        self.step_then(input, true)
+    /// A step of the lease thread (`driver::run`): its next action.
+    fn thread_step(&self, happened: Happened) -> Action {
+        let generation = self.store.generation();
+        let mut core = self.core.lock();
+        let mut ready = core.step(now_nanos(), generation, happened);
+        self.publish(&mut ready);
+        drop(core);
+        self.deliver_ready(&mut ready);
+        ready.action.take().unwrap_or(Action::Exit)
     }
 
-    fn step_then(&self, input: Input, for_driver: bool) -> Option<Command> {
-        let mut machine = self.machine.lock();
-        let now = now_nanos();
-        let before = (machine.looked(), machine.settled());
-        let ready = machine.handle(now, input);
-        let command = if for_driver {
-            machine.next_command(now)
-        } else {
-            None
-        };
-        // `settle` waits for the first look (or the claim) to end, which need not be an event.
-        let progressed = before != (machine.looked(), machine.settled());
+    /// What a step says everyone may read: published while the core is still locked, so
+    /// views are published in the order of the steps.
+    fn publish(&self, ready: &mut Ready) {
+        self.confirmed_generation
+            .fetch_max(ready.confirmed_generation, Ordering::AcqRel);
         self.view.publish(ready.view);
-        drop(machine);
-        if progressed || !ready.events.is_empty() {
+        let looked = self.looked.swap(ready.looked, Ordering::AcqRel) != ready.looked;
+        let settled = self.settled.swap(ready.settled, Ordering::AcqRel) != ready.settled;
+        if looked || settled || !ready.events.is_empty() {
             self.changed.notify_all();
         }
-        if !ready.events.is_empty() {
-            self.emit(ready.events);
+    }
+
+    /// The rest of a step's output, handed on without blocking: the stall meter, and the
+    /// events and warnings for the event thread.
+    fn deliver_ready(&self, ready: &mut Ready) {
+        for (stall, value) in ready.stalls.drain(..) {
+            let histogram = match stall {
+                Stall::WokeLate => &self.stalls.wake_late,
+                Stall::RoundTrip => &self.stalls.round_trip,
+            };
+            histogram.record(Duration::from_nanos(value));
         }
-        for warning in ready.warnings {
+        self.emit(std::mem::take(&mut ready.events));
+        for warning in ready.warnings.drain(..) {
             self.warn(&warning);
         }
-        command
     }
 
     fn kick(&self) {
         self.kicked.store(true, Ordering::Release);
-        let _machine = self.machine.lock();
+        let _core = self.core.lock();
         self.changed.notify_all();
     }
 
@@ -541,11 +570,10 @@ impl Lease {
             );
             // The writes in flight land first.
             let _no_writes_in_flight = self.write_gate.write();
-            self.step(Input::Notice(notice));
+            self.handle(Input::Notice(notice));
         } else {
-            self.step(Input::Notice(notice));
+            self.handle(Input::Notice(notice));
         }
-        self.kick();
     }
 
     /// Records are logged and callbacks run here, never on the lease thread, so a slow

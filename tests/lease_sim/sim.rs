@@ -1,8 +1,15 @@
-//! The discrete-event simulator: instances running [`Machine`] the way the driver does
-//! (`src/lease/driver.rs`: one command at a time on one connection, `Connected` after opening
-//! it, a timeout or reset → `Failed` then `Disconnected`), each on its own drifting clock,
-//! against one [`Model`] server, through a network that delays and loses, with faults drawn
-//! from a seed. Everything is a pure function of the [`Schedule`], so a seed replays exactly.
+//! The discrete-event simulator: instances running the shipped pure steps
+//! (`quantshift_lease::driver::Driver`, the machine and the lease thread's rules together)
+//! and executing their actions as `src/lease/driver.rs` does (connect, send one command,
+//! sleep until a time or a kick, exit), each on its own drifting clock, against one [`Model`]
+//! server, through a network that delays and loses, with faults and host stalls drawn from a
+//! seed. Nothing of the driver is re-typed here: this file only executes. Everything is a
+//! pure function of the [`Schedule`], so a seed replays exactly.
+//!
+//! Host stalls: a whole process descheduled (`Freeze`: none of its threads runs, replies
+//! wait for it), the lease thread woken late (`LateWake`), a reply read late (`LateRead`:
+//! it arrived in time, so the read timeout does not fire), at lengths drawn on both sides of
+//! the tolerance (`deadline − renew_interval`).
 //!
 //! # Invariants, checked as the run goes
 //!
@@ -21,21 +28,28 @@
 //!     frozen, every window `[q + kB, q + (k+1)B]` after the quiet start `q` contains an
 //!     instant at which some instance is primary, with
 //!     `B = 2·W + 4·poll + 2·timeout + 50 ms` (`W` = `machine::takeover_wait(deadline)`,
-//!     `timeout` = the lease command timeout; normal message delays are ≤ 2 ms): a
+//!     `timeout` = the ordinary command timeout; normal message delays are ≤ 2 ms): a
 //!     half-closed connection or a connect that started in a partition costs one timeout
 //!     and one reconnect pause (≤ poll) before the usual `observe → wait W → take`, and a
 //!     claim lost to another claimant can cost one more `W`.
-//! (d) The driver never spins: `wake_at` in the past with no command, 1 000 times in a row.
+//! (d) The driver never spins: a sleep until the past with nothing sent, 1 000 times in a row.
+//! (e) **Short stalls cost nothing.** In a schedule of only host stalls shorter than the
+//!     tolerance less a round trip, at most one a second, the lease is taken once (at the
+//!     start) and never again: a stall costs the stall, not a failover. (Longer stalls may
+//!     cost a failover; a late holder whose record nobody took gets it back at once, counted
+//!     as a regain.)
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 
-use quantshift_core::lease::machine::{self, Input, Machine, Notice, Params, DRIFT_PPM};
-use quantshift_core::lease::protocol::{
+use quantshift_core::lease::protocol::parse_reply;
+use quantshift_lease::driver::{Action, Driver, DriverParams, Happened, Ready, Redirect};
+use quantshift_lease::machine::{self, Event, Input, Notice, Params, DRIFT_PPM};
+use quantshift_lease::protocol::{
     Call, CallContext, Command, LeaseKeys, LeaseScript, Nanos, Reply,
 };
-use quantshift_core::lease::shared::View;
+use quantshift_lease::shared::View;
 
 use super::model::{Entry, Model, Resp, Script};
 
@@ -122,7 +136,18 @@ pub enum Fault {
     Stop {
         inst: usize,
     },
+    /// The whole process descheduled for `dur` (no thread of it runs).
     Freeze {
+        inst: usize,
+        dur: u64,
+    },
+    /// The lease thread's next timer wake-up comes `dur` late (the host ran something else).
+    LateWake {
+        inst: usize,
+        dur: u64,
+    },
+    /// The lease thread reads its next reply `dur` after it arrived.
+    LateRead {
         inst: usize,
         dur: u64,
     },
@@ -158,6 +183,8 @@ impl Fault {
         matches!(
             self,
             Fault::Freeze { .. }
+                | Fault::LateWake { .. }
+                | Fault::LateRead { .. }
                 | Fault::Restart { .. }
                 | Fault::Partition { .. }
                 | Fault::Storm { .. }
@@ -171,6 +198,11 @@ pub struct Schedule {
     pub params: Params,
     /// The lease command timeout (`Timing::lease_command_timeout`).
     pub timeout: u64,
+    /// The ordinary command timeout (looks, takes, releases).
+    pub command_timeout: u64,
+    /// Only stalls shorter than the tolerance less a round trip, apart from each other: the
+    /// lease must not move at all (invariant (e)).
+    pub short_stalls_only: bool,
     pub clocks: Vec<Clock>,
     pub faults: Vec<(u64, Fault)>,
     pub duration: u64,
@@ -223,7 +255,39 @@ impl Schedule {
         let clocks = (0..rng.usize(2..=4))
             .map(|_| Clock::random(&mut rng))
             .collect();
+        let command_timeout = rng.u64(2..=10) * timeout;
+        let tolerance = params.deadline - params.renew_interval;
+        // A stall drawn on both sides of the tolerance.
+        let stall = |rng: &mut fastrand::Rng| tolerance * rng.u64(10..300) / 100;
         let mut faults = Vec::new();
+        let short_stalls_only = rng.u8(..8) == 0;
+        if short_stalls_only {
+            // At most one stall a second, each shorter than the tolerance less a round trip
+            // (and the clocks' drift over a renewal period).
+            let longest = tolerance * 9 / 10 - 2 * MAX_NORMAL_DELAY;
+            for second in 0..duration / (1_000 * MS) {
+                let at = second * 1_000 * MS + rng.u64(..500) * MS;
+                let inst = rng.usize(..6);
+                let dur = rng.u64(MS..longest);
+                let fault = match rng.u8(..3) {
+                    0 => Fault::Freeze { inst, dur },
+                    1 => Fault::LateWake { inst, dur },
+                    _ => Fault::LateRead { inst, dur },
+                };
+                faults.push((at, fault));
+            }
+            return Schedule {
+                seed,
+                params,
+                timeout,
+                command_timeout,
+                short_stalls_only,
+                clocks,
+                faults,
+                duration,
+                write_period: rng.u64(20..100) * MS,
+            };
+        }
         let count = match rng.u8(..10) {
             0 => 0,
             1..=6 => rng.usize(1..=4),
@@ -247,9 +311,17 @@ impl Schedule {
                 16..=19 => Fault::Stop {
                     inst: inst(&mut rng),
                 },
-                20..=31 => Fault::Freeze {
+                20..=25 => Fault::Freeze {
                     inst: inst(&mut rng),
                     dur: span(&mut rng),
+                },
+                26..=28 => Fault::LateWake {
+                    inst: inst(&mut rng),
+                    dur: stall(&mut rng),
+                },
+                29..=31 => Fault::LateRead {
+                    inst: inst(&mut rng),
+                    dur: stall(&mut rng),
                 },
                 32..=39 => Fault::Restart {
                     down: rng.u64(..300) * MS,
@@ -295,6 +367,8 @@ impl Schedule {
             seed,
             params,
             timeout,
+            command_timeout,
+            short_stalls_only,
             clocks,
             faults,
             duration,
@@ -306,7 +380,7 @@ impl Schedule {
     pub fn liveness_bound(&self) -> u64 {
         2 * machine::takeover_wait(self.params.deadline)
             + 4 * self.params.poll_interval
-            + 2 * self.timeout
+            + 2 * self.command_timeout
             + 50 * MS
     }
 }
@@ -314,6 +388,8 @@ impl Schedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     TwoPrimaries,
+    /// A stall shorter than the tolerance moved the lease (invariant (e)).
+    StallMovedLease,
     FencedWrite,
     Liveness,
     Spin,
@@ -334,6 +410,13 @@ pub struct Stats {
     pub writes_acked: u64,
     pub primary_ns: u64,
     pub liveness_checks: u64,
+    /// Stall meter samples taken (late wake-ups, round trips).
+    pub stalls: u64,
+    /// Host stalls injected (freezes, late wake-ups, late reads).
+    pub stalls_injected: u64,
+    /// A late holder got its lease back at once (a Demoted, then a Promoted with one epoch).
+    pub regains: u64,
+    pub short_stall_schedules: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,18 +425,23 @@ struct Conn {
     half_closed: bool,
 }
 
+/// Where the instance's lease thread is in executing its last action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Drv {
-    Idle,
+    /// Running a step (between two actions).
+    Stepping,
+    Sleeping,
     Connecting,
-    Backoff,
-    Waiting { msg: usize, id: u64, sent_at: Nanos },
+    Waiting {
+        msg: usize,
+    },
     Exited,
 }
 
 struct Inst {
     id: String,
-    machine: Machine,
+    /// The shipped pure steps: the machine and the lease thread's rules.
+    driver: Driver,
     clock: Clock,
     born: u64,
     alive: bool,
@@ -361,8 +449,6 @@ struct Inst {
     deferred: Vec<Ev>,
     conn: Option<Conn>,
     drv: Drv,
-    input: Option<Input>,
-    retry: u64,
     wake_gen: u64,
     kicked: bool,
     spins: u32,
@@ -373,6 +459,12 @@ struct Inst {
     writer_busy: bool,
     writer_gen: Option<u64>,
     partitions: Vec<(u64, Dir)>,
+    /// The next timer wake-up of the lease thread comes this much late (a host stall).
+    late_wake: Option<u64>,
+    /// The next reply is read this much after it arrived (a host stall).
+    late_read: Option<u64>,
+    /// The epoch of its last promotion.
+    promoted_epoch: Option<u64>,
 }
 
 impl Inst {
@@ -412,6 +504,8 @@ struct Msg {
     gen: u64,
     reply: Option<Reply>,
     write_ok: bool,
+    /// Its reply reached the client (it is read, however late).
+    read: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,6 +524,7 @@ enum Ev {
     ServerUp,
     StormEnd,
     OrphanEnd,
+    StallEnd,
     Snapshot,
     Liveness { epoch: u64 },
 }
@@ -600,18 +695,20 @@ impl<'a> Sim<'a> {
         let n = self.insts.len();
         let nonce = self.rng.u64(..);
         let id = format!("i{n}");
+        let timeouts = DriverParams {
+            lease_command_timeout: self.s.timeout,
+            command_timeout: self.s.command_timeout,
+        };
         self.insts.push(Inst {
             id: id.clone(),
-            machine: Machine::new(self.s.params, id, nonce),
+            driver: Driver::new(self.s.params, timeouts, id, nonce),
             clock,
             born: self.now,
             alive: true,
             frozen: false,
             deferred: Vec::new(),
             conn: None,
-            drv: Drv::Idle,
-            input: None,
-            retry: 10 * MS,
+            drv: Drv::Stepping,
             wake_gen: 0,
             kicked: false,
             spins: 0,
@@ -621,9 +718,12 @@ impl<'a> Sim<'a> {
             writer_busy: false,
             writer_gen: None,
             partitions: Vec::new(),
+            late_wake: None,
+            late_read: None,
+            promoted_epoch: None,
         });
         self.log(|| format!("i{n} joins with {clock:?}"));
-        self.drive(n);
+        self.happen(n, Happened::Woke { timed_out: false });
         let first = self.rng.u64(..self.s.write_period);
         self.at(self.now + first, Ev::WriterTick { inst: n });
     }
@@ -647,20 +747,44 @@ impl<'a> Sim<'a> {
         }
         match ev {
             Ev::Wake { inst, gen } => {
-                let s = &self.insts[inst];
-                if gen == s.wake_gen && matches!(s.drv, Drv::Idle | Drv::Backoff) {
-                    self.drive(inst);
+                let s = &mut self.insts[inst];
+                if gen == s.wake_gen && s.drv == Drv::Sleeping {
+                    if let Some(late) = s.late_wake.take() {
+                        self.log(|| format!("i{inst}: the lease thread wakes {late} ns late"));
+                        let at = self.now + late;
+                        self.at(at, Ev::Wake { inst, gen });
+                    } else {
+                        self.happen(inst, Happened::Woke { timed_out: true });
+                    }
                 }
             }
             Ev::ConnectDone { inst, ok } => self.connect_done(inst, ok),
             Ev::Arrive { msg } => self.arrive(msg),
-            Ev::Back { msg } => self.back(msg),
-            Ev::Timeout { msg } | Ev::Reset { msg } => self.broken(msg),
-            Ev::WriterTick { inst } => self.writer_tick(inst),
-            Ev::Notice { inst } => {
-                self.step(inst, Input::Notice(Notice::Released));
-                self.kick(inst);
+            Ev::Back { msg } => {
+                let i = self.msgs[msg].inst;
+                let late = match self.msgs[msg].kind {
+                    MsgKind::Driver(_) if !self.msgs[msg].read => self.insts[i].late_read.take(),
+                    _ => None,
+                };
+                self.msgs[msg].read = true;
+                match late {
+                    Some(late) => {
+                        self.log(|| format!("i{i}: the reply is read {late} ns late"));
+                        let at = self.now + late;
+                        self.at(at, Ev::Back { msg });
+                    }
+                    None => self.back(msg),
+                }
             }
+            // A reply that arrived is read, however late: the read timeout did not fire.
+            Ev::Timeout { msg } if self.msgs[msg].read => {}
+            Ev::Timeout { msg } | Ev::Reset { msg } => self.broken(msg),
+            Ev::StallEnd => {
+                self.active -= 1;
+                self.quiet_changed();
+            }
+            Ev::WriterTick { inst } => self.writer_tick(inst),
+            Ev::Notice { inst } => self.handle(inst, Input::Notice(Notice::Released)),
             Ev::Fault(i) => self.fault(i),
             Ev::Unfreeze { inst } => {
                 self.active -= 1;
@@ -713,91 +837,98 @@ impl<'a> Sim<'a> {
         }
     }
 
-    // ---- the instance: the driver loop of driver.rs ----
+    // ---- the instance: the shipped steps, executed as src/lease/driver.rs does ----
 
     fn local(&self, i: usize) -> Nanos {
         self.insts[i].local(self.now)
     }
 
-    /// `Lease::step`: handle, publish the view.
-    fn step(&mut self, i: usize, input: Input) {
+    /// An input from another thread (a notice, a refused write, a stop): the shipped step,
+    /// then the lease thread is kicked, as `Lease::handle` does.
+    fn handle(&mut self, i: usize, input: Input) {
         let now = self.local(i);
-        let ready = self.insts[i].machine.handle(now, input);
-        self.publish(i, ready.view);
+        let ready = self.insts[i].driver.handle(now, input);
+        self.stepped(i, &ready);
+        self.kick(i);
     }
 
-    /// `Lease::driver_step`: handle, then the driver's next command, publish.
-    fn driver_step(&mut self, i: usize, input: Input) -> Option<Command> {
-        let now = self.local(i);
-        let ready = self.insts[i].machine.handle(now, input);
-        let command = self.insts[i].machine.next_command(now);
-        self.publish(i, ready.view);
-        command
-    }
-
-    fn drive(&mut self, i: usize) {
+    /// What happened to instance `i`'s lease thread: the shipped step, then its action.
+    fn happen(&mut self, i: usize, happened: Happened) {
         if !self.insts[i].alive || self.insts[i].frozen {
             return;
         }
-        loop {
-            if self.insts[i].conn.is_none() && !self.insts[i].stopping {
-                self.start_connect(i);
-                return;
+        self.insts[i].drv = Drv::Stepping;
+        let now = self.local(i);
+        // The store's master generation: one server here (a promoted replica resets every
+        // connection, as a restart does).
+        let ready = self.insts[i].driver.step(now, 1, happened);
+        self.stepped(i, &ready);
+        match ready.action.expect("the lease thread's step has an action") {
+            Action::Connect { timeout } => {
+                self.insts[i].conn = None;
+                self.start_connect(i, timeout);
             }
-            let input = self.insts[i].input.take().unwrap_or(Input::Tick);
-            let command = self.driver_step(i, input);
-            let Some(command) = command else {
-                if self.insts[i].stopping {
-                    self.exit(i, "stopped");
+            Action::Send {
+                command, timeout, ..
+            } => match self.insts[i].conn {
+                Some(conn) => {
+                    self.insts[i].spins = 0;
+                    self.send(i, conn, command, timeout);
+                }
+                None => {
+                    let failed = Happened::Failed {
+                        error: "no connection".into(),
+                        drops_connection: true,
+                        redirect: Redirect::None,
+                    };
+                    self.happen(i, failed);
+                }
+            },
+            Action::Sleep { until } => {
+                if std::mem::take(&mut self.insts[i].kicked) {
+                    self.happen(i, Happened::Woke { timed_out: false });
                     return;
                 }
-                if std::mem::take(&mut self.insts[i].kicked) {
-                    continue;
-                }
-                let now = self.local(i);
-                let wake = self.insts[i].machine.wake_at_now(now);
                 let s = &mut self.insts[i];
-                s.drv = Drv::Idle;
+                s.drv = Drv::Sleeping;
                 s.wake_gen += 1;
                 let gen = s.wake_gen;
-                let at = if wake <= now {
+                let at = if until <= now {
                     s.spins += 1;
                     if s.spins > 1_000 {
                         let what = format!(
-                            "i{i}: wake_at {wake} <= now {now} with no command, 1 000 times"
+                            "i{i}: sleeps until {until} <= now {now} with nothing sent, 1 000 times"
                         );
                         self.fail(Kind::Spin, what);
                     }
                     self.now + 1_000
                 } else {
                     s.spins = 0;
-                    s.real(wake)
+                    s.real(until)
                 };
                 self.at(at, Ev::Wake { inst: i, gen });
-                return;
-            };
-            self.insts[i].spins = 0;
-            let Some(conn) = self.insts[i].conn else {
-                // Stopping without a connection: the release fails at once.
-                let now = self.local(i);
-                self.step(
-                    i,
-                    Input::Reply {
-                        id: command.id(),
-                        sent_at: now,
-                        reply: Reply::Failed,
-                    },
-                );
-                continue;
-            };
-            self.send(i, conn, command);
-            return;
+            }
+            Action::Exit => self.exit(i, "stopped"),
         }
     }
 
-    fn send(&mut self, i: usize, conn: Conn, command: Command) {
+    /// What every step's output means for the checks: the view published, regains counted.
+    fn stepped(&mut self, i: usize, ready: &Ready) {
+        self.publish(i, ready.view);
+        self.stats.stalls += ready.stalls.len() as u64;
+        for event in &ready.events {
+            if let Event::Promoted { epoch } = event {
+                if self.insts[i].promoted_epoch == Some(*epoch) {
+                    self.stats.regains += 1;
+                    self.log(|| format!("i{i} is primary again (epoch {epoch}): a late holder"));
+                }
+                self.insts[i].promoted_epoch = Some(*epoch);
+            }
+        }
+    }
+
+    fn send(&mut self, i: usize, conn: Conn, command: Command, timeout: Nanos) {
         let sent_at = self.local(i);
-        let id = command.id();
         self.stats.commands += 1;
         self.log(|| format!("i{i} sends {command:?}"));
         let msg = self.msgs.len();
@@ -807,9 +938,10 @@ impl<'a> Sim<'a> {
             gen: conn.gen,
             reply: None,
             write_ok: false,
+            read: false,
         });
-        self.insts[i].drv = Drv::Waiting { msg, id, sent_at };
-        let timeout_at = self.insts[i].real(sent_at + self.s.timeout);
+        self.insts[i].drv = Drv::Waiting { msg };
+        let timeout_at = self.insts[i].real(sent_at + timeout);
         self.at(timeout_at, Ev::Timeout { msg });
         if conn.half_closed {
             return;
@@ -820,14 +952,14 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn start_connect(&mut self, i: usize) {
+    fn start_connect(&mut self, i: usize, timeout: Nanos) {
         self.insts[i].drv = Drv::Connecting;
         let (ok, delay) = if !self.server_up {
             (false, self.normal_delay())
         } else {
             match (self.net(i, Dir::Requests), self.net(i, Dir::Replies)) {
-                (Some(a), Some(b)) if a + b < self.s.timeout => (true, a + b),
-                _ => (false, self.s.timeout),
+                (Some(a), Some(b)) if a + b < timeout => (true, a + b),
+                _ => (false, timeout),
             }
         };
         let now = self.now;
@@ -840,39 +972,25 @@ impl<'a> Sim<'a> {
         }
         if ok && self.server_up {
             let gen = self.server_gen;
-            let s = &mut self.insts[i];
-            s.conn = Some(Conn {
+            self.insts[i].conn = Some(Conn {
                 gen,
                 half_closed: false,
             });
-            s.input = Some(Input::Connected);
-            s.retry = 10 * MS;
             self.log(|| format!("i{i} connected (gen {gen})"));
-            self.drive(i);
+            self.happen(i, Happened::Connected { generation: 1 });
         } else {
-            self.step(i, Input::Tick);
-            let now = self.local(i);
-            let cap = (250 * MS).min(self.s.params.poll_interval);
-            let s = &mut self.insts[i];
-            s.drv = Drv::Backoff;
-            if std::mem::take(&mut s.kicked) {
-                self.drive(i);
-                return;
-            }
-            s.wake_gen += 1;
-            let gen = s.wake_gen;
-            let at = s.real(now + s.retry);
-            s.retry = (s.retry * 2).min(cap);
-            self.at(at, Ev::Wake { inst: i, gen });
+            let error = "connection refused".into();
+            self.happen(i, Happened::ConnectFailed { error });
         }
     }
 
+    /// Wakes the lease thread if it sleeps; otherwise its next sleep ends at once.
     fn kick(&mut self, i: usize) {
         let s = &mut self.insts[i];
         match s.drv {
-            Drv::Idle | Drv::Backoff => {
+            Drv::Sleeping => {
                 s.wake_gen += 1;
-                self.drive(i);
+                self.happen(i, Happened::Woke { timed_out: false });
             }
             Drv::Exited => {}
             _ => s.kicked = true,
@@ -893,32 +1011,21 @@ impl<'a> Sim<'a> {
                 self.insts[i].writer_busy = false;
                 if !ok {
                     self.log(|| format!("i{i}: fenced write refused"));
-                    self.step(i, Input::WriteRefused { token });
-                    self.kick(i);
+                    self.handle(i, Input::WriteRefused { token });
                 }
                 return;
             }
             MsgKind::Driver(_) => {}
         }
-        let Drv::Waiting {
-            msg: current,
-            id,
-            sent_at,
-        } = self.insts[i].drv
-        else {
-            return;
-        };
-        if current != msg {
+        if self.insts[i].drv != (Drv::Waiting { msg }) {
             return;
         }
         let reply = self.msgs[msg].reply.clone().expect("executed");
         self.log(|| format!("i{i} gets {reply:?}"));
-        self.insts[i].drv = Drv::Idle;
-        self.step(i, Input::Reply { id, sent_at, reply });
-        self.drive(i);
+        self.happen(i, Happened::Replied(reply));
     }
 
-    /// A timeout or a reset: `Failed`, the connection dropped, `Disconnected`.
+    /// A timeout or a reset: the command failed and the connection is dropped.
     fn broken(&mut self, msg: usize) {
         let i = self.msgs[msg].inst;
         if let MsgKind::Write(_) = self.msgs[msg].kind {
@@ -928,30 +1035,17 @@ impl<'a> Sim<'a> {
             }
             return;
         }
-        let Drv::Waiting {
-            msg: current,
-            id,
-            sent_at,
-        } = self.insts[i].drv
-        else {
-            return;
-        };
-        if current != msg {
+        if self.insts[i].drv != (Drv::Waiting { msg }) {
             return;
         }
         self.log(|| format!("i{i}: command failed (timeout or reset); disconnected"));
-        self.insts[i].drv = Drv::Idle;
-        self.step(
-            i,
-            Input::Reply {
-                id,
-                sent_at,
-                reply: Reply::Failed,
-            },
-        );
         self.insts[i].conn = None;
-        self.step(i, Input::Disconnected);
-        self.drive(i);
+        let failed = Happened::Failed {
+            error: "timeout or reset".into(),
+            drops_connection: true,
+            redirect: Redirect::None,
+        };
+        self.happen(i, failed);
     }
 
     fn exit(&mut self, i: usize, why: &str) {
@@ -973,7 +1067,7 @@ impl<'a> Sim<'a> {
         if s.writer_busy || !s.view.is_primary_at(now) {
             return;
         }
-        let Some(token) = s.machine.token().map(str::to_owned) else {
+        let Some(token) = s.driver.token().map(str::to_owned) else {
             return;
         };
         let gen = match s.writer_gen {
@@ -990,6 +1084,7 @@ impl<'a> Sim<'a> {
             gen,
             reply: None,
             write_ok: false,
+            read: false,
         });
         let timeout_at = self.insts[i].real(now + self.s.timeout);
         self.at(timeout_at, Ev::Timeout { msg });
@@ -1131,14 +1226,20 @@ impl<'a> Sim<'a> {
         };
         let parsed = match &resp {
             Resp::Error { .. } => Err(resp.clone()),
-            _ => command
-                .parse_reply(resp.to_value())
-                .map_err(|_| resp.clone()),
+            _ => parse_reply(command, resp.to_value()).map_err(|_| resp.clone()),
         };
         match parsed {
             Ok(reply) => {
                 if matches!(reply, Reply::Taken { .. }) {
                     self.stats.takes += 1;
+                    if self.s.short_stalls_only && self.stats.takes > 1 {
+                        let what = format!(
+                            "i{i} took the lease (take {}) though only stalls shorter than the \
+                             tolerance happened",
+                            self.stats.takes
+                        );
+                        self.fail(Kind::StallMovedLease, what);
+                    }
                 }
                 reply
             }
@@ -1159,7 +1260,7 @@ impl<'a> Sim<'a> {
         self.server_gen += 1;
         // Commands waiting on a connection of the old server see it reset.
         for i in 0..self.insts.len() {
-            if let Drv::Waiting { msg, .. } = self.insts[i].drv {
+            if let Drv::Waiting { msg } = self.insts[i].drv {
                 if let Some(d) = self.net(i, Dir::Replies) {
                     let at = self.now + d;
                     self.at(at, Ev::Reset { msg });
@@ -1200,12 +1301,25 @@ impl<'a> Sim<'a> {
                 let i = self.pick(inst);
                 if self.insts[i].alive && !self.insts[i].frozen && !self.insts[i].stopping {
                     self.insts[i].stopping = true;
-                    self.step(i, Input::Stop);
-                    self.kick(i);
+                    self.handle(i, Input::Stop);
                 }
+            }
+            Fault::LateWake { inst, dur } | Fault::LateRead { inst, dur } => {
+                let i = self.pick(inst);
+                self.stats.stalls_injected += 1;
+                let s = &mut self.insts[i];
+                if matches!(fault, Fault::LateWake { .. }) {
+                    s.late_wake = Some(dur);
+                } else {
+                    s.late_read = Some(dur);
+                }
+                // In effect until it surely happened (the next wake-up or reply) and ended.
+                let at = self.now + self.s.params.poll_interval.max(self.s.command_timeout) + dur;
+                self.at(at, Ev::StallEnd);
             }
             Fault::Freeze { inst, dur } => {
                 let i = self.pick(inst);
+                self.stats.stalls_injected += 1;
                 if self.insts[i].alive && !self.insts[i].frozen {
                     self.insts[i].frozen = true;
                     let at = self.now + dur;

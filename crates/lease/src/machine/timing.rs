@@ -1,7 +1,7 @@
 //! The timing of one instance and the take-over wait: the inequality the lease's safety rests
 //! on (the top of `src/lease/mod.rs`), in numbers.
 
-use crate::lease::protocol::Nanos;
+use crate::protocol::Nanos;
 
 /// Bound on how much faster or slower one instance's monotonic clock may run than real time
 /// (or another's), in parts per million: 1 %, far above what NTP-disciplined or free-running

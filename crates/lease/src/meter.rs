@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::machine::Warning;
+
 /// The histograms' bucket upper bounds in milliseconds (a last bucket holds the rest):
 /// fine below the default 200 ms tolerance, coarse past it.
 pub const BUCKET_BOUNDS_MS: [u64; 13] = [1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 1000, 5000];
@@ -113,9 +115,9 @@ pub enum Stall {
 
 /// A stall is worth a warning from half the tolerance on: one twice as long costs a
 /// failover.
-const WARN_FRACTION: u32 = 2;
-/// At most one stall warning per this period.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+const WARN_FRACTION: u64 = 2;
+/// At most one stall warning per this period (nanoseconds).
+const WARN_EVERY: u64 = 60_000_000_000;
 
 /// Decides when the host's stalls come close enough to the tolerance to warn.
 #[derive(Debug, Default)]
@@ -124,38 +126,24 @@ pub struct StallWatch {
 }
 
 impl StallWatch {
-    /// The warning for a stall of `value` seen at `now` (monotonic nanoseconds), if one is due.
-    pub fn check(
-        &mut self,
-        now: u64,
-        stall: Stall,
-        value: Duration,
-        tolerance: Duration,
-    ) -> Option<String> {
-        if tolerance.is_zero() || value < tolerance / WARN_FRACTION {
+    /// The warning for a stall of `value` seen at `now` (nanoseconds of one monotonic
+    /// clock), if one is due.
+    pub fn check(&mut self, now: u64, stall: Stall, value: u64, tolerance: u64) -> Option<Warning> {
+        if tolerance == 0 || value < tolerance / WARN_FRACTION {
             return None;
         }
         if self
             .last_warned
-            .is_some_and(|at| now.saturating_sub(at) < WARN_EVERY.as_nanos() as u64)
+            .is_some_and(|at| now.saturating_sub(at) < WARN_EVERY)
         {
             return None;
         }
         self.last_warned = Some(now);
-        let what = match stall {
-            Stall::WokeLate => format!(
-                "the lease thread woke {} ms late (the process was not scheduled)",
-                value.as_millis()
-            ),
-            Stall::RoundTrip => format!("a lease round trip took {} ms", value.as_millis()),
-        };
-        Some(format!(
-            "{what}, against a failover_tolerance of {} ms: a stall past the tolerance demotes \
-             a live primary and costs a failover. Raise failover_tolerance (docs/failover.md, \
-             \"Tolerance profiles\": 500 ms in a container with CPU limits), or give the bot \
-             CPU it is not throttled on (no CFS quota, fewer busy processes than cores)",
-            tolerance.as_millis()
-        ))
+        Some(Warning::Stalled {
+            stall,
+            value_ms: value / 1_000_000,
+            tolerance_ms: tolerance / 1_000_000,
+        })
     }
 }
 
@@ -186,10 +174,13 @@ mod tests {
     #[test]
     fn stalls_near_the_tolerance_warn_once_a_minute() {
         let mut watch = StallWatch::default();
-        let tolerance = Duration::from_millis(200);
-        let ms = |n: u64| Duration::from_millis(n);
+        let ms = |n: u64| n * 1_000_000;
+        let tolerance = ms(200);
         assert!(watch.check(0, Stall::WokeLate, ms(99), tolerance).is_none());
-        let text = watch.check(1, Stall::WokeLate, ms(150), tolerance).unwrap();
+        let text = watch
+            .check(1, Stall::WokeLate, ms(150), tolerance)
+            .unwrap()
+            .text("i");
         assert!(text.contains("150 ms late") && text.contains("failover_tolerance of 200 ms"));
         assert!(watch
             .check(2, Stall::RoundTrip, ms(190), tolerance)

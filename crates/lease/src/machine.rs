@@ -1,9 +1,21 @@
 //! The lease's decisions as a pure state machine: time, replies, notices and refusals go
-//! in ([`Machine::handle`]); the next command to run on Redis, role events, the view that
-//! `is_primary()` reads come out ([`Ready`]), the next wake-up from [`Machine::wake_at_now`]. No Redis, no clock reads,
-//! no threads, no locks: the driver (`driver.rs`) and the simulator feed it the same way.
+//! in ([`Machine::handle`]); role events, warnings, the view that `is_primary()` reads, a
+//! caller's renewal or a token to release come out ([`Ready`]). The lease thread's next
+//! command and wake-up are asked for only by [`crate::driver`], which wraps the machine and
+//! is what the lease thread and the simulator run.
 //!
-//! The safety argument it implements is at the top of `mod.rs`.
+//! The safety argument it implements is at the top of `src/lease/mod.rs` of quantshift-core.
+//!
+//! # A late holder
+//!
+//! A holder whose deadline passed before a renewal succeeded (the host stalled it) is not
+//! primary from that instant. If the lease thread's connection has been open since before its
+//! last successful renewal started, it renews the same token at once: data brought back from
+//! the past closes every connection (argument 5), so on that connection a renewal that
+//! succeeds proves nobody took the lease meanwhile (a take replaces the token, and tokens are
+//! never reused), and the holder is primary again until `D` after that renewal's start
+//! (argument 1) with the same epoch: a stall costs the stall, not a failover. Any other
+//! outcome, or a broken connection, retires the token as before.
 
 use std::collections::HashMap;
 
@@ -13,8 +25,8 @@ mod timing;
 pub use self::interface::{Event, Input, Notice, Ready, Warning};
 use self::timing::MILLI;
 pub use self::timing::{takeover_wait, Params, DRIFT_PPM, PRESENCE_LIFETIMES, TAKEOVER_MARGIN};
-use super::protocol::{Command, Expect, Nanos, Record, Reply};
-use super::shared::View;
+use crate::protocol::{Command, Expect, Nanos, Record, Reply};
+use crate::shared::View;
 
 #[derive(Debug, Clone)]
 struct Holding {
@@ -25,6 +37,10 @@ struct Holding {
     /// Not primary before this instant (a claim of an absent record waits).
     primary_from: Nanos,
     promoted: bool,
+    /// Past its deadline, renewing the same token at once (see "A late holder").
+    lapsed: bool,
+    /// The start of the last successful take or renewal.
+    renewed_from: Nanos,
     next_renew: Nanos,
     last_refresh: Nanos,
     last_presence: Nanos,
@@ -139,17 +155,25 @@ impl Machine {
         }
     }
 
-    /// One step: apply `input` at `now`, then say what to do next.
+    /// Whether it stopped (after [`Input::Stop`]): the driver exits once nothing is left to send.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// One step: apply `input` at `now`, then say what came of it.
     pub fn handle(&mut self, now: Nanos, input: Input) -> Ready {
-        self.apply(now, input);
-        self.advance(now)
+        let (renewal, released) = self.apply(now, input);
+        let mut ready = self.advance(now);
+        ready.renewal = renewal;
+        ready.released = released;
+        ready
     }
 
     /// A renewal for a caller's own connection (`heartbeat()`), while holding; otherwise
     /// the driver is asked to look at the lease now.
-    pub fn heartbeat(&mut self, now: Nanos) -> Option<Command> {
+    fn heartbeat(&mut self, now: Nanos) -> Option<Command> {
         match &self.holding {
-            Some(h) if now < h.deadline && !self.stopping => {
+            Some(h) if now < h.deadline && !h.lapsed && !self.stopping => {
                 let token = h.token.clone();
                 Some(self.renew_command(token, true, true))
             }
@@ -163,7 +187,7 @@ impl Machine {
     /// Gives the lease up at once (graceful stop, handover): standby from this call on.
     /// Returns the token to release when it was primary up to this call (otherwise only its
     /// lock key is freed, by the driver).
-    pub fn step_down(&mut self, now: Nanos, reason: &str) -> Option<String> {
+    fn step_down(&mut self, now: Nanos, reason: &str) -> Option<String> {
         match self.retire(now, reason)? {
             (token, true) => Some(token),
             (token, false) => {
@@ -173,13 +197,11 @@ impl Machine {
         }
     }
 
-    /// Events produced outside [`handle`](Self::handle) (by `step_down`).
-    pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.events)
-    }
-
-    fn apply(&mut self, now: Nanos, input: Input) {
+    /// Applies `input`; returns a caller's renewal and a token to release, if it made one.
+    fn apply(&mut self, now: Nanos, input: Input) -> (Option<Command>, Option<String>) {
         match input {
+            Input::Heartbeat => return (self.heartbeat(now), None),
+            Input::StepDown { reason } => return (None, self.step_down(now, &reason)),
             Input::Tick => {}
             Input::Connected => {
                 self.connected_at = Some(now);
@@ -189,6 +211,11 @@ impl Machine {
                 self.next_look = now;
             }
             Input::Disconnected => {
+                if self.holding.as_ref().is_some_and(|h| h.lapsed) {
+                    // Only the connection it renewed on could prove the lease still its own.
+                    let retired = self.retire(now, "");
+                    self.release_retired(retired, true);
+                }
                 self.connected_at = None;
                 self.saw_held_on_connection = false;
                 self.watch = None;
@@ -215,11 +242,12 @@ impl Machine {
             }
             Input::Stop => {
                 self.stopping = true;
-                if let Some(token) = self.step_down(now, super::SHUTTING_DOWN) {
+                if let Some(token) = self.step_down(now, crate::SHUTTING_DOWN) {
                     self.releases.push((token, false, false));
                 }
             }
         }
+        (None, None)
     }
 
     fn on_reply(&mut self, now: Nanos, id: u64, sent_at: Nanos, reply: Reply) {
@@ -250,6 +278,8 @@ impl Machine {
                         deadline: sent_at + self.params.deadline,
                         primary_from: now + wait,
                         promoted: false,
+                        lapsed: false,
+                        renewed_from: sent_at,
                         next_renew: now + self.params.renew_interval,
                         last_refresh: sent_at,
                         last_presence: sent_at,
@@ -291,14 +321,28 @@ impl Machine {
             return;
         };
         match reply {
-            // Counted only while still inside the deadline: a token past it is retired.
-            Reply::Renewed { .. } if now < h.deadline => {
+            // Primary until D after the start of this renewal (argument 1), even when its
+            // reply was read late; a late holder (only ever renewing on the connection it
+            // renewed on before) is primary again.
+            Reply::Renewed { .. } => {
                 h.deadline = h.deadline.max(sent_at + self.params.deadline);
+                h.renewed_from = h.renewed_from.max(sent_at);
                 if refresh {
                     h.last_refresh = h.last_refresh.max(sent_at);
                 }
+                if h.lapsed {
+                    if now < h.deadline {
+                        h.lapsed = false;
+                    } else {
+                        h.next_renew = now;
+                    }
+                }
             }
-            Reply::Renewed { .. } => {}
+            _ if h.lapsed => {
+                let retired = self.retire(now, "");
+                self.release_retired(retired, true);
+                self.next_look = now;
+            }
             Reply::RenewRefused => {
                 let released = self.retire(
                     now,
@@ -391,9 +435,22 @@ impl Machine {
     }
 
     fn advance(&mut self, now: Nanos) -> Ready {
-        if let Some(h) = &self.holding {
-            if now >= h.deadline {
-                let released = self.retire(now, "no renewal succeeded before the renew deadline");
+        let connected_at = self.connected_at;
+        if let Some(h) = self
+            .holding
+            .as_mut()
+            .filter(|h| now >= h.deadline && !h.lapsed)
+        {
+            let late = "no renewal succeeded before the renew deadline";
+            if h.promoted && connected_at.is_some_and(|at| at <= h.renewed_from) {
+                h.lapsed = true;
+                h.promoted = false;
+                h.next_renew = now;
+                self.events.push(Event::Demoted {
+                    reason: format!("{late}; renewing at once"),
+                });
+            } else {
+                let released = self.retire(now, late);
                 self.release_retired(released, true);
                 self.next_look = now;
             }
@@ -408,11 +465,15 @@ impl Machine {
             events: std::mem::take(&mut self.events),
             warnings: std::mem::take(&mut self.warnings),
             view: self.view(),
+            renewal: None,
+            released: None,
+            looked: self.looked(),
+            settled: self.settled(),
         }
     }
 
     /// The driver's next command, if it should send one now (none while one is in flight).
-    pub fn next_command(&mut self, now: Nanos) -> Option<Command> {
+    pub(crate) fn next_command(&mut self, now: Nanos) -> Option<Command> {
         if self.busy.is_some() {
             return None;
         }
@@ -507,15 +568,17 @@ impl Machine {
     }
 
     /// When the machine next wants a [`Input::Tick`], as of `now`.
-    pub fn wake_at_now(&self, now: Nanos) -> Nanos {
-        self.wake_at(now)
-    }
-
-    fn wake_at(&self, now: Nanos) -> Nanos {
+    pub(crate) fn wake_at(&self, now: Nanos) -> Nanos {
         let far = now + self.params.poll_interval.max(self.params.renew_interval);
         let mut at = far;
         if let Some(h) = &self.holding {
-            at = at.min(h.next_renew).min(h.deadline);
+            // A renewal of the token in flight (a caller's) holds the next one back.
+            if !self.renewals.values().any(|(t, _)| *t == h.token) {
+                at = at.min(h.next_renew);
+            }
+            if !h.lapsed {
+                at = at.min(h.deadline);
+            }
             if !h.promoted {
                 at = at.min(h.primary_from);
             }

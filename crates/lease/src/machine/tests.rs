@@ -169,8 +169,70 @@ fn the_deadline_demotes_without_any_reply() {
     let (now, take) = take_after_looks(&mut m, &released);
     reply(&mut m, now, &take, Reply::Taken { epoch: 2 });
     let deadline = m.view().deadline;
-    // Renewals never answer.
+    // Renewals never answer: primary no more at the deadline, one renewal at once.
     let ready = step(&mut m, deadline, Input::Tick);
     assert!(!ready.view.is_primary_at(deadline));
+    assert!(ready
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Demoted { .. })));
+    let renew = ready.command.expect("a late holder renews at once");
+    assert!(matches!(renew, Command::Renew { .. }));
+    // It fails too: the token is retired.
+    reply(&mut m, deadline + MS, &renew, Reply::Failed);
+    assert!(m.token().is_none());
+}
+
+/// Primary until the deadline, then the late holder's renewal on the same connection.
+fn late_holder(name: &str) -> (Machine, Nanos, Command) {
+    let mut m = Machine::new(params(), name.into(), 5);
+    let observe = step(&mut m, 0, Input::Connected).command.unwrap();
+    let released = Record::Released { seq: 1, epoch: 1 };
+    reply(&mut m, 0, &observe, Reply::Observed(released.clone()));
+    let (now, take) = take_after_looks(&mut m, &released);
+    reply(&mut m, now, &take, Reply::Taken { epoch: 2 });
+    // The host stalls the process for two seconds.
+    let late = m.view().deadline + 2_000 * MS;
+    let ready = step(&mut m, late, Input::Tick);
+    assert!(!ready.view.is_primary_at(late));
+    let renew = ready.command.expect("a late holder renews at once");
+    (m, late, renew)
+}
+
+#[test]
+fn a_late_holder_whose_renewal_succeeds_on_its_connection_is_primary_again() {
+    let (mut m, late, renew) = late_holder("e");
+    let ready = reply(&mut m, late + MS, &renew, Reply::Renewed { seq: 2 });
+    assert!(ready.view.is_primary_at(late + MS));
+    assert_eq!(ready.events, vec![Event::Promoted { epoch: 2 }]);
+    assert_eq!(ready.view.epoch, 2, "the same lease, not a new take");
+}
+
+#[test]
+fn a_late_holder_refused_or_reconnected_is_retired() {
+    let (mut m, late, renew) = late_holder("f");
+    reply(&mut m, late + MS, &renew, Reply::RenewRefused);
+    assert!(m.token().is_none());
+    let (mut m, late, _) = late_holder("g");
+    step(&mut m, late, Input::Disconnected);
+    assert!(
+        m.token().is_none(),
+        "a new connection cannot vouch for the record"
+    );
+    assert!(!m.view().is_primary_at(late));
+}
+
+#[test]
+fn a_holder_reconnected_since_its_last_renewal_is_retired_at_the_deadline() {
+    let mut m = Machine::new(params(), "h".into(), 6);
+    let observe = step(&mut m, 0, Input::Connected).command.unwrap();
+    let released = Record::Released { seq: 1, epoch: 1 };
+    reply(&mut m, 0, &observe, Reply::Observed(released.clone()));
+    let (now, take) = take_after_looks(&mut m, &released);
+    reply(&mut m, now, &take, Reply::Taken { epoch: 2 });
+    step(&mut m, now + MS, Input::Disconnected);
+    step(&mut m, now + 2 * MS, Input::Connected);
+    let deadline = m.view().deadline;
+    step(&mut m, deadline, Input::Tick);
     assert!(m.token().is_none());
 }
