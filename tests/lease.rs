@@ -434,3 +434,64 @@ fn a_sole_instance_is_primary_when_new_returns_and_hears_its_own_demotion_at_clo
     m.close().unwrap();
     assert_eq!(*reasons.lock().unwrap(), ["shutting down"]);
 }
+
+/// The lease record's epoch every 5 ms for `how_long`: each distinct epoch with the instant it
+/// was first seen.
+fn epochs_seen(server: &RedisServer, bot: &str, how_long: Duration) -> Vec<(u64, Instant)> {
+    let mut conn = server.connection();
+    let mut seen: Vec<(u64, Instant)> = Vec::new();
+    let until = Instant::now() + how_long;
+    while Instant::now() < until {
+        let epoch: Option<u64> = redis::cmd("HGET")
+            .arg(format!("bot:{bot}:lease_record"))
+            .arg("epoch")
+            .query(&mut conn)
+            .unwrap();
+        if let Some(epoch) = epoch {
+            if seen.last().is_none_or(|(last, _)| *last != epoch) {
+                seen.push((epoch, Instant::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seen
+}
+
+/// Issue 24: with a logger that takes a second per record (every promotion, demotion and
+/// warning is logged), two healthy instances never trade the lease, and after a `kill -9` of
+/// the primary exactly one take follows, within a second, and the new primary leads on.
+#[test]
+fn a_logger_that_blocks_delays_no_renewal() {
+    let server = RedisServer::start();
+    let bot = "blocking-log";
+    let env = [("QS_CHILD_LOG_SLEEP_MS", "1000")];
+    let mut primary = ChildBot::spawn_with_env(&server, bot, 30_000, false, &env);
+    assert!(
+        wait_for(Duration::from_secs(10), || primary.has_line("primary")),
+        "the first child never became primary"
+    );
+    let mut standby = ChildBot::spawn_with_env(&server, bot, 30_000, false, &env);
+    assert!(
+        wait_for(Duration::from_secs(10), || standby.has_line("tick")),
+        "the second child never started"
+    );
+    let quiet = epochs_seen(&server, bot, Duration::from_secs(6));
+    assert_eq!(quiet.len(), 1, "the lease moved with no fault: {quiet:?}");
+    signal(primary.pid(), libc::SIGKILL);
+    let killed = Instant::now();
+    let _ = primary.wait_exit(Duration::from_secs(2));
+    let after = epochs_seen(&server, bot, Duration::from_secs(5));
+    let new: Vec<_> = after.iter().filter(|(e, _)| *e != quiet[0].0).collect();
+    assert_eq!(new.len(), 1, "exactly one take after the kill: {after:?}");
+    let took = new[0].1.duration_since(killed);
+    assert!(
+        took <= Duration::from_secs(1),
+        "the take came {took:?} after the kill"
+    );
+    assert!(
+        standby.has_line("primary"),
+        "the standby never said it was primary"
+    );
+    let _ = standby.child.kill();
+    let _ = standby.wait_exit(Duration::from_secs(2));
+}

@@ -349,6 +349,24 @@ impl Drop for ChildBot {
 /// where the write is a `save_position("TICK", {"n": n})` tried whatever the role, so a
 /// parent can check that writes are refused exactly when the child is not primary.
 /// Prints `primary` once promoted, and `handler <i>` from its shutdown handlers.
+/// A logger as a slow sink (a syslog or HTTP handler that stalls) would be: every record
+/// takes `pause`.
+fn install_blocking_logger(pause: Duration) {
+    struct Blocking(Duration);
+    impl log::Log for Blocking {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            std::thread::sleep(self.0);
+            println!("log {} {}", record.level(), record.args());
+        }
+        fn flush(&self) {}
+    }
+    log::set_boxed_logger(Box::new(Blocking(pause))).expect("the first logger");
+    log::set_max_level(log::LevelFilter::Debug);
+}
+
 pub fn child_bot_main() {
     let Ok(url) = std::env::var("QS_CHILD_URL") else {
         return;
@@ -356,6 +374,12 @@ pub fn child_bot_main() {
     let bot = std::env::var("QS_CHILD_BOT").unwrap();
     let ttl: u64 = std::env::var("QS_CHILD_TTL_MS").unwrap().parse().unwrap();
     let signals = std::env::var("QS_CHILD_SIGNALS").as_deref() == Ok("1");
+    if let Some(ms) = std::env::var("QS_CHILD_LOG_SLEEP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        install_blocking_logger(Duration::from_millis(ms));
+    }
     let config = Config::new(bot)
         .redis_url(url)
         .lock_ttl(Duration::from_millis(ttl))
