@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keys::HANDOVER_REQUEST;
 use crate::keys::{validate_bot_name_for, KeyLayout, Keys};
+use crate::lease::meter::{HistogramSnapshot, LeaseStalls};
 use crate::positions::{decode_object, JsonObject, PositionStore};
 pub use crate::store::{warning_kind, ServerReport, ServerWarning};
 use crate::store::{Store, SCRIPTS};
@@ -32,8 +33,20 @@ pub struct BotStatus {
     pub state_last_update: Option<String>,
     pub state_age: Option<Duration>,
     pub positions: usize,
-    /// Live instances (primary and standbys) that touched the lease recently.
+    /// Live instances (primary and standbys): those whose presence has not lapsed at the
+    /// server's time of the read (an instance records itself every 500 ms for 1.5 s; a
+    /// closed one leaves at once).
     pub instances: Vec<String>,
+    /// How long ago, by the server's clock, the holder last renewed the lease (its record's
+    /// `renewed_at`); `None` without a holder or a record of its renewals.
+    pub renewal_age: Option<Duration>,
+    /// When the holder's deadline falls, in ms from the read (negative: it passed, and the
+    /// holder is standby unless it renews at once): `renewed_at + deadline_ms` on the
+    /// server's clock, at the latest (the holder counts from the start of its renewal).
+    pub deadline_in_ms: Option<i64>,
+    /// The stall meter of each live instance that published one, in the order of
+    /// `instances`.
+    pub lease_stalls: Vec<(String, LeaseStalls)>,
 }
 
 impl BotStatus {
@@ -54,6 +67,17 @@ impl BotStatus {
             self.holder.clone().map_or(Value::Null, Value::from),
         );
         out.insert("lease_ttl_seconds".into(), secs(self.lease_ttl));
+        out.insert("lease_renewal_age_seconds".into(), secs(self.renewal_age));
+        out.insert(
+            "lease_deadline_in_seconds".into(),
+            self.deadline_in_ms
+                .map_or(Value::Null, |ms| Value::from(ms as f64 / 1000.0)),
+        );
+        out.insert(
+            "lease_deadline_passed".into(),
+            self.deadline_in_ms
+                .map_or(Value::Null, |ms| Value::from(ms <= 0)),
+        );
         out.insert("epoch".into(), self.epoch.map_or(Value::Null, Value::from));
         out.insert(
             "heartbeat".into(),
@@ -78,8 +102,50 @@ impl BotStatus {
                     .collect::<Vec<_>>(),
             ),
         );
+        out.insert(
+            "lease_stalls".into(),
+            Value::Object(
+                self.lease_stalls
+                    .iter()
+                    .map(|(id, stalls)| (id.clone(), stalls_json(stalls)))
+                    .collect(),
+            ),
+        );
         out
     }
+}
+
+/// A stall meter as operators read it: counts, and durations in seconds (the quantiles are
+/// the upper bounds of their buckets).
+pub fn stalls_json(stalls: &LeaseStalls) -> Value {
+    let histogram = |h: &HistogramSnapshot| {
+        let mut out = Map::new();
+        out.insert("count".into(), Value::from(h.count));
+        out.insert("sum_seconds".into(), Value::from(h.sum.as_secs_f64()));
+        out.insert("max_seconds".into(), Value::from(h.max.as_secs_f64()));
+        out.insert(
+            "p50_seconds".into(),
+            Value::from(h.quantile(0.5).as_secs_f64()),
+        );
+        out.insert(
+            "p99_seconds".into(),
+            Value::from(h.quantile(0.99).as_secs_f64()),
+        );
+        out.insert("buckets".into(), Value::from(h.buckets.clone()));
+        Value::Object(out)
+    };
+    let mut out = Map::new();
+    out.insert("wake_late".into(), histogram(&stalls.wake_late));
+    out.insert("round_trip".into(), histogram(&stalls.round_trip));
+    out.insert(
+        "tolerance_seconds".into(),
+        Value::from(stalls.tolerance.as_secs_f64()),
+    );
+    out.insert(
+        "dropped_records".into(),
+        Value::from(stalls.dropped_records),
+    );
+    Value::Object(out)
 }
 
 /// The Redis node the inspector is connected to.
@@ -138,7 +204,6 @@ fn instance_of(token: String) -> String {
 /// the position keys of the symbols its bot's index is expected to hold. The errors are kept
 /// in the replies, so that one bot's `WRONGTYPE` is that bot's error.
 fn status_pipeline(bots: &[(&Keys, &[String])]) -> redis::Pipeline {
-    let now_ms = crate::clock::unix_millis();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for (keys, expected) in bots {
@@ -149,7 +214,8 @@ fn status_pipeline(bots: &[(&Keys, &[String])]) -> redis::Pipeline {
             .key(&keys.state)
             .key(&keys.instances)
             .key(&keys.positions_index)
-            .arg(now_ms);
+            .key(&keys.lease_record)
+            .key(&keys.lease_stalls);
         for symbol in *expected {
             invocation.key(keys.position(symbol)).arg(symbol);
         }
@@ -281,6 +347,7 @@ impl Inspector {
                         | "positions"
                         | "instances"
                         | "lease_record"
+                        | "lease_stalls"
                 ) || rest.starts_with("position:")
             })
             .map(|(bot, _)| bot.to_owned())
@@ -432,16 +499,36 @@ impl Inspector {
     ) -> Result<BotStatus> {
         #[allow(clippy::type_complexity)]
         let read: redis::RedisResult<(
-            Option<String>,
-            i64,
-            Option<u64>,
-            Option<String>,
-            Option<Vec<u8>>,
-            Vec<String>,
-            usize,
-        )> = redis::from_redis_value(reply).map_err(redis::RedisError::from);
-        let (lock, pttl, epoch, heartbeat, state, instances, positions) =
-            read.map_err(|err| self.name_wrong_type(store, keys, Error::from(err)))?;
+            (
+                Option<String>,
+                i64,
+                Option<u64>,
+                Option<String>,
+                Option<Vec<u8>>,
+                Vec<String>,
+                usize,
+            ),
+            (u64, (Option<String>, Option<u64>, Option<u64>), Vec<String>),
+        )> = match reply {
+            // Two tuples: redis-rs reads tuples of up to 12 items.
+            redis::Value::Array(mut items) if items.len() == 10 => {
+                let rest = items.split_off(7);
+                redis::from_redis_value(redis::Value::Array(items))
+                    .and_then(|first| {
+                        Ok((first, redis::from_redis_value(redis::Value::Array(rest))?))
+                    })
+                    .map_err(redis::RedisError::from)
+            }
+            other => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "unexpected reply from the status script",
+                format!("{other:?}"),
+            ))),
+        };
+        let (
+            (lock, pttl, epoch, heartbeat, state, instances, positions),
+            (now_ms, (record_token, renewed_at, deadline_ms), stall_entries),
+        ) = read.map_err(|err| self.name_wrong_type(store, keys, Error::from(err)))?;
         let state_last_update = match state {
             Some(raw) => decode_object(&keys.state, &raw)?
                 .get("last_update")
@@ -449,8 +536,36 @@ impl Inspector {
                 .map(str::to_owned),
             None => None,
         };
+        // The holder's renewals, when the record names the lock's token.
+        let renewed = match (&lock, record_token, renewed_at, deadline_ms) {
+            (Some(lock), Some(token), Some(renewed_at), Some(deadline_ms)) if *lock == token => {
+                Some((renewed_at, deadline_ms))
+            }
+            _ => None,
+        };
+        let renewal_age = renewed.map(|(at, _)| Duration::from_millis(now_ms.saturating_sub(at)));
+        let deadline_in_ms = renewed.map(|(at, deadline)| {
+            i64::try_from(at.saturating_add(deadline)).unwrap_or(i64::MAX)
+                - i64::try_from(now_ms).unwrap_or(i64::MAX)
+        });
+        let mut published: HashMap<&str, LeaseStalls> = stall_entries
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                Some((
+                    pair[0].as_str(),
+                    crate::stalls::parse_entry(&pair[1], now_ms)?,
+                ))
+            })
+            .collect();
+        let lease_stalls = instances
+            .iter()
+            .filter_map(|id| Some((id.clone(), published.remove(id.as_str())?)))
+            .collect();
         let holder = lock.map(instance_of);
         Ok(BotStatus {
+            renewal_age,
+            deadline_in_ms,
+            lease_stalls,
             bot: bot.to_owned(),
             lease_ttl: holder
                 .as_ref()
@@ -497,6 +612,8 @@ impl Inspector {
                 (&keys.heartbeat, "string"),
                 (&keys.state, "string"),
                 (&keys.instances, "zset"),
+                (&keys.lease_record, "hash"),
+                (&keys.lease_stalls, "hash"),
             ],
         )
     }

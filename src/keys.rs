@@ -17,6 +17,7 @@
 //! | `bot:{bot}:instances` | sorted set of live instance ids, scored by when their presence lapses (ms) |
 //! | `bot:{bot}:lease` | pub/sub channel: `released <id>` from a releasing primary, `handover <who>` from an operator |
 //! | `bot:{bot}:lease_record` | hash (no TTL): the holder's `token` (empty once released), `seq` (moves on every renewal; standbys watch it), the holder's declared `deadline_ms`, `epoch`, server times `taken_at` and `renewed_at` (ms) |
+//! | `bot:{bot}:lease_stalls` | hash: per live instance id, `<until ms> <JSON>`, a summary of its lease thread's stall meter, published every second (a few seconds' TTL) for `quantshift-state` |
 
 use crate::error::{Error, Result};
 
@@ -88,6 +89,8 @@ pub struct Keys {
     pub instances: String,
     pub lease_channel: String,
     pub lease_record: String,
+    /// Hash of the instances' stall meter summaries (field: instance id), for operators.
+    pub lease_stalls: String,
     /// Prefix of the liveness channels of earlier versions (fast failover no longer uses
     /// them); kept so programs that read it still build.
     pub liveness_prefix: String,
@@ -117,6 +120,7 @@ impl Keys {
             instances: format!("{base}instances"),
             lease_channel: format!("{base}lease"),
             lease_record: format!("{base}lease_record"),
+            lease_stalls: format!("{base}lease_stalls"),
             liveness_prefix: format!("{base}alive:"),
             position_prefix: format!("{base}position:"),
         }
@@ -133,7 +137,7 @@ impl Keys {
 
     /// Every key of the bot except its positions (named by the positions set), in a fixed
     /// order: what a layout move carries over.
-    pub fn fixed_keys(&self) -> [&str; 8] {
+    pub fn fixed_keys(&self) -> [&str; 9] {
         [
             &self.state,
             &self.heartbeat,
@@ -143,6 +147,7 @@ impl Keys {
             &self.fills,
             &self.instances,
             &self.lease_record,
+            &self.lease_stalls,
         ]
     }
 

@@ -30,6 +30,7 @@ mod manager;
 pub mod positions;
 mod relay;
 mod shutdown;
+mod stalls;
 mod store;
 
 pub use config::{redact_url, ClusterUrl, Config};

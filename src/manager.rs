@@ -19,6 +19,7 @@ use crate::positions::{
     LoadedPositions, PositionStore, PositionWrite, SyncReport, WriteOutcome,
 };
 use crate::shutdown::{shut_down_on_signal, Shutdown, ShutdownHandler, ShutdownHandlers};
+use crate::stalls::Publisher;
 use crate::store::{Store, SCRIPTS};
 
 /// State, positions and the primary/standby role of one bot instance, kept in Redis.
@@ -48,6 +49,8 @@ struct Inner {
     warnings: Vec<String>,
     closed: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Publishes the lease's stall meter for operators (`crate::stalls`), on its own thread.
+    publisher: Mutex<Option<Arc<Publisher>>>,
 }
 
 static MANAGERS_IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
@@ -119,6 +122,7 @@ impl StateManager {
             warnings,
             closed: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            publisher: Mutex::new(None),
             config,
         });
         let legacy = inner.positions().scan_symbols()?;
@@ -134,6 +138,22 @@ impl StateManager {
             .start()
             .map_err(|err| Error::unavailable(format!("cannot start the lease thread: {err}")))?;
         *inner.threads.lock() = threads;
+        // The stall meter reaches operators through Redis, from a thread of the manager's
+        // own: the lease thread waits for nothing but its own commands.
+        let lease = Arc::clone(&inner.lease);
+        match Publisher::spawn(
+            Arc::clone(&inner.store),
+            &inner.keys,
+            inner.instance_id.clone(),
+            move || lease.stalls(),
+        ) {
+            Ok((publisher, thread)) => {
+                *inner.publisher.lock() = Some(publisher);
+                inner.threads.lock().push(thread);
+            }
+            // Only the operators' view of the meter is missing.
+            Err(err) => log::warn!("cannot start the thread that publishes the stall meter: {err}"),
+        }
         inner
             .lease
             .wait_listening(inner.config.connect_timeout + inner.config.command_timeout);
@@ -613,27 +633,51 @@ impl Inner {
                 }
             }
         }
-        // The lease thread ends within a poll interval. The event thread ends once queued
-        // callbacks ran: a callback that hangs is left behind after `shutdown_timeout`
-        // rather than hanging the shutdown, and one that closes its own manager runs on it.
+        if let Some(publisher) = self.publisher.lock().take() {
+            publisher.stop();
+        }
+        // The lease thread ends within a poll interval, the stalls thread after the publish
+        // under way. Once neither can record this instance again, it leaves the live
+        // instances (status, metrics) at once. The event thread ends once queued callbacks
+        // ran: a callback that hangs is left behind after `shutdown_timeout` rather than
+        // hanging the shutdown, and one that closes its own manager runs on it.
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         let current = std::thread::current().id();
         let give_up = std::time::Instant::now() + self.config.shutdown_timeout;
-        for thread in threads {
-            if thread.thread().id() == current {
-                continue;
-            }
-            while !thread.is_finished() && std::time::Instant::now() < give_up {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
-                log::error!(
-                    "a callback is still running after shutdown_timeout; not waiting for it"
-                );
-            }
+        let (writers, others): (Vec<_>, Vec<_>) = threads.into_iter().partition(|thread| {
+            matches!(
+                thread.thread().name(),
+                Some("quantshift-lease" | "quantshift-stalls")
+            )
+        });
+        for thread in writers {
+            join_until(thread, current, give_up, "the lease thread");
+        }
+        crate::stalls::leave(&self.store, &self.keys, &self.instance_id);
+        for thread in others {
+            join_until(thread, current, give_up, "a callback");
         }
         outcome
+    }
+}
+
+/// Joins `thread` unless it is the caller's own or still runs at `give_up` (then it is left
+/// behind, logged as `what`).
+fn join_until(
+    thread: JoinHandle<()>,
+    current: std::thread::ThreadId,
+    give_up: std::time::Instant,
+    what: &str,
+) {
+    if thread.thread().id() == current {
+        return;
+    }
+    while !thread.is_finished() && std::time::Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    } else {
+        log::error!("{what} is still running after shutdown_timeout; not waiting for it");
     }
 }

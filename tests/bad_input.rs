@@ -25,11 +25,13 @@ const QUIET_TTL_MS: u64 = 60_000;
 /// Written by the inspector to know that every notification before it has arrived.
 const MARKER: &str = "inspect:marker";
 
-/// Keys the lease thread writes on its own schedule, whatever the caller does.
+/// Keys the lease thread (and the stall meter's publisher) write on their own schedule,
+/// whatever the caller does.
 fn lease_bookkeeping(key: &str) -> bool {
     key.starts_with("inspect:")
         || key.ends_with(":heartbeat")
         || key.ends_with(":instances")
+        || key.ends_with(":lease_stalls")
         || key.ends_with(":primary_lock")
         || key.ends_with(":lease_record")
 }
@@ -139,6 +141,7 @@ impl Inspect {
                 let text = String::from_utf8_lossy(&k);
                 let dump: Option<Vec<u8>> = if text.ends_with(":heartbeat")
                     || text.ends_with(":instances")
+                    || text.ends_with(":lease_stalls")
                     || text.ends_with(":lease_record")
                 {
                     None

@@ -241,7 +241,8 @@ fn status_shows_primary_standbys_and_the_check_exit_codes() {
         "HEALTH",
         "PRIMARY",
         "EPOCH",
-        "LEASE LEFT",
+        "RENEWED",
+        "DEADLINE",
         "HEARTBEAT",
         "STATE UPDATED",
         "POSITIONS",
@@ -329,6 +330,159 @@ fn status_shows_primary_standbys_and_the_check_exit_codes() {
     let run = tool(&["--url", &url, "status", "alpha", "--json"]);
     assert_eq!(json_of(&run)["bots"][0]["primary"], b_id.as_str());
     assert!(json_of(&run)["bots"][0]["epoch"].as_u64() > bot["epoch"].as_u64());
+}
+
+/// A standby killed with SIGKILL and one closed leave `status` (and the exporter's standbys)
+/// within about the presence TTL (1.5 s) and at once; the holder's renewal age and deadline
+/// are the server's, and each live instance's stall meter is shown.
+#[test]
+fn killed_and_closed_standbys_leave_the_status_and_the_holder_renewal_is_shown() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = primary_bot(&server, "live");
+    let a_id = instance_id(&a);
+    let mut b = ChildBot::spawn(&server, "live", TTL_MS, false);
+    let b_id = instance_id(&b);
+    let c = manager(&server, "live", TTL_MS);
+    let c_id = c.instance_id().to_owned();
+    let inspector = inspector(&server);
+    let mut both = [b_id.clone(), c_id.clone()];
+    both.sort();
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    wait_for_standbys(&server, "live", &both);
+    // Every live instance published its stall meter (every second), the primary's with
+    // its renewals' round trips.
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let status = inspector.status("live").unwrap();
+            status.lease_stalls.len() == 3
+                && status
+                    .lease_stalls
+                    .iter()
+                    .any(|(id, stalls)| *id == a_id && stalls.round_trip.count > 0)
+        }),
+        "{:?}",
+        inspector.status("live").unwrap()
+    );
+
+    // The live holder: renewed within the last renewal period or so, its deadline ahead.
+    let run = tool(&["--url", &url, "status", "live", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let doc = json_of(&run);
+    let bot = &doc["bots"][0];
+    assert_eq!(bot["primary"], a_id.as_str(), "{doc}");
+    let renewal_age = bot["lease_renewal_age_seconds"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&renewal_age), "{doc}");
+    let deadline = bot["lease_deadline_in_seconds"].as_f64().unwrap();
+    assert!(deadline > 0.0 && deadline <= 0.31, "{doc}");
+    assert_eq!(bot["lease_deadline_passed"], false, "{doc}");
+    // The old field stays for scripts that read it.
+    assert!(bot["lease_ttl_seconds"].as_f64().unwrap() > 0.0, "{doc}");
+    let stalls = &bot["lease_stalls"][a_id.as_str()];
+    assert!(stalls["round_trip"]["count"].as_u64().unwrap() > 0, "{doc}");
+    assert_eq!(stalls["tolerance_seconds"], 0.2, "{doc}");
+    assert!(
+        stalls["wake_late"]["p99_seconds"].as_f64().is_some(),
+        "{doc}"
+    );
+    for id in [&b_id, &c_id] {
+        assert!(bot["lease_stalls"][id.as_str()].is_object(), "{id}: {doc}");
+    }
+    let table = tool(&["--url", &url, "status", "live"]);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("live "))
+        .unwrap_or_else(|| panic!("{table:?}"));
+    assert!(row.contains("ms ago") && row.contains(" in "), "{row}");
+    assert!(table.stdout.contains("WOKE LATE MAX"), "{table:?}");
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains(&a_id) && l.contains("primary") && l.contains("200ms")),
+        "{table:?}"
+    );
+
+    // One standby dies without a word, the other closes.
+    let started = Instant::now();
+    signal(b.pid(), libc::SIGKILL);
+    b.wait_exit(Duration::from_secs(5));
+    let killed_at = started.elapsed();
+    c.close().unwrap();
+    let closed_at = started.elapsed();
+    let mut c_gone = None;
+    let mut b_gone = None;
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while (c_gone.is_none() || b_gone.is_none()) && Instant::now() < give_up {
+        let status = inspector.status("live").unwrap();
+        let seen = |id: &str| status.instances.iter().any(|i| i == id);
+        if c_gone.is_none() && !seen(&c_id) {
+            c_gone = Some(started.elapsed().saturating_sub(closed_at));
+        }
+        if b_gone.is_none() && !seen(&b_id) {
+            b_gone = Some(started.elapsed().saturating_sub(killed_at));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (b_gone, c_gone) = (b_gone.expect("killed standby"), c_gone.expect("closed one"));
+    eprintln!("left the status: closed standby after {c_gone:?}, killed standby after {b_gone:?}");
+    assert!(c_gone < Duration::from_millis(500), "closed: {c_gone:?}");
+    assert!(b_gone < Duration::from_millis(2000), "killed: {b_gone:?}");
+    let run = tool(&["--url", &url, "status", "live", "--json", "--check"]);
+    assert_eq!(run.code, Some(1), "standby missing: {run:?}");
+    let doc = json_of(&run);
+    assert_eq!(doc["bots"][0]["standbys"], json!([]), "{doc}");
+    assert_eq!(doc["bots"][0]["instances"], json!([a_id]), "{doc}");
+    let published: Vec<&String> = doc["bots"][0]["lease_stalls"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(published, [&a_id], "{doc}");
+    let metrics = scrape_once(&url);
+    assert!(
+        metrics.contains("quantshift_bot_standbys{bot=\"live\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("quantshift_bot_lease_renewal_age_seconds{bot=\"live\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "quantshift_lease_round_trip_seconds_count{{bot=\"live\",instance=\"{a_id}\"}} "
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&b_id) && !metrics.contains(&c_id),
+        "{metrics}"
+    );
+
+    // The holder dies too: nobody renews, and its deadline passes while the lock key lives on.
+    signal(a.pid(), libc::SIGKILL);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            inspector
+                .status("live")
+                .unwrap()
+                .deadline_in_ms
+                .is_some_and(|ms| ms < -500)
+        }),
+        "{:?}",
+        inspector.status("live").unwrap()
+    );
+    let doc = json_of(&tool(&["--url", &url, "status", "live", "--json"]));
+    assert_eq!(doc["bots"][0]["lease_deadline_passed"], true, "{doc}");
+    assert!(
+        doc["bots"][0]["lease_renewal_age_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.5
+    );
+    let table = tool(&["--url", &url, "status", "live"]);
+    assert!(table.stdout.contains("passed "), "{table:?}");
 }
 
 #[test]
@@ -1109,6 +1263,9 @@ fn a_status_is_one_script_call_also_after_a_script_flush() {
             ("exists", 1),
             ("pttl", 1),
             ("zrangebyscore", 1),
+            ("time", 1),
+            ("hmget", 1),
+            ("hgetall", 1),
             ("script|load", reads - 1),
             ("config|resetstat", 1),
         ]

@@ -327,6 +327,12 @@ fn check_layout(layout: KeyLayout) {
             "script {sha} never touched a position key"
         );
     }
+    // Each manager publishes its stall meter as it starts (then every second).
+    let publish = sha_of(include_str!("../src/scripts/stalls_publish.lua"));
+    assert!(
+        calls.iter().any(|call| call.sha == publish),
+        "the stall meter was never published"
+    );
 }
 
 #[test]
@@ -463,7 +469,8 @@ fn scripts_given_too_few_keys_answer_the_index_and_read_nothing() {
         .key(&keys.state)
         .key(&keys.instances)
         .key(&keys.positions_index)
-        .arg(0)
+        .key(&keys.lease_record)
+        .key(&keys.lease_stalls)
         .key(keys.position("B"))
         .arg("B");
     let reply: redis::Value = call.invoke(&mut conn).unwrap();

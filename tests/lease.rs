@@ -82,11 +82,13 @@ fn dump(server: &RedisServer) -> Vec<(String, Option<String>)> {
     keys.sort();
     keys.into_iter()
         // The lease thread's own bookkeeping (heartbeat, lease, live-instance scores) moves
-        // with every renewal and acquisition attempt of either instance.
+        // with every renewal and acquisition attempt of either instance, the stall meter's
+        // summaries every second.
         .filter(|k| {
             !k.ends_with(":heartbeat")
                 && !k.ends_with(":primary_lock")
                 && !k.ends_with(":instances")
+                && !k.ends_with(":lease_stalls")
         })
         .map(|k| {
             let value: Option<String> = redis::cmd("DUMP")

@@ -304,9 +304,13 @@ fn command_calls(info: &str, command: &str) -> u64 {
 /// Calls of the lease scripts (the primary renews every 100 ms with fast failover, a standby
 /// looks as often), subtracted so that loads are counted alone. Each reads the lease record
 /// once, the renewal and the release with `HGET`, the others with `HMGET` (which a standby's
-/// plain look also sends) next to one `ZREMRANGEBYSCORE`; no other script touches a hash.
+/// plain look also sends) next to one `ZREMRANGEBYSCORE`. The stall meter's publisher (every
+/// second) runs a script that reads its hash with one `HGETALL`; no other script touches a
+/// hash.
 fn lease_script_calls(info: &str) -> u64 {
-    command_calls(info, "hget") + command_calls(info, "zremrangebyscore")
+    command_calls(info, "hget")
+        + command_calls(info, "zremrangebyscore")
+        + command_calls(info, "hgetall")
 }
 
 /// Calls of `command` made by anything but the lease scripts (a renewal runs one `GET`).

@@ -96,9 +96,12 @@ pub enum Command {
 The state of one or more bots.
 
 For each bot (every bot found in Redis when none is named): the primary (instance id,
-hostname:pid), the time left on its lease, the fencing epoch, the heartbeat age, the age of
-the saved state (its last_update), the number of positions, the live standbys and the
-health; then the Redis node's role and warnings about its configuration."
+hostname:pid), how long ago it renewed its lease and when its deadline falls (by the Redis
+server's clock), the fencing epoch, the heartbeat age, the age of the saved state (its
+last_update), the number of positions, the live standbys (instances seen within about a
+second and a half; a closed one leaves at once) and the health; then each live instance's
+lease-thread stall meter (how late it woke, its lease round trips, beside its tolerance), the
+Redis node's role and warnings about its configuration."
     )]
     Status(StatusArgs),
 
@@ -152,9 +155,13 @@ A Prometheus exporter.
 Serves /metrics in the Prometheus text format; each scrape reads the bots named (every bot
 found in Redis at that scrape when none is named), one consistent read per bot:
 quantshift_bot_has_primary, quantshift_bot_standbys, quantshift_bot_epoch,
-quantshift_bot_lease_ttl_seconds, quantshift_bot_heartbeat_age_seconds,
-quantshift_bot_state_age_seconds, quantshift_bot_positions (label bot), quantshift_redis_up
-and quantshift_redis_warning (label kind). A value that does not exist (no heartbeat, no
+quantshift_bot_lease_ttl_seconds, quantshift_bot_lease_renewal_age_seconds,
+quantshift_bot_lease_deadline_seconds, quantshift_bot_heartbeat_age_seconds,
+quantshift_bot_state_age_seconds, quantshift_bot_positions (label bot), the stall meter of
+each live instance: the histograms quantshift_lease_wake_late_seconds and
+quantshift_lease_round_trip_seconds, quantshift_lease_tolerance_seconds and
+quantshift_lease_dropped_records_total (labels bot, instance), quantshift_redis_up and
+quantshift_redis_warning (label kind). A value that does not exist (no heartbeat, no
 state, no lease) has no series. When Redis is unreachable the scrape still answers, with
 quantshift_redis_up 0. Runs until Ctrl-C (or SIGTERM), exit code 0.
 
@@ -201,7 +208,7 @@ hash_tagged (bot:{NAME}:state, ..., the layout of a Redis Cluster), or back.
 
 Every key goes with its value and its remaining TTL (DUMP, then RESTORE and DEL of the old
 name in one transaction): the state, heartbeat, fencing epoch, lease record, fills, instances,
-the positions set and every position, also positions written by older versions without an
+the stall meter summaries, the positions set and every position, also positions written by older versions without an
 entry in the set. Each line printed is one key; a summary ends the output.
 
 Stop every instance of the bot first. The move is refused (exit 5) while an instance holds the

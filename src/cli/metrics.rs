@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use super::args::MetricsArgs;
@@ -25,6 +26,7 @@ use super::{interrupt_flag, Failure, Outcome, EXIT_ERROR, EXIT_OK, TOOL};
 use crate::error::Error;
 use crate::inspect::warning_kind;
 use crate::inspect::{BotStatus, Inspector};
+use crate::lease::meter::{HistogramSnapshot, BUCKET_BOUNDS_MS};
 
 /// The path Prometheus scrapes; any other answers 404.
 const METRICS_PATH: &str = "/metrics";
@@ -53,6 +55,49 @@ struct BotLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WarningLabel {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabel {
+    bot: String,
+    instance: String,
+}
+
+/// Histograms read from the instances' published stall meters (not observed here): one
+/// series per instance, with the meter's fixed buckets ([`BUCKET_BOUNDS_MS`]).
+#[derive(Debug, Default)]
+struct PublishedHistograms(Vec<(InstanceLabel, HistogramSnapshot)>);
+
+impl EncodeMetric for PublishedHistograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (label, histogram) in &self.0 {
+            let mut buckets: Vec<(f64, u64)> = BUCKET_BOUNDS_MS
+                .iter()
+                .map(|ms| *ms as f64 / 1000.0)
+                .chain([f64::INFINITY])
+                .zip(histogram.buckets.iter().copied())
+                .collect();
+            // A summary read back always has every bucket; the +Inf one is the count anyway.
+            buckets.truncate(BUCKET_BOUNDS_MS.len() + 1);
+            encoder
+                .encode_family(label)?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum.as_secs_f64(),
+                    histogram.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 type SecondsGauge = Gauge<f64, AtomicU64>;
@@ -134,11 +179,40 @@ pub fn encode(reading: &Reading) -> String {
         "Age of the bot's saved state (its last_update) against the exporter's UTC clock (no \
          series without a state)",
     );
+    let renewal_age: Family<BotLabel, SecondsGauge> = register_family(
+        &mut registry,
+        "bot_lease_renewal_age_seconds",
+        "How long ago the primary last renewed its lease, by the Redis server's clock (no \
+         series without a primary)",
+    );
+    let deadline: Family<BotLabel, SecondsGauge> = register_family(
+        &mut registry,
+        "bot_lease_deadline_seconds",
+        "Time until the primary's deadline (its last renewal plus its declared deadline, by the \
+         Redis server's clock); negative once it passed: the holder is then standby unless it \
+         renews at once (no series without a primary)",
+    );
+    let tolerance = Family::<InstanceLabel, SecondsGauge>::default();
+    registry.register(
+        "lease_tolerance_seconds",
+        "How late a live instance's lease renewals may come before it demotes itself \
+         (failover_tolerance with fast failover): the scale of its stall histograms",
+        tolerance.clone(),
+    );
+    let dropped = Family::<InstanceLabel, Counter>::default();
+    registry.register(
+        "lease_dropped_records",
+        "Role events and log records a live instance's lease threads dropped because the \
+         thread that delivers them was behind (a callback or a logger that blocks)",
+        dropped.clone(),
+    );
 
     let Some(redis) = &reading.redis else {
         redis_up.set(0);
         return text_of(&registry);
     };
+    let mut wake_late = PublishedHistograms::default();
+    let mut round_trip = PublishedHistograms::default();
     redis_up.set(1);
     for kind in warning_kind::EVERY {
         let present = redis.warning_kinds.contains(&kind);
@@ -168,12 +242,40 @@ pub fn encode(reading: &Reading) -> String {
             (&lease_ttl, status.lease_ttl),
             (&heartbeat_age, status.heartbeat_age),
             (&state_age, status.state_age),
+            (&renewal_age, status.renewal_age),
         ] {
             if let Some(value) = value {
                 family.get_or_create(&label).set(value.as_secs_f64());
             }
         }
+        if let Some(ms) = status.deadline_in_ms {
+            deadline.get_or_create(&label).set(ms as f64 / 1000.0);
+        }
+        for (instance, stalls) in &status.lease_stalls {
+            let label = InstanceLabel {
+                bot: status.bot.clone(),
+                instance: instance.clone(),
+            };
+            tolerance
+                .get_or_create(&label)
+                .set(stalls.tolerance.as_secs_f64());
+            dropped.get_or_create(&label).inc_by(stalls.dropped_records);
+            wake_late.0.push((label.clone(), stalls.wake_late.clone()));
+            round_trip.0.push((label, stalls.round_trip.clone()));
+        }
     }
+    registry.register(
+        "lease_wake_late_seconds",
+        "How much later than asked a live instance's lease thread woke (the host did not \
+         schedule it), since the instance started: a stall past the tolerance demotes a live \
+         primary",
+        wake_late,
+    );
+    registry.register(
+        "lease_round_trip_seconds",
+        "Each lease command's round trip (send to reply) of a live instance, since it started",
+        round_trip,
+    );
     text_of(&registry)
 }
 
@@ -302,6 +404,9 @@ mod tests {
             state_age: None,
             positions: 0,
             instances: Vec::new(),
+            renewal_age: None,
+            deadline_in_ms: None,
+            lease_stalls: Vec::new(),
         }
     }
 
@@ -323,24 +428,49 @@ mod tests {
         led.heartbeat = Some("2026-01-01T00:00:00".to_owned());
         led.heartbeat_age = Some(Duration::from_millis(250));
         led.positions = 3;
+        led.renewal_age = Some(Duration::from_millis(40));
+        led.deadline_in_ms = Some(-1500);
+        let h = crate::lease::meter::Histogram::default();
+        for ms in [0, 3, 120] {
+            h.record(Duration::from_millis(ms));
+        }
+        led.lease_stalls = vec![(
+            "host:1".to_owned(),
+            crate::LeaseStalls {
+                wake_late: h.snapshot(),
+                round_trip: crate::lease::meter::Histogram::default().snapshot(),
+                tolerance: Duration::from_millis(200),
+                dropped_records: 2,
+            },
+        )];
         let text = encode(&Reading {
             redis: Some(RedisReading {
                 warning_kinds: vec![warning_kind::PERSISTENCE_OFF],
                 bots: vec![led, bot("ghost")],
             }),
         });
+        let mut not_buckets = samples(&text);
+        not_buckets.retain(|line| !line.contains("_bucket{"));
         assert_eq!(
-            samples(&text),
+            not_buckets,
             vec![
                 r#"quantshift_bot_epoch{bot="alpha"} 7"#,
                 r#"quantshift_bot_has_primary{bot="alpha"} 1"#,
                 r#"quantshift_bot_has_primary{bot="ghost"} 0"#,
                 r#"quantshift_bot_heartbeat_age_seconds{bot="alpha"} 0.25"#,
+                r#"quantshift_bot_lease_deadline_seconds{bot="alpha"} -1.5"#,
+                r#"quantshift_bot_lease_renewal_age_seconds{bot="alpha"} 0.04"#,
                 r#"quantshift_bot_lease_ttl_seconds{bot="alpha"} 2.5"#,
                 r#"quantshift_bot_positions{bot="alpha"} 3"#,
                 r#"quantshift_bot_positions{bot="ghost"} 0"#,
                 r#"quantshift_bot_standbys{bot="alpha"} 1"#,
                 r#"quantshift_bot_standbys{bot="ghost"} 0"#,
+                r#"quantshift_lease_dropped_records_total{bot="alpha",instance="host:1"} 2"#,
+                r#"quantshift_lease_round_trip_seconds_count{bot="alpha",instance="host:1"} 0"#,
+                r#"quantshift_lease_round_trip_seconds_sum{bot="alpha",instance="host:1"} 0.0"#,
+                r#"quantshift_lease_tolerance_seconds{bot="alpha",instance="host:1"} 0.2"#,
+                r#"quantshift_lease_wake_late_seconds_count{bot="alpha",instance="host:1"} 3"#,
+                r#"quantshift_lease_wake_late_seconds_sum{bot="alpha",instance="host:1"} 0.123"#,
                 r#"quantshift_redis_up 1"#,
                 r#"quantshift_redis_warning{kind="eviction_policy"} 0"#,
                 r#"quantshift_redis_warning{kind="eviction_policy_unreadable"} 0"#,
@@ -352,6 +482,22 @@ mod tests {
             ],
             "{text}"
         );
+        // The meter's own buckets, cumulative, in seconds.
+        for line in [
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="0.001"} 1"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="0.1"} 2"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="0.15"} 3"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="+Inf"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("quantshift_lease_round_trip_seconds_bucket"))
+                .count(),
+            crate::BUCKET_BOUNDS_MS.len() + 1
+        );
+        assert!(text.contains("# TYPE quantshift_lease_wake_late_seconds histogram"));
         // A family without a series is left out whole, its HELP and TYPE too.
         assert!(!text.contains("state_age"), "{text}");
         assert!(text.contains("# HELP quantshift_bot_has_primary 1 when an instance holds"));

@@ -233,6 +233,12 @@ fn status(inspector: &Inspector, bots: Vec<String>, json: bool, check: bool) -> 
         } else {
             println!();
             print!("{}", view::status_table(&statuses));
+            let stalls = view::stalls_table(&statuses);
+            if !stalls.is_empty() {
+                println!();
+                println!("Lease threads (stall meter of each live instance, since it started):");
+                print!("{stalls}");
+            }
         }
     }
     if !check {

@@ -70,6 +70,27 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// A stall or round trip: `0.4ms`, `150.0ms`, past a second as [`human_duration`].
+pub fn stall_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    } else {
+        human_duration(d)
+    }
+}
+
+/// When the holder's deadline falls: `in 288ms`, `passed 1.2s ago`, `-`.
+pub fn deadline(status: &BotStatus) -> String {
+    match status.deadline_in_ms {
+        None => "-".to_owned(),
+        Some(ms) if ms > 0 => format!("in {}", human_duration(Duration::from_millis(ms as u64))),
+        Some(ms) => format!(
+            "passed {} ago",
+            human_duration(Duration::from_millis(ms.unsigned_abs()))
+        ),
+    }
+}
+
 pub fn age(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), |d| format!("{} ago", human_duration(d)))
 }
@@ -148,7 +169,8 @@ pub fn status_table(statuses: &[BotStatus]) -> String {
                 Health::of(status).label().to_owned(),
                 dash(status.holder.clone()),
                 epoch(status),
-                dash(status.lease_ttl.map(human_duration)),
+                age(status.renewal_age),
+                deadline(status),
                 age(status.heartbeat_age),
                 age(status.state_age),
                 status.positions.to_string(),
@@ -162,13 +184,81 @@ pub fn status_table(statuses: &[BotStatus]) -> String {
             "HEALTH",
             "PRIMARY",
             "EPOCH",
-            "LEASE LEFT",
+            "RENEWED",
+            "DEADLINE",
             "HEARTBEAT",
             "STATE UPDATED",
             "POSITIONS",
             "STANDBYS",
         ],
         &rows,
+    )
+}
+
+/// The role of a live instance in `status`.
+fn role(status: &BotStatus, instance: &str) -> &'static str {
+    if status.holder.as_deref() == Some(instance) {
+        "primary"
+    } else {
+        "standby"
+    }
+}
+
+/// One row per live instance that published its stall meter: how late its lease thread
+/// woke and how long its lease round trips took, beside its tolerance. Empty when none did.
+pub fn stalls_table(statuses: &[BotStatus]) -> String {
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .flat_map(|status| {
+            status.lease_stalls.iter().map(move |(instance, stalls)| {
+                vec![
+                    status.bot.clone(),
+                    instance.clone(),
+                    role(status, instance).to_owned(),
+                    stall_duration(stalls.wake_late.max),
+                    stall_duration(stalls.wake_late.quantile(0.99)),
+                    stall_duration(stalls.round_trip.quantile(0.99)),
+                    stall_duration(stalls.round_trip.max),
+                    human_duration(stalls.tolerance),
+                    stalls.dropped_records.to_string(),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    table(
+        &[
+            "BOT",
+            "INSTANCE",
+            "ROLE",
+            "WOKE LATE MAX",
+            "WOKE LATE P99",
+            "ROUND TRIP P99",
+            "ROUND TRIP MAX",
+            "TOLERANCE",
+            "DROPPED",
+        ],
+        &rows,
+    )
+}
+
+/// One instance's stall meter on one line (`watch`).
+fn stalls_line(status: &BotStatus, instance: &str, stalls: &crate::LeaseStalls) -> String {
+    format!(
+        "{instance} ({}): woke late max {} p99 {}, round trip p99 {} max {}, tolerance {}{}",
+        role(status, instance),
+        stall_duration(stalls.wake_late.max),
+        stall_duration(stalls.wake_late.quantile(0.99)),
+        stall_duration(stalls.round_trip.quantile(0.99)),
+        stall_duration(stalls.round_trip.max),
+        human_duration(stalls.tolerance),
+        if stalls.dropped_records > 0 {
+            format!(", {} records dropped", stalls.dropped_records)
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -239,15 +329,15 @@ pub fn watch_frame(
             line(&mut out, "health", Health::of(status).label());
             line(&mut out, "primary", &dash(status.holder.clone()));
             line(&mut out, "epoch", &epoch(status));
-            line(
-                &mut out,
-                "lease left",
-                &dash(status.lease_ttl.map(human_duration)),
-            );
+            line(&mut out, "renewed", &age(status.renewal_age));
+            line(&mut out, "deadline", &deadline(status));
             line(&mut out, "standbys", &standbys(status));
             line(&mut out, "heartbeat", &age(status.heartbeat_age));
             line(&mut out, "state", &age(status.state_age));
             line(&mut out, "positions", &status.positions.to_string());
+            for (instance, stalls) in &status.lease_stalls {
+                line(&mut out, "stalls", &stalls_line(status, instance, stalls));
+            }
             for warning in &server.warnings {
                 line(&mut out, "WARNING", warning);
             }

@@ -18,10 +18,11 @@ pub(crate) struct Scripts {
     pub positions_load: redis::Script,
     pub positions_adopt: redis::Script,
     pub bot_status: redis::Script,
+    pub stalls_publish: redis::Script,
 }
 
 /// The scripts' sources, in the field order of [`Scripts`].
-const SCRIPT_SOURCES: [&str; 9] = [
+const SCRIPT_SOURCES: [&str; 10] = [
     include_str!("../scripts/lease_take.lua"),
     include_str!("../scripts/lease_renew.lua"),
     include_str!("../scripts/lease_observe.lua"),
@@ -31,10 +32,11 @@ const SCRIPT_SOURCES: [&str; 9] = [
     include_str!("../scripts/positions_load.lua"),
     include_str!("../scripts/positions_adopt.lua"),
     include_str!("../scripts/bot_status.lua"),
+    include_str!("../scripts/stalls_publish.lua"),
 ];
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
-    let [lease_take, lease_renew, lease_observe, lease_release, fenced_set, positions_write, positions_load, positions_adopt, bot_status] =
+    let [lease_take, lease_renew, lease_observe, lease_release, fenced_set, positions_write, positions_load, positions_adopt, bot_status, stalls_publish] =
         SCRIPT_SOURCES.map(redis::Script::new);
     Scripts {
         lease_take,
@@ -46,6 +48,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         positions_load,
         positions_adopt,
         bot_status,
+        stalls_publish,
     }
 });
 
