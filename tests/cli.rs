@@ -451,7 +451,7 @@ fn killed_and_closed_standbys_leave_the_status_and_the_holder_renewal_is_shown()
     );
     assert!(
         metrics.contains(&format!(
-            "quantshift_lease_round_trip_seconds_count{{bot=\"live\",instance=\"{a_id}\"}} "
+            "quantshift_lease_round_trip_seconds_count{{bot=\"live\",instance_id=\"{a_id}\"}} "
         )),
         "{metrics}"
     );

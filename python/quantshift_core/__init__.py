@@ -24,9 +24,11 @@ from . import _quantshift_core as _core
 from ._quantshift_core import (
     CorruptDataError,
     InvalidInputError,
+    LeaseStalls,
     NotPrimaryError,
     NotReplicatedError,
     RedisUnavailableError,
+    StallHistogram,
     StateManagerError,
     __version__,
 )
@@ -37,9 +39,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CorruptDataError",
     "InvalidInputError",
+    "LeaseStalls",
     "NotPrimaryError",
     "NotReplicatedError",
     "RedisUnavailableError",
+    "StallHistogram",
     "StateManager",
     "StateManagerError",
     "__version__",

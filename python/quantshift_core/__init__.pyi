@@ -6,9 +6,11 @@ from . import _quantshift_core as _core
 from ._quantshift_core import (
     CorruptDataError as CorruptDataError,
     InvalidInputError as InvalidInputError,
+    LeaseStalls as LeaseStalls,
     NotPrimaryError as NotPrimaryError,
     NotReplicatedError as NotReplicatedError,
     RedisUnavailableError as RedisUnavailableError,
+    StallHistogram as StallHistogram,
     StateManagerError as StateManagerError,
     __version__ as __version__,
 )
@@ -16,9 +18,11 @@ from ._quantshift_core import (
 __all__ = [
     "CorruptDataError",
     "InvalidInputError",
+    "LeaseStalls",
     "NotPrimaryError",
     "NotReplicatedError",
     "RedisUnavailableError",
+    "StallHistogram",
     "StateManager",
     "StateManagerError",
     "__version__",

@@ -3,15 +3,17 @@
 from collections.abc import Callable
 from typing import Any, Optional
 
-from typing_extensions import Self, TypeAlias, disjoint_base
+from typing_extensions import Self, TypeAlias, disjoint_base, final
 
 __all__ = [
     "CorruptDataError",
     "InvalidInputError",
+    "LeaseStalls",
     "MAX_DEPTH",
     "NotPrimaryError",
     "NotReplicatedError",
     "RedisUnavailableError",
+    "StallHistogram",
     "StateManager",
     "StateManagerError",
     "__version__",
@@ -46,6 +48,41 @@ class CorruptDataError(StateManagerError, ValueError):
 
 class NotReplicatedError(StateManagerError):
     """A write applied on the master but not confirmed by the requested replicas in time."""
+
+@final
+class StallHistogram:
+    """A histogram of the stall meter: counts since the manager started, durations in
+    seconds; quantiles are upper bounds; ``buckets`` are ``(upper bound, count)`` pairs, not
+    cumulative, the last bound ``inf``."""
+
+    @property
+    def count(self) -> int: ...
+    @property
+    def sum_s(self) -> float: ...
+    @property
+    def max_s(self) -> float: ...
+    @property
+    def p50_s(self) -> float: ...
+    @property
+    def p99_s(self) -> float: ...
+    @property
+    def buckets(self) -> list[tuple[float, int]]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class LeaseStalls:
+    """The lease thread's stall meter: how late it woke, its lease round trips, the
+    tolerance they eat into, and the records its threads dropped."""
+
+    @property
+    def wake_late(self) -> StallHistogram: ...
+    @property
+    def round_trip(self) -> StallHistogram: ...
+    @property
+    def tolerance_s(self) -> float: ...
+    @property
+    def dropped_records(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 @disjoint_base
 class StateManager:
@@ -87,6 +124,7 @@ class StateManager:
     def register_shutdown_handler(self, handler: Callable[[], object]) -> None: ...
     def on_promoted(self, callback: Callable[[], object]) -> None: ...
     def on_demoted(self, callback: Callable[[], object]) -> None: ...
+    def lease_stalls(self) -> LeaseStalls: ...
     def heartbeat(self) -> None: ...
     def save_state(self, state: _JsonObject) -> None: ...
     def update_state(self, changes: _JsonObject) -> _JsonObject: ...

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
 
 from . import StateManager
-from ._quantshift_core import InvalidInputError, StateManagerError
+from ._quantshift_core import InvalidInputError, LeaseStalls, StateManagerError
 
 __all__ = ["AsyncStateManager"]
 
@@ -246,6 +246,11 @@ class AsyncStateManager:
     def is_primary(self) -> bool:
         """Local state only: no network, never blocks."""
         return self._sync is not None and self._sync.is_primary()
+
+    def lease_stalls(self) -> LeaseStalls:
+        """The lease thread's stall meter (local, no network): how late it woke and how
+        long its lease round trips took, beside the tolerance."""
+        return self._manager().lease_stalls()
 
     # Callbacks: plain or coroutine functions, run on the loop.
 

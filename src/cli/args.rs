@@ -160,7 +160,7 @@ quantshift_bot_lease_deadline_seconds, quantshift_bot_heartbeat_age_seconds,
 quantshift_bot_state_age_seconds, quantshift_bot_positions (label bot), the stall meter of
 each live instance: the histograms quantshift_lease_wake_late_seconds and
 quantshift_lease_round_trip_seconds, quantshift_lease_tolerance_seconds and
-quantshift_lease_dropped_records_total (labels bot, instance), quantshift_redis_up and
+quantshift_lease_dropped_records_total (labels bot, instance_id), quantshift_redis_up and
 quantshift_redis_warning (label kind). A value that does not exist (no heartbeat, no
 state, no lease) has no series. When Redis is unreachable the scrape still answers, with
 quantshift_redis_up 0. Runs until Ctrl-C (or SIGTERM), exit code 0.

@@ -57,10 +57,12 @@ struct WarningLabel {
     kind: String,
 }
 
+/// A live instance of a bot. Not `instance`: Prometheus gives that label to the scrape
+/// target (the exporter), and would rename ours to `exported_instance`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabel {
     bot: String,
-    instance: String,
+    instance_id: String,
 }
 
 /// Histograms read from the instances' published stall meters (not observed here): one
@@ -254,7 +256,7 @@ pub fn encode(reading: &Reading) -> String {
         for (instance, stalls) in &status.lease_stalls {
             let label = InstanceLabel {
                 bot: status.bot.clone(),
-                instance: instance.clone(),
+                instance_id: instance.clone(),
             };
             tolerance
                 .get_or_create(&label)
@@ -465,12 +467,12 @@ mod tests {
                 r#"quantshift_bot_positions{bot="ghost"} 0"#,
                 r#"quantshift_bot_standbys{bot="alpha"} 1"#,
                 r#"quantshift_bot_standbys{bot="ghost"} 0"#,
-                r#"quantshift_lease_dropped_records_total{bot="alpha",instance="host:1"} 2"#,
-                r#"quantshift_lease_round_trip_seconds_count{bot="alpha",instance="host:1"} 0"#,
-                r#"quantshift_lease_round_trip_seconds_sum{bot="alpha",instance="host:1"} 0.0"#,
-                r#"quantshift_lease_tolerance_seconds{bot="alpha",instance="host:1"} 0.2"#,
-                r#"quantshift_lease_wake_late_seconds_count{bot="alpha",instance="host:1"} 3"#,
-                r#"quantshift_lease_wake_late_seconds_sum{bot="alpha",instance="host:1"} 0.123"#,
+                r#"quantshift_lease_dropped_records_total{bot="alpha",instance_id="host:1"} 2"#,
+                r#"quantshift_lease_round_trip_seconds_count{bot="alpha",instance_id="host:1"} 0"#,
+                r#"quantshift_lease_round_trip_seconds_sum{bot="alpha",instance_id="host:1"} 0.0"#,
+                r#"quantshift_lease_tolerance_seconds{bot="alpha",instance_id="host:1"} 0.2"#,
+                r#"quantshift_lease_wake_late_seconds_count{bot="alpha",instance_id="host:1"} 3"#,
+                r#"quantshift_lease_wake_late_seconds_sum{bot="alpha",instance_id="host:1"} 0.123"#,
                 r#"quantshift_redis_up 1"#,
                 r#"quantshift_redis_warning{kind="eviction_policy"} 0"#,
                 r#"quantshift_redis_warning{kind="eviction_policy_unreadable"} 0"#,
@@ -484,10 +486,10 @@ mod tests {
         );
         // The meter's own buckets, cumulative, in seconds.
         for line in [
-            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="0.001"} 1"#,
-            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="0.1"} 2"#,
-            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="0.15"} 3"#,
-            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance="host:1",le="+Inf"} 3"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance_id="host:1",le="0.001"} 1"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance_id="host:1",le="0.1"} 2"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance_id="host:1",le="0.15"} 3"#,
+            r#"quantshift_lease_wake_late_seconds_bucket{bot="alpha",instance_id="host:1",le="+Inf"} 3"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line}: {text}");
         }

@@ -23,6 +23,7 @@ use super::convert::{fast_object_to_py, fast_objects_to_py, object_from_py, obje
 use super::detach::{detached, with_python_signal_mask};
 use super::errors::{self, invalid, IntoPy};
 use super::json::Decoder;
+use super::stalls::PyLeaseStalls;
 use crate::config::{redact_url, Config};
 use crate::keys::KeyLayout;
 use crate::manager::StateManager;
@@ -319,6 +320,13 @@ impl PyStateManager {
             core.on_demoted(move |_reason| call_logged("on_demoted", &callback))
         });
         Ok(())
+    }
+
+    /// The lease thread's stall meter (local, no network): how late it woke and how long
+    /// its lease round trips took since the manager started, beside the tolerance.
+    fn lease_stalls(&self, py: Python<'_>) -> PyResult<PyLeaseStalls> {
+        let stalls = self.core().lease_stalls();
+        PyLeaseStalls::new(py, &stalls)
     }
 
     fn heartbeat(&self, py: Python<'_>) -> PyResult<()> {

@@ -11,6 +11,7 @@ mod errors;
 mod fork;
 mod json;
 mod manager;
+mod stalls;
 
 use pyo3::prelude::*;
 
@@ -38,6 +39,8 @@ fn quantshift_core_module(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyRes
     install_logging(py);
     errors::register(py, module)?;
     module.add_class::<manager::PyStateManager>()?;
+    module.add_class::<stalls::PyLeaseStalls>()?;
+    module.add_class::<stalls::PyStallHistogram>()?;
     module.add_function(wrap_pyfunction!(cli::run_cli, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("MAX_DEPTH", convert::MAX_DEPTH)?;

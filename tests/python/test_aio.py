@@ -82,6 +82,8 @@ def test_every_coroutine(redis_url: str, bot_name: str, r: redis.Redis):
             assert await sm.load_positions() == {}
             await sm.heartbeat()
             await sm._ping()
+            stalls = sm.lease_stalls()  # local: not a coroutine
+            assert stalls.round_trip.count > 0 and stalls.tolerance_s > 0
             assert "AsyncStateManager" in repr(sm) and "primary" in repr(sm)
         assert sm.closed and not sm.is_primary() and sm.epoch is None
         await sm.close()  # a second close does nothing

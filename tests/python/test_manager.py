@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -413,3 +414,32 @@ def test_random_values_round_trip_exactly(primary: StateManager):
         loaded = primary.load_state()
         assert loaded is not None
         assert as_stored(loaded) == as_stored(state), n
+
+
+def test_lease_stalls(make_manager: ManagerFactory) -> None:
+    """The lease thread's stall meter from Python: frozen, typed, counting."""
+    primary = make_manager(lock_ttl=3.0)
+    assert primary.wait_until_primary(5)
+    time.sleep(1.0)
+    stalls = primary.lease_stalls()
+    assert isinstance(stalls, quantshift_core.LeaseStalls)
+    assert stalls.tolerance_s == pytest.approx(0.2)
+    assert stalls.dropped_records == 0
+    for histogram in (stalls.wake_late, stalls.round_trip):
+        assert isinstance(histogram, quantshift_core.StallHistogram)
+        # A renewal every 100 ms.
+        assert histogram.count >= 3, stalls
+        assert sum(count for _, count in histogram.buckets) == histogram.count
+        bounds = [bound for bound, _ in histogram.buckets]
+        assert bounds[0] == pytest.approx(0.001) and bounds[-1] == math.inf
+        assert bounds == sorted(bounds)
+        assert 0 <= histogram.p50_s <= histogram.p99_s <= max(histogram.max_s, bounds[0])
+        assert histogram.sum_s >= histogram.max_s >= 0
+    as_dict = stalls.to_dict()
+    assert as_dict["round_trip"]["count"] == stalls.round_trip.count
+    assert set(as_dict) == {"wake_late", "round_trip", "tolerance_s", "dropped_records"}
+    assert "LeaseStalls(" in repr(stalls)
+    with pytest.raises(AttributeError):
+        stalls.tolerance_s = 1.0  # type: ignore[misc]
+    later = primary.lease_stalls()
+    assert later.round_trip.count >= stalls.round_trip.count

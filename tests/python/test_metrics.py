@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import quantshift_core
 
-from conftest import ManagerFactory
+from conftest import MEASURED, ManagerFactory
 from processes import BotProcess, kill_all
 from redis_server import RedisServer
 
@@ -38,6 +38,8 @@ BOT_METRICS = [
     "quantshift_bot_standbys",
     "quantshift_bot_epoch",
     "quantshift_bot_lease_ttl_seconds",
+    "quantshift_bot_lease_renewal_age_seconds",
+    "quantshift_bot_lease_deadline_seconds",
     "quantshift_bot_heartbeat_age_seconds",
     "quantshift_bot_state_age_seconds",
     "quantshift_bot_positions",
@@ -99,7 +101,11 @@ class Exporter:
         samples: Samples = {}
         helps: dict[str, str] = {}
         for family in text_string_to_metric_families(body):
-            assert family.type == "gauge", family
+            # The stall meter: histograms and a counter; everything else is a gauge.
+            if family.name.startswith("quantshift_lease_"):
+                assert family.type in ("gauge", "histogram", "counter"), family
+            else:
+                assert family.type == "gauge", family
             helps[family.name] = family.documentation
             for sample in family.samples:
                 labels = tuple(sorted(sample.labels.items()))
@@ -131,6 +137,16 @@ def bot_values(samples: Samples, name: str) -> dict[str, float]:
     return {dict(labels)["bot"]: value for labels, value in samples.get(name, {}).items()}
 
 
+def instance_values(samples: Samples, name: str) -> dict[tuple[str, str], float]:
+    """{(bot, instance_id): value} of a per-instance series (histograms: without `le`)."""
+    values = {}
+    for labels, value in samples.get(name, {}).items():
+        named = dict(labels)
+        if "le" not in named:
+            values[(named["bot"], named["instance_id"])] = value
+    return values
+
+
 def status_json(url: str, *bots: str) -> dict[str, Any]:
     done = subprocess.run(
         [*TOOL, "--url", url, "status", "--json", *bots],
@@ -155,6 +171,7 @@ def assert_matches_status(samples: Samples, status: dict[str, Any]) -> None:
         assert seen["quantshift_bot_epoch"] == bot["epoch"], (name, seen, bot)
         for metric, field, tolerance in [
             ("quantshift_bot_lease_ttl_seconds", "lease_ttl_seconds", 1.0),
+            ("quantshift_bot_lease_renewal_age_seconds", "lease_renewal_age_seconds", 1.0),
             ("quantshift_bot_heartbeat_age_seconds", "heartbeat_age_seconds", 1.0),
             ("quantshift_bot_state_age_seconds", "state_age_seconds", 2.0),
         ]:
@@ -165,6 +182,16 @@ def assert_matches_status(samples: Samples, status: dict[str, Any]) -> None:
                 assert value is not None, (name, metric, seen)
                 assert value >= 0
                 assert abs(value - bot[field]) < tolerance, (name, metric, seen, bot)
+        deadline = seen["quantshift_bot_lease_deadline_seconds"]
+        if bot["lease_deadline_in_seconds"] is None:
+            assert deadline is None, (name, seen)
+        else:
+            assert deadline is not None and abs(deadline - bot["lease_deadline_in_seconds"]) < 1.0
+        # The stall meters both reads saw agree (one may be published between the reads).
+        tolerances = instance_values(samples, "quantshift_lease_tolerance_seconds")
+        for instance_id, stalls in bot["lease_stalls"].items():
+            if (name, instance_id) in tolerances:
+                assert tolerances[(name, instance_id)] == pytest.approx(stalls["tolerance_seconds"])
     warnings = {
         dict(labels)["kind"]: v for labels, v in samples["quantshift_redis_warning"].items()
     }
@@ -317,6 +344,89 @@ def test_kill_9_of_the_primary_is_has_primary_0_then_1(
         # Epochs carry the server's time in ms: compared, not counted.
         assert seen["quantshift_bot_epoch"] > epoch, seen
         assert int(standby.wait_for("PROMOTED", 10).details[0]) == seen["quantshift_bot_epoch"]
+        exporter.stop()
+    finally:
+        kill_all(started)
+
+
+def test_a_killed_and_a_closed_standby_leave_the_standbys_within_2_s(
+    make_manager: ManagerFactory, redis_url: str, bot_name: str, exporters: list[Exporter]
+) -> None:
+    """`kill -9` of a standby process and close() of another: both leave status --json and
+    quantshift_bot_standbys within the presence TTL (1.5 s) and at once; the live primary's
+    renewal age stays under a second, its stall meter is exported per instance."""
+    started: list[BotProcess] = []
+    try:
+        primary = BotProcess(redis_url, bot_name, 3.0)
+        started.append(primary)
+        primary.wait_for("PROMOTED", 15)
+        primary_id = primary.wait_for("READY", 15).details[0]
+        killed = BotProcess(redis_url, bot_name, 3.0)
+        started.append(killed)
+        killed_id = killed.wait_for("READY", 15).details[0]
+        closed = make_manager(lock_ttl=3.0)
+        closed_id = closed.instance_id
+        exporter = Exporter(redis_url, bot_name)
+        exporters.append(exporter)
+
+        def scrape_until(check: Any, timeout: float) -> Samples:
+            give_up = time.monotonic() + timeout
+            while True:
+                samples, _, _ = exporter.scrape()
+                if check(samples) or time.monotonic() > give_up:
+                    assert check(samples), samples
+                    return samples
+                time.sleep(0.02)
+
+        def standbys(samples: Samples) -> float | None:
+            return bot_values(samples, "quantshift_bot_standbys").get(bot_name)
+
+        # Both standbys live, and every instance's meter published, the primary's counting.
+        samples = scrape_until(
+            lambda s: (
+                standbys(s) == 2
+                and instance_values(s, "quantshift_lease_round_trip_seconds_count").get(
+                    (bot_name, primary_id), 0
+                )
+                > 0
+                and len(instance_values(s, "quantshift_lease_tolerance_seconds")) == 3
+            ),
+            10,
+        )
+        assert bot_values(samples, "quantshift_bot_lease_renewal_age_seconds")[bot_name] < 1.0
+        assert 0 < bot_values(samples, "quantshift_bot_lease_deadline_seconds")[bot_name] <= 0.31
+        status = status_json(redis_url, bot_name)["bots"][0]
+        assert sorted(status["standbys"]) == sorted([killed_id, closed_id]), status
+        assert status["lease_renewal_age_seconds"] < 1.0, status
+        assert status["lease_deadline_passed"] is False, status
+
+        start = time.monotonic()
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait_exit(10)
+        closed.close()
+        closed_at = time.monotonic() - start
+        status_gone = None
+        while time.monotonic() - start < 10:
+            if status_json(redis_url, bot_name)["bots"][0]["standbys"] == []:
+                status_gone = time.monotonic() - start
+                break
+            time.sleep(0.02)
+        assert status_gone is not None
+        samples = scrape_until(lambda s: standbys(s) == 0, 10)
+        metric_gone = time.monotonic() - start
+        MEASURED.append(
+            f"standbys gone (kill -9 of one, close() of another, close took {closed_at:.3f} s):"
+            f" status --json after {status_gone:.3f} s, quantshift_bot_standbys 0 after"
+            f" {metric_gone:.3f} s"
+        )
+        assert status_gone < 2.0 and metric_gone < 2.5, (status_gone, metric_gone)
+        status = status_json(redis_url, bot_name)["bots"][0]
+        assert status["instances"] == [primary_id], status
+        assert list(status["lease_stalls"]) == [primary_id], status
+        assert set(instance_values(samples, "quantshift_lease_tolerance_seconds")) == {
+            (bot_name, primary_id)
+        }
+        assert bot_values(samples, "quantshift_bot_has_primary")[bot_name] == 1
         exporter.stop()
     finally:
         kill_all(started)
