@@ -246,6 +246,46 @@ typedef void (*quantshift_log_callback)(void *userdata,
                                         const char *message);
 
 /**
+ * The lease thread's stall meter, as `quantshift_manager_lease_stalls` reads it: how late
+ * the lease thread woke and how long its lease round trips took since the manager started,
+ * beside the tolerance they eat into. Durations in microseconds; the p50 / p99 are upper
+ * bounds (the bound of the histogram bucket they fall in: 1, 2, 5, 10, 20, 50, 100, 150,
+ * 200, 300, 500, 1000, 5000 ms, or the maximum past the last). Like every struct of the ABI
+ * it is frozen: its fields never change.
+ */
+typedef struct quantshift_lease_stalls {
+  /**
+   * Timer wake-ups of the lease thread measured.
+   */
+  uint64_t wake_late_count;
+  /**
+   * Their lateness, summed.
+   */
+  uint64_t wake_late_sum_us;
+  uint64_t wake_late_max_us;
+  uint64_t wake_late_p50_us;
+  uint64_t wake_late_p99_us;
+  /**
+   * Lease commands measured (renewals, looks, takes, releases), send to reply.
+   */
+  uint64_t round_trip_count;
+  uint64_t round_trip_sum_us;
+  uint64_t round_trip_max_us;
+  uint64_t round_trip_p50_us;
+  uint64_t round_trip_p99_us;
+  /**
+   * How late a renewal may come before the holder demotes itself (the deadline less the
+   * renewal period: `failover_tolerance` with fast failover).
+   */
+  uint64_t tolerance_us;
+  /**
+   * Role events and log records the lease's threads dropped because the thread that
+   * delivers them was behind (a callback or a logger that blocks).
+   */
+  uint64_t dropped_records;
+} quantshift_lease_stalls;
+
+/**
  * Called with the new fencing epoch each time this instance becomes primary.
  */
 typedef void (*quantshift_promoted_callback)(void *userdata,
@@ -388,7 +428,9 @@ const char *quantshift_last_error_message(void);
  *
  * The callback may run on any thread, including while the library holds internal locks:
  * it must not call quantshift functions, and it must be safe to call from several threads
- * at once. Once this function returns, the previous callback is no longer called, and
+ * at once. It never runs on the lease's own threads: their records are queued (a bounded
+ * queue; what it drops is counted and reported) and delivered from another thread, so a
+ * callback that blocks delays log records, never a renewal. Once this function returns, the previous callback is no longer called, and
  * `userdata` must live until the callback is replaced.
  *
  * The library installs itself as the process's Rust `log` logger on the first call with a
@@ -528,6 +570,17 @@ quantshift_status quantshift_manager_bot_name(const struct quantshift_manager *m
  */
 quantshift_status quantshift_manager_startup_warnings(const struct quantshift_manager *manager,
                                                       char **out_json);
+
+/**
+ * Reads the lease thread's stall meter into `*out_stalls` (local: no network, never
+ * blocks). A stall of half the tolerance is also logged as a warning.
+ * Errors: `NULL_ARGUMENT`.
+ *
+ * # Safety
+ * `manager` is NULL or a live handle; `out_stalls` is NULL or writable.
+ */
+quantshift_status quantshift_manager_lease_stalls(const struct quantshift_manager *manager,
+                                                  struct quantshift_lease_stalls *out_stalls);
 
 /**
  * Renews the lease now when primary (also writing the heartbeat key), or tries to take

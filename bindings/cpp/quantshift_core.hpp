@@ -241,6 +241,14 @@ class Manager {
     return out.str();
   }
 
+  // The lease thread's stall meter (local: no network): counts, and durations in
+  // microseconds, of its late wake-ups and its lease round trips, beside the tolerance.
+  quantshift_lease_stalls lease_stalls() const {
+    quantshift_lease_stalls stalls{};
+    detail::check(quantshift_manager_lease_stalls(live(), &stalls));
+    return stalls;
+  }
+
   void heartbeat() const { detail::check(quantshift_manager_heartbeat(live())); }
 
   // Returns the state as saved, with last_update.

@@ -295,6 +295,74 @@ pub unsafe extern "C" fn quantshift_manager_startup_warnings(
     })
 }
 
+/// The lease thread's stall meter, as `quantshift_manager_lease_stalls` reads it: how late
+/// the lease thread woke and how long its lease round trips took since the manager started,
+/// beside the tolerance they eat into. Durations in microseconds; the p50 / p99 are upper
+/// bounds (the bound of the histogram bucket they fall in: 1, 2, 5, 10, 20, 50, 100, 150,
+/// 200, 300, 500, 1000, 5000 ms, or the maximum past the last). Like every struct of the ABI
+/// it is frozen: its fields never change.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct quantshift_lease_stalls {
+    /// Timer wake-ups of the lease thread measured.
+    pub wake_late_count: u64,
+    /// Their lateness, summed.
+    pub wake_late_sum_us: u64,
+    pub wake_late_max_us: u64,
+    pub wake_late_p50_us: u64,
+    pub wake_late_p99_us: u64,
+    /// Lease commands measured (renewals, looks, takes, releases), send to reply.
+    pub round_trip_count: u64,
+    pub round_trip_sum_us: u64,
+    pub round_trip_max_us: u64,
+    pub round_trip_p50_us: u64,
+    pub round_trip_p99_us: u64,
+    /// How late a renewal may come before the holder demotes itself (the deadline less the
+    /// renewal period: `failover_tolerance` with fast failover).
+    pub tolerance_us: u64,
+    /// Role events and log records the lease's threads dropped because the thread that
+    /// delivers them was behind (a callback or a logger that blocks).
+    pub dropped_records: u64,
+}
+
+/// Reads the lease thread's stall meter into `*out_stalls` (local: no network, never
+/// blocks). A stall of half the tolerance is also logged as a warning.
+/// Errors: `NULL_ARGUMENT`.
+///
+/// # Safety
+/// `manager` is NULL or a live handle; `out_stalls` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn quantshift_manager_lease_stalls(
+    manager: *const quantshift_manager,
+    out_stalls: *mut quantshift_lease_stalls,
+) -> quantshift_status {
+    boundary(|| {
+        let manager = try_ref!(manager);
+        ensure_non_null!(out_stalls);
+        let stalls = manager.inner.lease_stalls();
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let (w, r) = (&stalls.wake_late, &stalls.round_trip);
+        let value = quantshift_lease_stalls {
+            wake_late_count: w.count,
+            wake_late_sum_us: us(w.sum),
+            wake_late_max_us: us(w.max),
+            wake_late_p50_us: us(w.quantile(0.5)),
+            wake_late_p99_us: us(w.quantile(0.99)),
+            round_trip_count: r.count,
+            round_trip_sum_us: us(r.sum),
+            round_trip_max_us: us(r.max),
+            round_trip_p50_us: us(r.quantile(0.5)),
+            round_trip_p99_us: us(r.quantile(0.99)),
+            tolerance_us: us(stalls.tolerance),
+            dropped_records: stalls.dropped_records,
+        };
+        // SAFETY: non-NULL (checked above), writable per the contract.
+        unsafe { write_out(out_stalls, value) };
+        Ok(())
+    })
+}
+
 /// Renews the lease now when primary (also writing the heartbeat key), or tries to take
 /// it now when standby. The lease thread does both on its own; this is for bots that call
 /// a heartbeat in their loop. Errors: `REDIS_UNAVAILABLE`, `REDIS_ERROR`, `NOT_PRIMARY`

@@ -297,6 +297,27 @@ static bool wait_until(atomic_int *counter, int at_least, long timeout_ms) {
   return atomic_load(counter) >= at_least;
 }
 
+/* ---- the lease thread's stall meter ----------------------------------------------------- */
+
+/* A primary renews every 100 ms (fast failover): after half a second the meter has counted
+ * wake-ups and round trips, with fields that are consistent; the tolerance is 200 ms. */
+static void test_lease_stalls(quantshift_manager *m) {
+  quantshift_lease_stalls stalls, later;
+  memset(&stalls, 0, sizeof stalls);
+  qs_sleep_ms(500);
+  CHECK_OK(quantshift_manager_lease_stalls(m, &stalls));
+  CHECK(stalls.tolerance_us == 200000);
+  CHECK(stalls.round_trip_count >= 2);
+  CHECK(stalls.wake_late_count >= 2);
+  CHECK(stalls.round_trip_p50_us <= stalls.round_trip_p99_us);
+  CHECK(stalls.round_trip_p99_us <= stalls.round_trip_max_us);
+  CHECK(stalls.round_trip_sum_us >= stalls.round_trip_max_us);
+  CHECK(stalls.wake_late_sum_us >= stalls.wake_late_max_us);
+  CHECK(stalls.dropped_records == 0);
+  CHECK_OK(quantshift_manager_lease_stalls(m, &later));
+  CHECK(later.round_trip_count >= stalls.round_trip_count);
+}
+
 /* ---- every call with NULL where a pointer is required ----------------------------------- */
 
 static void test_null_arguments(quantshift_manager *m) {
@@ -320,6 +341,12 @@ static void test_null_arguments(quantshift_manager *m) {
   CHECK_STATUS(quantshift_manager_bot_name(m, NULL), null);
   CHECK_STATUS(quantshift_manager_startup_warnings(NULL, &s), null);
   CHECK_STATUS(quantshift_manager_startup_warnings(m, NULL), null);
+  {
+    quantshift_lease_stalls stalls;
+    CHECK_STATUS(quantshift_manager_lease_stalls(NULL, &stalls), null);
+    CHECK_STATUS(quantshift_manager_lease_stalls(m, NULL), null);
+    CHECK_MESSAGE("out_stalls");
+  }
   CHECK_STATUS(quantshift_manager_heartbeat(NULL), null);
   CHECK_STATUS(quantshift_manager_on_promoted(NULL, on_promoted, NULL), null);
   CHECK_STATUS(quantshift_manager_on_promoted(m, NULL, NULL), null);
@@ -823,6 +850,7 @@ static void test_roles_and_shutdown(void) {
   qs_redis_cli(command, reply, sizeof reply);
   CHECK(strncmp(reply, "20", 2) == 0);
 
+  test_lease_stalls(a);
   test_null_arguments(a);
   test_bad_input(a);
   test_state(a);

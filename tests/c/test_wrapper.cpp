@@ -147,6 +147,11 @@ int main() {
   CHECK(primary.bot_name() == bot);
   CHECK(primary.instance_id().find(":" + std::to_string(getpid())) != std::string::npos);
   CHECK(primary.startup_warnings().front() == '[');
+  {
+    const quantshift_lease_stalls stalls = primary.lease_stalls();
+    CHECK(stalls.tolerance_us == 200000);
+    CHECK(stalls.round_trip_p99_us <= stalls.round_trip_max_us);
+  }
   primary.heartbeat();
 
   // Moves keep one owner; the moved-from object refuses use with an exception.
