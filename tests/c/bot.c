@@ -10,8 +10,11 @@
  * it first sees itself primary (after updating its state), "promoted <epoch>" from the
  * callback, "handler <n>" from its shutdown handlers, "host shutdown <signal>" and
  * "host done" in host mode. With QS_HANDLER_SLEEP_MS set, the first handler then sleeps that
- * long (for the second-signal test). Every 2 ms it tries a fenced write whatever its role and exits
- * 3 if a write succeeded while it did not think itself primary. Runs at most 60 s. */
+ * long (for the second-signal test). With QS_LOG_SLEEP_MS set, it installs a log callback (records
+ * up to info, so role changes are logged) that sleeps that long per record, as a stalled syslog or
+ * network sink would, then prints "log <level> <message>" (the busy-logger test, issue 24).
+ * Every 2 ms it tries a fenced write whatever its role and exits 3 if a write succeeded while it
+ * did not think itself primary. Runs at most 60 s. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <signal.h>
@@ -58,6 +61,19 @@ static int handler(void *userdata) {
   return 0;
 }
 
+/* A blocking sink: every record takes QS_LOG_SLEEP_MS (read once, before the callback is set). */
+static long log_sleep_ms = 0;
+
+static void on_log(void *userdata, uint32_t level, const char *target, const char *message) {
+  struct timespec pause = {log_sleep_ms / 1000, (log_sleep_ms % 1000) * 1000000L};
+  char line[512];
+  (void)userdata;
+  (void)target;
+  nanosleep(&pause, NULL);
+  snprintf(line, sizeof line, "log %u %s", (unsigned)level, message);
+  say(line);
+}
+
 static long long wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -94,6 +110,15 @@ int main(int argc, char **argv) {
     sigemptyset(&action.sa_mask);
     sigaction(SIGTERM, &action, NULL);
     sigaction(SIGINT, &action, NULL);
+  }
+
+  if (getenv("QS_LOG_SLEEP_MS") != NULL) {
+    log_sleep_ms = strtol(getenv("QS_LOG_SLEEP_MS"), NULL, 10);
+    /* 3: info, the level of "is now primary" / "is now standby". */
+    status = quantshift_set_log_callback(on_log, NULL, 3);
+    if (status != QUANTSHIFT_STATUS_OK) {
+      return fail("quantshift_set_log_callback", status);
+    }
   }
 
   quantshift_options_default(&options);
