@@ -167,7 +167,8 @@ pub fn encode(reading: &Reading) -> String {
     let lease_ttl: Family<BotLabel, SecondsGauge> = register_family(
         &mut registry,
         "bot_lease_ttl_seconds",
-        "Time left on the primary's lease as Redis counts it (no series without a primary)",
+        "Time left on the primary's lock key as Redis counts it (its TTL; when the primary's \
+         deadline falls is bot_lease_deadline_seconds; no series without a primary)",
     );
     let heartbeat_age: Family<BotLabel, SecondsGauge> = register_family(
         &mut registry,
