@@ -1479,13 +1479,6 @@ fn layout_move_carries_every_key_with_its_ttl_and_refuses_while_a_lease_is_held(
         .save_position("AAPL", &mut obj(json!({"quantity": 1})))
         .unwrap();
     bystander.close().unwrap();
-    // The instances set expires with the lease: kept here, so that every key is still there
-    // when it moves.
-    redis::cmd("PEXPIRE")
-        .arg("bot:mover:instances")
-        .arg(600_000)
-        .query::<()>(&mut conn)
-        .unwrap();
 
     // A lease held (an instance running): refused, nothing moved.
     let holder = manager(&server, "mover", 3000);
@@ -1514,13 +1507,37 @@ fn layout_move_carries_every_key_with_its_ttl_and_refuses_while_a_lease_is_held(
     assert_eq!(snapshot(&mut conn), before, "a refused move wrote");
     // Stopped cleanly: the lease released (the lease record's token emptied).
     holder.close().unwrap();
+    // A closed instance leaves the live instances and the stall meter summaries at once, and
+    // a dead one lapses within seconds: entries of a crashed instance that would still count
+    // for long, so that every key is there when it moves.
+    redis::pipe()
+        .cmd("ZADD")
+        .arg("bot:mover:instances")
+        .arg(i64::MAX / 2)
+        .arg("host:1")
+        .cmd("PEXPIRE")
+        .arg("bot:mover:instances")
+        .arg(600_000)
+        .cmd("HSET")
+        .arg("bot:mover:lease_stalls")
+        .arg("host:1")
+        .arg(format!("{} {{\"v\":1}}", i64::MAX / 2))
+        .cmd("PEXPIRE")
+        .arg("bot:mover:lease_stalls")
+        .arg(600_000)
+        .query::<()>(&mut conn)
+        .unwrap();
 
     let epoch: u64 = redis::cmd("GET")
         .arg("bot:mover:epoch")
         .query(&mut conn)
         .unwrap();
     let plain_keys = keys_of(&mut conn, "bot:mover:*");
-    assert!(plain_keys.len() >= 10, "{plain_keys:?}");
+    assert!(plain_keys.len() >= 11, "{plain_keys:?}");
+    assert!(
+        plain_keys.contains(&"bot:mover:lease_stalls".to_owned()),
+        "{plain_keys:?}"
+    );
     let state_ttl = pttl(&mut conn, "bot:mover:state");
     let legacy_ttl = pttl(&mut conn, "bot:mover:position:LEGACY");
     assert!(state_ttl > 0 && legacy_ttl > 0);
