@@ -38,6 +38,8 @@ mod analysis;
 #[path = "chaos/bot.rs"]
 mod bot;
 mod common;
+#[path = "chaos/contention.rs"]
+mod contention;
 #[path = "chaos/profiles.rs"]
 mod profiles;
 #[path = "chaos/proxy.rs"]
@@ -48,8 +50,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use analysis::InstanceData;
-use bot::{mono_ns, BotOptions, Collected, Instance};
+use bot::{mono_ns, BotOptions, Collected, Instance, Stalls};
 use common::RedisServer;
+use contention::{Contention, Spinners};
 use profiles::{Profile, PROFILES};
 use proxy::{Dir, Mode, Proxy};
 
@@ -58,6 +61,13 @@ use proxy::{Dir, Mode, Proxy};
 #[test]
 fn chaos_child() {
     bot::child_main();
+}
+
+/// Not a test of its own: a process that spins for the contention modes (does nothing
+/// without `QS_SPIN_MAX_S`).
+#[test]
+fn chaos_spinner() {
+    contention::spinner_main();
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,6 +119,9 @@ struct Event {
     at_ms: f64,
     /// Monotonic ns of the fault's start.
     t0: u64,
+    /// Monotonic ns of the fault's end: its last act (the kill of a bot, SIGCONT, the path
+    /// passing again, Redis back, the last FLUSHALL); what follows is recovery.
+    t_end: u64,
     /// The instance that was primary when the fault began.
     primary_before: Option<String>,
 }
@@ -137,6 +150,14 @@ struct Chaos {
     quiet_ms: u64,
     /// When the last fault ended: a kill waits until both bots had time to recover from it.
     last_fault_end: Option<Instant>,
+    /// When the fault being injected ended (monotonic ns), set by the fault.
+    ended: Option<u64>,
+    /// Where the bots' logs and lines go (kept, or removed after a run that passed).
+    log_dir: std::path::PathBuf,
+    /// The busy threads of each bot process (contention `threads`).
+    busy_threads: u32,
+    /// The bots reach Redis directly, not through their proxies (runs without faults only).
+    direct: bool,
 }
 
 /// How long after the end of the previous fault a kill -9 comes at the earliest.
@@ -163,15 +184,21 @@ impl Chaos {
     }
 
     fn spawn_only(&mut self, slot: usize) {
-        let url = self.profile.bot_url(self.slots[slot].proxy.port);
+        let port = if self.direct {
+            self.server.port
+        } else {
+            self.slots[slot].proxy.port
+        };
+        let url = self.profile.bot_url(port);
         let s = &mut self.slots[slot];
         let writer = format!("{}{}", s.name, s.incarnations);
         s.incarnations += 1;
-        let fresh = Instance::spawn(
-            &BotOptions::chaos(&url, self.ttl_ms, self.max_s),
-            &self.bot,
-            &writer,
-        );
+        let options = BotOptions {
+            log_dir: Some(self.log_dir.clone()),
+            busy_threads: self.busy_threads,
+            ..BotOptions::chaos(&url, self.ttl_ms, self.max_s)
+        };
+        let fresh = Instance::spawn(&options, &self.bot, &writer);
         let old = std::mem::replace(&mut s.current, fresh);
         s.past.push(old);
     }
@@ -239,14 +266,21 @@ impl Chaos {
         }
     }
 
+    /// Records a fault that began at `t0` and ended at `self.ended` (when the fault set it:
+    /// the bot resumed, the path passes again, Redis is back), or now.
     fn record(&mut self, label: String, target_was_primary: bool, t0: u64, before: Option<String>) {
         let at_ms = (t0 - self.origin) as f64 / 1e6;
-        println!("[{at_ms:>10.1} ms] {label}");
+        let t_end = self.ended.take().unwrap_or_else(mono_ns).max(t0);
+        println!(
+            "[{at_ms:>10.1} ms] {label} (ended after {:.0} ms)",
+            (t_end - t0) as f64 / 1e6
+        );
         self.events.push(Event {
             label,
             target_was_primary,
             at_ms,
             t0,
+            t_end,
             primary_before: before,
         });
     }
@@ -396,6 +430,7 @@ impl Chaos {
                 let was_primary = self.slots[i].current.is_primary_now();
                 let writer = self.slots[i].current.writer.clone();
                 let t0 = self.slots[i].current.kill();
+                self.ended = Some(t0);
                 if was_primary {
                     self.primary_kills.push((writer.clone(), t0));
                     // Wait (bounded) for the other to take over before a new bot joins.
@@ -423,6 +458,7 @@ impl Chaos {
                 self.slots[i].current.signal(libc::SIGSTOP);
                 sleep_ms(hold);
                 self.slots[i].current.signal(libc::SIGCONT);
+                self.ended = Some(mono_ns());
                 self.record(
                     format!("SIGSTOP {writer} for {hold} ms (primary: {was_primary})"),
                     was_primary,
@@ -436,6 +472,7 @@ impl Chaos {
                 self.server.freeze();
                 sleep_ms(hold);
                 self.server.thaw();
+                self.ended = Some(mono_ns());
                 self.record(
                     format!("SIGSTOP redis-server for {hold} ms"),
                     false,
@@ -449,6 +486,7 @@ impl Chaos {
                 self.server.kill();
                 sleep_ms(down);
                 self.server.restart();
+                self.ended = Some(mono_ns());
                 self.record(
                     format!("kill -9 redis-server, restarted after {down} ms (AOF)"),
                     false,
@@ -462,6 +500,7 @@ impl Chaos {
                 self.server.kill();
                 sleep_ms(down);
                 self.server.restart_empty();
+                self.ended = Some(mono_ns());
                 self.last_wipe = mono_ns();
                 self.record(
                     format!(
@@ -480,6 +519,7 @@ impl Chaos {
                 self.slots[i].proxy.set_mode(Mode::Cut);
                 sleep_ms(20);
                 self.slots[i].proxy.set_mode(Mode::Pass);
+                self.ended = Some(mono_ns());
                 self.record(
                     format!("connection reset through {writer}'s proxy (primary: {was_primary})"),
                     was_primary,
@@ -515,6 +555,7 @@ impl Chaos {
                 self.slots[i].proxy.set_mode(mode);
                 sleep_ms(hold);
                 self.slots[i].proxy.set_mode(Mode::Pass);
+                self.ended = Some(mono_ns());
                 self.record(
                     format!("network {mode:?} between {writer} and Redis for {hold} ms (primary: {was_primary})"),
                     was_primary,
@@ -531,6 +572,7 @@ impl Chaos {
                 self.slots[i].proxy.set_mode(Mode::HalfClose);
                 sleep_ms(hold);
                 self.slots[i].proxy.set_mode(Mode::Pass);
+                self.ended = Some(mono_ns());
                 self.record(
                     format!(
                         "half-closed path of {writer} (Redis side closed, bot side silent) for {hold} ms (primary: {was_primary})"
@@ -558,6 +600,7 @@ impl Chaos {
                     self.slots[i].proxy.set_mode(Mode::Cut);
                 }
                 self.slots[i].proxy.set_mode(Mode::Pass);
+                self.ended = Some(mono_ns());
                 let end = if reset {
                     "then reset"
                 } else {
@@ -581,6 +624,7 @@ impl Chaos {
                 self.flushall();
                 sleep_ms(gap);
                 self.slots[i].current.kill();
+                self.ended = Some(mono_ns());
                 self.spawn_in(i);
                 self.record(
                     format!(
@@ -597,10 +641,12 @@ impl Chaos {
                 let mut replaced = 0;
                 for _ in 0..n {
                     self.flushall();
+                    self.ended = Some(mono_ns());
                     if self.rng.bool() {
                         let i = self.rng.usize(0..2);
                         sleep_ms(self.rng.u64(0..=300));
                         self.slots[i].current.kill();
+                        self.ended = Some(mono_ns());
                         self.spawn_only(i);
                         replaced += 1;
                     }
@@ -738,7 +784,14 @@ fn two_bots_under_random_faults_never_overlap_and_lose_nothing() {
     let each = (seconds / profiles.len().max(1) as u64).max(1);
     let mut reports = Vec::new();
     for profile in profiles {
-        reports.push(chaos_run(each, ttl_ms, 0.8, profile));
+        reports.push(chaos_run(RunSpec {
+            seconds: each,
+            ttl_ms,
+            kill_primary_odds: 0.8,
+            profile,
+            faults: true,
+            contention: Contention::from_env(Contention::None),
+        }));
     }
     print_totals(&reports);
 }
@@ -753,16 +806,42 @@ fn at_the_default_lock_ttl_faults_never_overlap_and_kills_are_followed_within_a_
         return;
     }
     let _one_at_a_time = serial();
-    let report = chaos_run(
-        env_u64("QS_CHAOS_DEFAULT_TTL_SECONDS").unwrap_or(25),
-        30_000,
-        1.0,
-        Profile::LeastPrivilege,
-    );
+    let report = chaos_run(RunSpec {
+        seconds: env_u64("QS_CHAOS_DEFAULT_TTL_SECONDS").unwrap_or(25),
+        ttl_ms: 30_000,
+        kill_primary_odds: 1.0,
+        profile: Profile::LeastPrivilege,
+        faults: true,
+        contention: Contention::from_env(Contention::None),
+    });
     assert!(
         report.primary_kills > 0,
         "the primary was killed at least once"
     );
+}
+
+/// Availability under real load (issue 24): two bots on the least-privilege profile with
+/// more busy processes than cores and busy threads in each bot (`QS_CHAOS_CONTENTION`, default
+/// `both`), no fault at all, for `QS_CHAOS_QUIET_SECONDS` (default 25): the lease must never
+/// move after the first take (a late holder renews its own token; a standby must not take a
+/// live one), besides every check of a chaos run. `QS_CHAOS_PROFILES` picks other profiles.
+#[test]
+fn under_contention_without_faults_the_lease_never_moves() {
+    let _one_at_a_time = serial();
+    let profiles = match std::env::var("QS_CHAOS_PROFILES") {
+        Ok(_) => chosen_profiles(),
+        Err(_) => vec![Profile::LeastPrivilege],
+    };
+    for profile in profiles {
+        chaos_run(RunSpec {
+            seconds: env_u64("QS_CHAOS_QUIET_SECONDS").unwrap_or(25),
+            ttl_ms: env_u64("QS_CHAOS_TTL_MS").unwrap_or(1000),
+            kill_primary_odds: 0.0,
+            profile,
+            faults: false,
+            contention: Contention::from_env(Contention::Both),
+        });
+    }
 }
 
 /// Per server profile (plain, no CONFIG/INFO, least-privilege ACL user, plain through a
@@ -825,11 +904,20 @@ fn append_report(path: &str, text: &str) {
 }
 
 /// What one fault did to the lease: how long after it another instance led (when one did
-/// before the next fault), and how long no instance was primary in between.
+/// before the next fault), how long no instance was primary in between, and the longest
+/// stretch without a primary after the fault ended (monotonic ns, start and end).
 struct FaultOutcome {
     kind: &'static str,
+    label: String,
     moved_after: Option<u64>,
     no_primary_ns: u64,
+    after_end: (u64, u64),
+}
+
+impl FaultOutcome {
+    fn after_end_ns(&self) -> u64 {
+        self.after_end.1 - self.after_end.0
+    }
 }
 
 struct RunReport {
@@ -843,8 +931,9 @@ struct RunReport {
     acked: usize,
 }
 
-/// Outcomes per fault kind: (faults, lease moved, move times, no-primary times).
-type PerKind = BTreeMap<&'static str, (usize, Vec<u64>, Vec<u64>)>;
+/// Outcomes per fault kind: (faults, lease moved, move times, no-primary times, longest
+/// stretches without a primary after the fault ended).
+type PerKind = BTreeMap<&'static str, (usize, Vec<u64>, Vec<u64>, Vec<u64>)>;
 
 fn per_kind<'a>(faults: impl Iterator<Item = &'a FaultOutcome>) -> PerKind {
     let mut out: PerKind = BTreeMap::new();
@@ -853,10 +942,12 @@ fn per_kind<'a>(faults: impl Iterator<Item = &'a FaultOutcome>) -> PerKind {
         entry.0 += 1;
         entry.1.extend(f.moved_after);
         entry.2.push(f.no_primary_ns);
+        entry.3.push(f.after_end_ns());
     }
     for entry in out.values_mut() {
         entry.1.sort_unstable();
         entry.2.sort_unstable();
+        entry.3.sort_unstable();
     }
     out
 }
@@ -865,9 +956,9 @@ fn kind_table(table: &PerKind) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "| fault kind | faults | lease moved | time to the new primary min / median / max (ms) | time without a primary min / median / max (ms) |"
+        "| fault kind | faults | lease moved | time to the new primary min / median / max (ms) | time without a primary min / median / max (ms) | longest stretch without a primary after the fault ended, median / max (ms) |"
     );
-    let _ = writeln!(text, "|---|---|---|---|---|");
+    let _ = writeln!(text, "|---|---|---|---|---|---|");
     let ms = |v: &[u64]| {
         if v.is_empty() {
             "–".to_owned()
@@ -880,13 +971,15 @@ fn kind_table(table: &PerKind) -> String {
             )
         }
     };
-    for (kind, (n, moved, gaps)) in table {
+    for (kind, (n, moved, gaps, after)) in table {
         let _ = writeln!(
             text,
-            "| {kind} | {n} | {} | {} | {} |",
+            "| {kind} | {n} | {} | {} | {} | {:.0} / {:.0} |",
             moved.len(),
             ms(moved),
-            ms(gaps)
+            ms(gaps),
+            analysis::percentile_ms(after, 0.5),
+            analysis::percentile_ms(after, 1.0)
         );
     }
     text
@@ -920,13 +1013,15 @@ fn print_totals(reports: &[RunReport]) {
 }
 
 /// For each fault: the primary before it, whether another instance led before the next
-/// fault, and how long no instance was primary in that window.
+/// fault, how long no instance was primary in that window, and the longest stretch without a
+/// primary after the fault ended.
 fn outcomes(events: &[Event], instances: &[InstanceData], end: u64) -> Vec<FaultOutcome> {
     let mut runs: Vec<(u64, u64, &str)> = instances
         .iter()
         .flat_map(|i| i.runs.iter().map(|&(s, e, _)| (s, e, i.writer.as_str())))
         .collect();
     runs.sort_unstable();
+    let spans: Vec<(u64, u64)> = runs.iter().map(|&(s, f, _)| (s, f)).collect();
     events
         .iter()
         .enumerate()
@@ -939,54 +1034,273 @@ fn outcomes(events: &[Event], instances: &[InstanceData], end: u64) -> Vec<Fault
                 })
                 .map(|&(s, _, _)| s - e.t0)
                 .min();
-            // The union of runs inside [t0, until), against its length.
-            let mut covered = 0;
-            let mut reach = e.t0;
-            for &(s, f, _) in &runs {
-                let (s, f) = (s.max(reach), f.min(until));
-                if f > s {
-                    covered += f - s;
-                    reach = f;
-                }
-            }
+            let covered: u64 = leaderless(&spans, e.t0, until)
+                .iter()
+                .map(|&(a, b)| b - a)
+                .sum();
+            let after_end = leaderless(&spans, e.t_end.min(until), until)
+                .into_iter()
+                .max_by_key(|&(a, b)| b - a);
             FaultOutcome {
                 kind: kind_of(&e.label),
+                label: e.label.clone(),
                 moved_after,
-                no_primary_ns: (until - e.t0).saturating_sub(covered),
+                no_primary_ns: covered,
+                after_end: after_end.unwrap_or((e.t_end, e.t_end)),
             }
         })
         .collect()
 }
 
-/// Runs the faults for `seconds` on a server of `profile`, checks the run, and returns its
-/// figures.
-fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile) -> RunReport {
+/// The stretches of `[from, until)` that no run of `spans` (sorted by start) covers.
+fn leaderless(spans: &[(u64, u64)], from: u64, until: u64) -> Vec<(u64, u64)> {
+    let mut gaps = Vec::new();
+    let mut reach = from;
+    for &(s, f) in spans {
+        if reach >= until {
+            break;
+        }
+        if f <= reach {
+            continue;
+        }
+        if s > reach {
+            gaps.push((reach, s.min(until)));
+        }
+        reach = reach.max(f);
+    }
+    if reach < until {
+        gaps.push((reach, until));
+    }
+    gaps
+}
+
+/// Lease takes in `[from, to]`: runs (in order of start) whose epoch differs from the run
+/// before (the first run of the window is not counted), and demotions: runs that ended
+/// inside the window.
+fn takes_and_demotions(instances: &[InstanceData], from: u64, to: u64) -> (Vec<String>, usize) {
+    let mut runs: Vec<(u64, u64, u64, &str)> = instances
+        .iter()
+        .flat_map(|i| i.runs.iter().map(|&(s, f, e)| (s, f, e, i.writer.as_str())))
+        .filter(|&(s, f, _, _)| f >= from && s <= to)
+        .collect();
+    runs.sort_unstable();
+    let takes = runs
+        .windows(2)
+        .filter(|w| w[1].2 != w[0].2)
+        .map(|w| {
+            format!(
+                "{} took the lease (epoch {}) at t={} after {} (epoch {})",
+                w[1].3, w[1].2, w[1].0, w[0].3, w[0].2
+            )
+        })
+        .collect();
+    let demotions = runs.iter().filter(|r| r.1 < to).count();
+    (takes, demotions)
+}
+
+/// What one chaos run does.
+#[derive(Debug, Clone, Copy)]
+struct RunSpec {
+    seconds: u64,
+    ttl_ms: u64,
+    /// How often a kill -9 aims at the primary.
+    kill_primary_odds: f64,
+    profile: Profile,
+    /// Faults injected; without them the run only watches the lease (no take may happen).
+    faults: bool,
+    contention: Contention,
+}
+
+/// Where a run keeps the bots' logs: under `QS_CHAOS_LOGS` (kept), or in a temporary
+/// directory removed once the run passed (kept, and named, when it failed).
+struct LogDir {
+    path: std::path::PathBuf,
+    keep: bool,
+}
+
+impl LogDir {
+    fn new(name: &str) -> LogDir {
+        let (path, keep) = match std::env::var("QS_CHAOS_LOGS") {
+            Ok(base) => (std::path::PathBuf::from(base).join(name), true),
+            Err(_) => (
+                std::env::temp_dir().join(format!("qs-chaos-logs-{}-{name}", std::process::id())),
+                false,
+            ),
+        };
+        std::fs::create_dir_all(&path).expect("create the bots' log directory");
+        LogDir { path, keep }
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            println!("the bots' logs are kept in {}", self.path.display());
+        } else if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The bots' log records and role lines between `from` and `to` (monotonic ns), in time
+/// order, each with its time since `origin` and its writer (at most `max` lines).
+fn excerpt(dir: &std::path::Path, from: u64, to: u64, origin: u64, max: usize) -> String {
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let (Some(writer), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()).map(str::to_owned),
+            path.extension().and_then(|s| s.to_str()).map(str::to_owned),
+        ) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            let line = line.rsplit(" ... ").next().unwrap_or(line);
+            let mut parts = line.split_whitespace();
+            let (t, rest) = match ext.as_str() {
+                "log" => (parts.next().and_then(|t| t.parse::<u64>().ok()), line),
+                "out" => match parts.next() {
+                    Some("R1" | "R0" | "E") => (parts.next().and_then(|t| t.parse().ok()), line),
+                    _ => (None, line),
+                },
+                _ => (None, line),
+            };
+            if let Some(t) = t.filter(|&t| t >= from && t <= to) {
+                let rest = if ext == "log" {
+                    rest.split_once(' ').map_or(rest, |(_, r)| r)
+                } else {
+                    rest
+                };
+                lines.push((
+                    t,
+                    format!(
+                        "  [{:>10.1} ms] {writer}: {rest}",
+                        t.saturating_sub(origin) as f64 / 1e6
+                    ),
+                ));
+            }
+        }
+    }
+    lines.sort();
+    let shown = lines.len().min(max);
+    let mut text: String = lines[..shown]
+        .iter()
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    if lines.len() > shown {
+        let _ = writeln!(text, "  ... {} more lines", lines.len() - shown);
+    }
+    text
+}
+
+/// One stall meter reading per line: counts, maxima, p99 (the upper bound of its bucket) and
+/// how many were over 50 / 100 / 200 ms.
+fn stall_table(stalls: &[(String, Stalls)]) -> String {
+    let mut text = String::from(
+        "| instance | wake-ups | woke late max | p99 (≤) | > 50 / 100 / 200 ms | round trips | round trip max | p99 (≤) | > 50 / 100 / 200 ms | records dropped |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let ms = |us: u64| us as f64 / 1e3;
+    let over = |b: &[u64]| {
+        format!(
+            "{} / {} / {}",
+            Stalls::above(b, 50),
+            Stalls::above(b, 100),
+            Stalls::above(b, 200)
+        )
+    };
+    for (writer, s) in stalls {
+        let _ = writeln!(
+            text,
+            "| {writer} | {} | {:.1} ms | {:.0} ms | {} | {} | {:.1} ms | {:.0} ms | {} | {} |",
+            s.wake_count,
+            ms(s.wake_max_us),
+            ms(s.wake_p99_us),
+            over(&s.wake_buckets),
+            s.rtt_count,
+            ms(s.rtt_max_us),
+            ms(s.rtt_p99_us),
+            over(&s.rtt_buckets),
+            s.dropped_records
+        );
+    }
+    text
+}
+
+/// Runs the faults (or none) for `seconds` on a server of `profile`, checks the run, and
+/// returns its figures.
+fn chaos_run(spec: RunSpec) -> RunReport {
+    let RunSpec {
+        seconds,
+        ttl_ms,
+        kill_primary_odds,
+        profile,
+        faults,
+        contention,
+    } = spec;
     // One seed per profile, from the base seed (printed, replayed with QS_CHAOS_SEED).
     let base_seed = env_u64("QS_CHAOS_SEED").unwrap_or_else(|| fastrand::u64(..));
     let seed = base_seed.wrapping_add(profile as u64);
     let profile_name = profile.name();
+    let what = if faults {
+        "of faults"
+    } else {
+        "without faults"
+    };
     println!(
-        "chaos seed {seed} (replay: QS_CHAOS_SEED={base_seed}), {seconds} s of faults, lock_ttl {ttl_ms} ms, server profile: {profile_name}"
+        "chaos seed {seed} (replay: QS_CHAOS_SEED={base_seed}), {seconds} s {what}, lock_ttl {ttl_ms} ms, server profile: {profile_name}, {}",
+        contention.describe()
     );
+    let max_s = seconds + 180;
+    let spinners = Spinners::start(contention, max_s);
+    let logs = LogDir::new(&format!(
+        "{}-{seed}-{}",
+        profile as u8,
+        if faults { "faults" } else { "quiet" }
+    ));
+    let fsync: &'static str = match std::env::var("QS_CHAOS_FSYNC").as_deref() {
+        Ok("always") => "always",
+        Ok("everysec") => "everysec",
+        _ if faults => "always",
+        _ => "everysec",
+    };
     let server = profile.start_server(&[
         "--maxmemory-policy",
         "noeviction",
         "--appendonly",
         "yes",
         "--appendfsync",
-        "always",
+        // Faults kill Redis: a write it acknowledged must survive. Without faults nothing
+        // restarts Redis, and `always` would measure this host's disk under load (fsyncs of
+        // up to ~200 ms here while the CPUs are saturated), not the bots: `everysec`, as
+        // docs/deployment.md recommends (`QS_CHAOS_FSYNC` overrides both).
+        fsync,
+        // Redis's own record of its slow events (fsync, commands, forks), read at the end.
+        "--latency-monitor-threshold",
+        "20",
     ]);
     let bot = "chaos".to_owned();
-    let max_s = seconds + 180;
+    // Without faults the proxies are not needed: QS_CHAOS_DIRECT=1 leaves them out of the path.
+    let direct = !faults && env_u64("QS_CHAOS_DIRECT") == Some(1);
     let mut slots = Vec::new();
     for name in ['A', 'B'] {
         let proxy = Proxy::start(server.port);
         let writer = format!("{name}0");
-        let current = Instance::spawn(
-            &BotOptions::chaos(&profile.bot_url(proxy.port), ttl_ms, max_s),
-            &bot,
-            &writer,
-        );
+        let options = BotOptions {
+            log_dir: Some(logs.path.clone()),
+            busy_threads: contention.busy_threads(),
+            ..BotOptions::chaos(
+                &profile.bot_url(if direct { server.port } else { proxy.port }),
+                ttl_ms,
+                max_s,
+            )
+        };
+        let current = Instance::spawn(&options, &bot, &writer);
         slots.push(Slot {
             name,
             proxy,
@@ -1012,6 +1326,10 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         kill_primary_odds,
         quiet_ms: env_u64("QS_CHAOS_QUIET_MS").unwrap_or(800).max(51),
         last_fault_end: None,
+        ended: None,
+        log_dir: logs.path.clone(),
+        busy_threads: contention.busy_threads(),
+        direct,
     };
     chaos.wait_ready(0);
     chaos.wait_ready(1);
@@ -1019,7 +1337,11 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
     let run_for = Duration::from_secs(seconds);
     let max_events = 2 * seconds as usize; // bounded in count as well as in time
     let mut round = Vec::new();
-    while started.elapsed() < run_for && chaos.events.len() < max_events {
+    if !faults {
+        chaos.settle();
+        std::thread::sleep(run_for.saturating_sub(started.elapsed()));
+    }
+    while faults && started.elapsed() < run_for && chaos.events.len() < max_events {
         chaos.settle();
         let quiet = chaos.rng.u64(50..chaos.quiet_ms);
         sleep_ms(quiet);
@@ -1041,6 +1363,7 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
     chaos.settle();
     sleep_ms(500);
     let run_end = mono_ns();
+    drop(spinners);
 
     // Freeze both bots, read what Redis holds, then stop them.
     for slot in &chaos.slots {
@@ -1051,6 +1374,22 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
     let get = |conn: &mut redis::Connection, key: &str| -> Option<String> {
         redis::cmd("GET").arg(key).query(conn).unwrap()
     };
+    let latency: Vec<Vec<redis::Value>> = redis::cmd("LATENCY")
+        .arg("LATEST")
+        .query(&mut conn)
+        .unwrap_or_default();
+    let redis_latency: Vec<String> = latency
+        .iter()
+        .map(|event| {
+            let field = |i: usize| match event.get(i) {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(redis::Value::Int(n)) => n.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => "?".to_owned(),
+            };
+            format!("{} latest {} ms, max {} ms", field(0), field(2), field(3))
+        })
+        .collect();
     let last = get(&mut conn, &format!("bot:{bot}:position:LAST"));
     let fills_position = get(&mut conn, &format!("bot:{bot}:position:FILLS"));
     let fill_members: Vec<String> = redis::cmd("ZRANGE")
@@ -1074,6 +1413,7 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         read_backs,
         read_back_errors,
         stale_loads,
+        stalls,
     } = collected;
 
     // The figures.
@@ -1166,7 +1506,7 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
     let mut summary = String::new();
     let _ = writeln!(
         summary,
-        "server profile: {profile_name}; seed {seed}; lock_ttl {ttl_ms} ms; {seconds} s of faults; {:.0} s in all",
+        "server profile: {profile_name}; seed {seed}; lock_ttl {ttl_ms} ms; {seconds} s {what}; {:.0} s in all",
         started.elapsed().as_secs_f64()
     );
     let _ = writeln!(summary, "events injected: {}", chaos.events.len());
@@ -1206,7 +1546,105 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         "evictions that took a lease key: {}; that took the fills set or the fills position apart: {}",
         chaos.lease_evictions, chaos.partial_data_evictions
     );
-    summary.push_str(&kind_table(&per_kind(fault_outcomes.iter())));
+    let _ = writeln!(
+        summary,
+        "{}; the bots reach Redis {}; appendfsync {fsync}",
+        contention.describe(),
+        if direct {
+            "directly"
+        } else {
+            "through their loopback proxies"
+        }
+    );
+    let mut explained = String::new();
+    let explain_ns = env_u64("QS_CHAOS_EXPLAIN_MS").unwrap_or(1000) * 1_000_000;
+    let mut takes = Vec::new();
+    if faults {
+        summary.push_str(&kind_table(&per_kind(fault_outcomes.iter())));
+        let long: Vec<&FaultOutcome> = fault_outcomes
+            .iter()
+            .filter(|f| f.after_end_ns() > explain_ns)
+            .collect();
+        let _ = writeln!(
+            summary,
+            "stretches without a primary over {} ms after a fault ended: {}",
+            explain_ns / 1_000_000,
+            long.len()
+        );
+        for f in long {
+            let (a, b) = f.after_end;
+            let _ = writeln!(
+                explained,
+                "{:.0} ms without a primary from {:.1} ms to {:.1} ms, after: {}",
+                (b - a) as f64 / 1e6,
+                (a - chaos.origin) as f64 / 1e6,
+                (b - chaos.origin) as f64 / 1e6,
+                f.label
+            );
+            explained.push_str(&excerpt(
+                &logs.path,
+                a.saturating_sub(1_500_000_000),
+                b + 300_000_000,
+                chaos.origin,
+                120,
+            ));
+        }
+    } else {
+        // The harness freezes both bots right after run_end: runs ending then are its own.
+        let cutoff = run_end.saturating_sub(100_000_000);
+        let (found, demotions) = takes_and_demotions(&instances, 0, cutoff);
+        takes = found;
+        let mut spans: Vec<(u64, u64)> = instances
+            .iter()
+            .flat_map(|i| i.runs.iter().map(|&(s, f, _)| (s, f)))
+            .collect();
+        spans.sort_unstable();
+        let first = spans.first().map_or(run_end, |r| r.0);
+        let gaps = leaderless(&spans, first, run_end);
+        let longest = gaps.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
+        let total: u64 = gaps.iter().map(|&(a, b)| b - a).sum();
+        let _ = writeln!(
+            summary,
+            "without faults: lease takes after the first: {}; demotions (runs that ended): {demotions}; stretches without a primary after the first take: {}, longest {:.1} ms, in all {:.1} ms",
+            takes.len(),
+            gaps.len(),
+            longest as f64 / 1e6,
+            total as f64 / 1e6
+        );
+        for take in &takes {
+            let _ = writeln!(summary, "  {take}");
+        }
+        let ends: Vec<u64> = instances
+            .iter()
+            .flat_map(|i| i.runs.iter().map(|&(_, f, _)| f))
+            .filter(|&f| f < run_end.saturating_sub(1_000_000_000))
+            .collect();
+        for end in ends.iter().take(5) {
+            let _ = writeln!(
+                explained,
+                "a run ended at {:.1} ms:",
+                (end - chaos.origin) as f64 / 1e6
+            );
+            explained.push_str(&excerpt(
+                &logs.path,
+                end.saturating_sub(1_000_000_000),
+                end + 1_000_000_000,
+                chaos.origin,
+                60,
+            ));
+        }
+    }
+    let _ = writeln!(
+        summary,
+        "Redis's slow events over 20 ms (LATENCY LATEST): {}",
+        if redis_latency.is_empty() {
+            "none".to_owned()
+        } else {
+            redis_latency.join("; ")
+        }
+    );
+    let _ = writeln!(summary, "the lease's stall meter, per instance (at its last reading; faults freeze bots and Redis, so only runs without faults measure the host):");
+    summary.push_str(&stall_table(&stalls));
     let _ = writeln!(summary, "acknowledged writes: {acked_positions} save_position, {acked_fills} apply_fill ({uncertain_epoch} with the role changing during the call)");
     let _ = writeln!(summary, "write outcomes: {outcomes:?}");
     let _ = writeln!(
@@ -1226,11 +1664,22 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         stale_loads.len()
     );
     println!("---- chaos summary ----\n{summary}");
+    if !explained.is_empty() {
+        println!("---- what the bots logged around them ----\n{explained}");
+    }
     if let Ok(path) = std::env::var("QS_CHAOS_REPORT") {
         let mut text = summary.clone();
-        for e in &chaos.events {
-            let _ = writeln!(text, "[{:>10.1} ms] {}", e.at_ms, e.label);
+        for (e, o) in chaos.events.iter().zip(&fault_outcomes) {
+            let _ = writeln!(
+                text,
+                "[{:>10.1} ms] {} (ended after {:.0} ms; then at most {:.0} ms without a primary)",
+                e.at_ms,
+                e.label,
+                (e.t_end - e.t0) as f64 / 1e6,
+                o.after_end_ns() as f64 / 1e6
+            );
         }
+        text.push_str(&explained);
         append_report(&path, &text);
     }
     let show = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>().join("\n");
@@ -1240,8 +1689,13 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         "too few writes acknowledged to judge:\n{summary}"
     );
     assert!(
-        chaos.events.len() >= KINDS.len().min(seconds as usize / 3),
+        !faults || chaos.events.len() >= KINDS.len().min(seconds as usize / 3),
         "too few faults injected:\n{summary}"
+    );
+    assert!(
+        takes.is_empty(),
+        "the lease moved without a fault ({}; seed {seed}):\n{summary}\n{explained}",
+        contention.describe()
     );
     assert_eq!(
         overlap_ns,
@@ -1312,4 +1766,31 @@ fn chaos_run(seconds: u64, ttl_ms: u64, kill_primary_odds: f64, profile: Profile
         lost: lost.len() + lost_fills.len(),
         acked: acked_positions + acked_fills,
     }
+}
+
+#[test]
+fn leaderless_stretches_and_takes_are_counted_from_the_runs() {
+    // Runs 100..200 and 150..300 overlap (no gap); 400..500 leaves 300..400; until 600.
+    let spans = [(100, 200), (150, 300), (400, 500)];
+    assert_eq!(
+        leaderless(&spans, 0, 600),
+        vec![(0, 100), (300, 400), (500, 600)]
+    );
+    assert_eq!(leaderless(&spans, 250, 450), vec![(300, 400)]);
+    assert_eq!(leaderless(&spans, 420, 480), Vec::<(u64, u64)>::new());
+    let same_epoch = InstanceData {
+        writer: "A0".into(),
+        runs: vec![(100, 200, 7), (250, 900, 7)],
+        writes: Vec::new(),
+    };
+    let (takes, demotions) = takes_and_demotions(std::slice::from_ref(&same_epoch), 0, 1000);
+    assert!(takes.is_empty());
+    assert_eq!(demotions, 2);
+    let other = InstanceData {
+        writer: "B0".into(),
+        runs: vec![(950, 1000, 8)],
+        writes: Vec::new(),
+    };
+    let (takes, _) = takes_and_demotions(&[same_epoch, other], 0, 1000);
+    assert_eq!(takes.len(), 1, "{takes:?}");
 }

@@ -16,13 +16,25 @@
 //!   when absent), or failed (`outcome` is the error kind). Reading one's own write back
 //!   through the loads' cache (invalidated by Redis when `LAST` changes) must never give an
 //!   older `seq` of the same writer.
+//! - `S <t> <wake n> <wake max> <wake p99> <rtt n> <rtt max> <rtt p99> <dropped> <wake buckets>
+//!   <rtt buckets>`: the lease's stall meter (`lease_stalls()`), every second; durations in
+//!   µs, p99 the upper bound of its bucket, buckets comma-separated (`BUCKET_BOUNDS_MS`).
+//!
+//! No thread of the bot waits for its parent: the lines go through an unbounded queue to a
+//! thread of their own that writes them to stdout (a parent slow to read, on a loaded
+//! machine, delays only that thread), and the library's log records (`QS_BOT_LOG`: debug
+//! for quantshift_core, on the same clock) go straight to a file, which the parent keeps.
+//! `QS_BOT_BUSY_THREADS` starts that many threads that spin and allocate for the bot's whole
+//! life, beside its lease (the chaos suite's `threads` contention).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use quantshift_core::{Config, StateManager};
+use quantshift_core::{Config, HistogramSnapshot, StateManager};
 use serde_json::json;
 
 use super::analysis::InstanceData;
@@ -60,6 +72,11 @@ pub struct BotOptions {
     pub read_back_every: u64,
     /// Pause between two write attempts.
     pub pause_ms: u64,
+    /// Where the bot's log (`<writer>.log`) and everything it printed (`<writer>.out`) are
+    /// kept; nothing is kept without it.
+    pub log_dir: Option<PathBuf>,
+    /// Threads of the bot's own that spin and allocate beside its lease.
+    pub busy_threads: u32,
 }
 
 impl BotOptions {
@@ -73,7 +90,105 @@ impl BotOptions {
             max_s,
             read_back_every: 1,
             pause_ms: 3,
+            log_dir: None,
+            busy_threads: 0,
         }
+    }
+}
+
+/// The queue of the child's lines; a thread of its own writes them to stdout.
+static OUT: OnceLock<Mutex<mpsc::Sender<String>>> = OnceLock::new();
+
+/// Prints one line of the child's protocol without waiting for the parent to read it.
+fn out(line: String) {
+    let sender = OUT.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let stdout = std::io::stdout();
+            while let Ok(line) = receiver.recv() {
+                let mut lock = stdout.lock();
+                let _ = writeln!(lock, "{line}");
+                // Whatever else is queued goes in the same write.
+                while let Ok(more) = receiver.try_recv() {
+                    let _ = writeln!(lock, "{more}");
+                }
+                let _ = lock.flush();
+            }
+        });
+        Mutex::new(sender)
+    });
+    let _ = sender.lock().unwrap().send(line);
+}
+
+/// The library's records to `path`, stamped with [`mono_ns`] (the parent lines them up with
+/// the runs); warnings of the dependencies too.
+fn log_to(path: &str) {
+    let Ok(file) = std::fs::File::create(path) else {
+        return;
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .filter_module("quantshift_core", log::LevelFilter::Debug)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {} {} {}",
+                mono_ns(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .target(env_logger::Target::Pipe(Box::new(file)))
+        .try_init();
+}
+
+/// Spins and allocates for ever (the process's other work, competing with its lease).
+fn busy(seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut total = 0u64;
+    loop {
+        let n = rng.usize(1..64 * 1024);
+        let v: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(total | 1)).collect();
+        total = total.wrapping_add(v.iter().fold(0u64, |a, &b| a.rotate_left(5) ^ b));
+        if rng.u8(..) == 0 {
+            let text = format!("{total:x}{}", "x".repeat(rng.usize(0..4096)));
+            total = total.wrapping_add(text.len() as u64);
+        }
+        std::hint::black_box(total);
+    }
+}
+
+fn snapshot_fields(h: &HistogramSnapshot) -> (u64, u64, u64) {
+    (
+        h.count,
+        h.max.as_micros() as u64,
+        h.quantile(0.99).as_micros() as u64,
+    )
+}
+
+fn buckets(h: &HistogramSnapshot) -> String {
+    h.buckets
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Prints the stall meter every second.
+fn report_stalls(manager: &StateManager, give_up: Instant) {
+    while Instant::now() < give_up {
+        std::thread::sleep(Duration::from_secs(1));
+        let s = manager.lease_stalls();
+        let (wn, wmax, wp99) = snapshot_fields(&s.wake_late);
+        let (rn, rmax, rp99) = snapshot_fields(&s.round_trip);
+        out(format!(
+            "S {} {wn} {wmax} {wp99} {rn} {rmax} {rp99} {} {} {}",
+            mono_ns(),
+            s.dropped_records,
+            buckets(&s.wake_late),
+            buckets(&s.round_trip)
+        ));
     }
 }
 
@@ -89,6 +204,12 @@ pub fn child_main() {
     let wait_replicas = env_u64("QS_BOT_WAIT_REPLICAS", 0) as u32;
     let read_back_every = env_u64("QS_BOT_READ_BACK_EVERY", 1).max(1);
     let pause = Duration::from_millis(env_u64("QS_BOT_PAUSE_MS", 3));
+    if let Ok(path) = std::env::var("QS_BOT_LOG") {
+        log_to(&path);
+    }
+    for n in 0..env_u64("QS_BOT_BUSY_THREADS", 0) {
+        std::thread::spawn(move || busy(n));
+    }
     // Bounded: the child ends when its parent goes away (stdin closes) or after max_s.
     std::thread::spawn(|| {
         let mut buf = [0u8; 64];
@@ -113,7 +234,7 @@ pub fn child_main() {
         match StateManager::new(config.clone()) {
             Ok(manager) => break Arc::new(manager),
             Err(err) => {
-                println!("E start {err}");
+                out(format!("E start {err}"));
                 if started.elapsed() > Duration::from_secs(20) {
                     std::process::exit(3);
                 }
@@ -121,9 +242,11 @@ pub fn child_main() {
             }
         }
     };
-    println!("READY {}", mono_ns());
+    out(format!("READY {}", mono_ns()));
     let sampler = Arc::clone(&manager);
     std::thread::spawn(move || sample(&sampler, give_up));
+    let meter = Arc::clone(&manager);
+    std::thread::spawn(move || report_stalls(&meter, give_up));
     write(&manager, &writer, give_up, read_back_every, pause);
     // Never a graceful release: the parent kills us; this is only the safety bound.
     std::process::exit(0);
@@ -139,17 +262,17 @@ fn sample(manager: &StateManager, give_up: Instant) {
         let after = mono_ns();
         if primary && !in_run {
             let epoch = manager.epoch().unwrap_or(0);
-            println!("R1 {before} {epoch}");
+            out(format!("R1 {before} {epoch}"));
             in_run = true;
         } else if !primary && in_run {
-            println!("R0 {last_true} {before}");
+            out(format!("R0 {last_true} {before}"));
             in_run = false;
         }
         if primary {
             last_true = after;
         }
         if after - last_alive >= 100_000_000 {
-            println!("A {after} {}", u8::from(primary));
+            out(format!("A {after} {}", u8::from(primary)));
             last_alive = after;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -192,7 +315,9 @@ fn write(
                 Err(err) => format!("{:?}", err.kind()),
             };
             let kind = if fill { 'F' } else { 'P' };
-            println!("W {kind} {seq} {t_send} {t_done} {e1} {e2} {outcome}");
+            out(format!(
+                "W {kind} {seq} {t_send} {t_done} {e1} {e2} {outcome}"
+            ));
             if !fill && outcome == "ok" && (seq / 2).is_multiple_of(read_back_every) {
                 read_back(manager, seq);
             }
@@ -212,9 +337,9 @@ fn read_back(manager: &StateManager, seq: u64) {
                     v["seq"].as_u64().unwrap_or(0),
                 )
             });
-            println!("L {seq} {writer} {loaded} ok");
+            out(format!("L {seq} {writer} {loaded} ok"));
         }
-        Err(err) => println!("L {seq} - 0 {:?}", err.kind()),
+        Err(err) => out(format!("L {seq} - 0 {:?}", err.kind())),
     }
 }
 
@@ -255,6 +380,33 @@ impl WriteRecord {
     }
 }
 
+/// The last `S` line: the lease's stall meter (µs; p99 the upper bound of its bucket).
+#[derive(Debug, Clone, Default)]
+#[allow(dead_code)] // read by the chaos suite's report, not by the cluster suite
+pub struct Stalls {
+    pub wake_count: u64,
+    pub wake_max_us: u64,
+    pub wake_p99_us: u64,
+    pub rtt_count: u64,
+    pub rtt_max_us: u64,
+    pub rtt_p99_us: u64,
+    pub dropped_records: u64,
+    pub wake_buckets: Vec<u64>,
+    pub rtt_buckets: Vec<u64>,
+}
+
+#[allow(dead_code)]
+impl Stalls {
+    /// How many of the histogram's values were above `ms` (a bucket bound).
+    pub fn above(buckets: &[u64], ms: u64) -> u64 {
+        let from = quantshift_core::BUCKET_BOUNDS_MS
+            .iter()
+            .position(|&b| b == ms)
+            .map_or(buckets.len(), |i| i + 1);
+        buckets.iter().skip(from).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct InstanceLog {
     pub ready: bool,
@@ -263,6 +415,7 @@ pub struct InstanceLog {
     pub read_backs: Vec<ReadBack>,
     pub primary_now: bool,
     pub last_alive: u64,
+    pub stalls: Option<Stalls>,
     pub other_lines: Vec<String>,
 }
 
@@ -310,6 +463,22 @@ impl InstanceLog {
                 ok: parts[7] == "ok",
                 outcome: parts[7].to_owned(),
             }),
+            Some("S") if parts.len() >= 11 => {
+                let list = |i: usize| -> Vec<u64> {
+                    parts[i].split(',').filter_map(|n| n.parse().ok()).collect()
+                };
+                self.stalls = Some(Stalls {
+                    wake_count: num(2),
+                    wake_max_us: num(3),
+                    wake_p99_us: num(4),
+                    rtt_count: num(5),
+                    rtt_max_us: num(6),
+                    rtt_p99_us: num(7),
+                    dropped_records: num(8),
+                    wake_buckets: list(9),
+                    rtt_buckets: list(10),
+                });
+            }
             Some("L") if parts.len() >= 5 => self.read_backs.push(ReadBack {
                 seq: num(1),
                 writer: parts[2].to_owned(),
@@ -334,6 +503,8 @@ pub struct Collected {
     pub read_backs: usize,
     pub read_back_errors: usize,
     pub stale_loads: Vec<String>,
+    /// Each instance's last stall meter reading, by writer.
+    pub stalls: Vec<(String, Stalls)>,
 }
 
 impl Collected {
@@ -350,6 +521,9 @@ impl Collected {
                     instance.writer, read.seq, read.loaded
                 ));
             }
+        }
+        if let Some(stalls) = &log.stalls {
+            self.stalls.push((instance.writer.clone(), stalls.clone()));
         }
         self.instances.push(InstanceData::new(
             &instance.writer,
@@ -372,7 +546,17 @@ pub struct Instance {
 
 impl Instance {
     pub fn spawn(options: &BotOptions, bot: &str, writer: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let kept = |suffix: &str| {
+            options
+                .log_dir
+                .as_ref()
+                .map(|dir| dir.join(format!("{writer}.{suffix}")))
+        };
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(path) = kept("log") {
+            command.env("QS_BOT_LOG", path);
+        }
+        let mut child = command
             .args([
                 "--exact",
                 options.child_test,
@@ -390,6 +574,7 @@ impl Instance {
                 options.read_back_every.to_string(),
             )
             .env("QS_BOT_PAUSE_MS", options.pause_ms.to_string())
+            .env("QS_BOT_BUSY_THREADS", options.busy_threads.to_string())
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -397,11 +582,21 @@ impl Instance {
             .spawn()
             .expect("re-run the test binary as a bot");
         let stdout = child.stdout.take().unwrap();
+        grow_pipe(&stdout);
         let log = Arc::new(Mutex::new(InstanceLog::default()));
         let sink = Arc::clone(&log);
+        let mut tee = kept("out")
+            .and_then(|path| std::fs::File::create(path).ok())
+            .map(std::io::BufWriter::new);
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(file) = tee.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 sink.lock().unwrap().parse(&line);
+            }
+            if let Some(file) = tee.as_mut() {
+                let _ = file.flush();
             }
         });
         Instance {
@@ -463,6 +658,16 @@ impl Instance {
         }
         let log = self.log.lock().unwrap();
         log.ready && mono_ns().saturating_sub(log.last_alive) < within.as_nanos() as u64
+    }
+}
+
+/// A pipe of 1 MiB where the system allows it (64 KiB otherwise): a bot's lines wait there,
+/// not in the bot, while the parent is slow to read them.
+fn grow_pipe(stdout: &std::process::ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(2) on a pipe descriptor we own; failure leaves the pipe as it was.
+    unsafe {
+        libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
     }
 }
 
