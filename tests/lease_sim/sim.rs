@@ -38,6 +38,8 @@
 //!     start) and never again: a stall costs the stall, not a failover. (Longer stalls may
 //!     cost a failover; a late holder whose record nobody took gets it back at once, counted
 //!     as a regain.)
+//! (f) **No flapping.** Once no fault has been in effect for `B`, no take happens until the
+//!     next fault: a leader chosen after a fault keeps the lease.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -390,6 +392,8 @@ pub enum Kind {
     TwoPrimaries,
     /// A stall shorter than the tolerance moved the lease (invariant (e)).
     StallMovedLease,
+    /// A take long after the last fault ended (invariant (f)).
+    Flap,
     FencedWrite,
     Liveness,
     Spin,
@@ -579,6 +583,8 @@ pub struct Sim<'a> {
     storms: Vec<(u64, u8, u8)>,
     active: u32,
     quiet_epoch: u64,
+    /// Since when no fault is in effect (and none happened).
+    quiet_from: Option<u64>,
     finals: Vec<(usize, u64, u64)>,
     last_final_end: u64,
     violation: Option<Violation>,
@@ -605,6 +611,7 @@ impl<'a> Sim<'a> {
             storms: Vec::new(),
             active: 0,
             quiet_epoch: 0,
+            quiet_from: None,
             finals: Vec::new(),
             last_final_end: 0,
             violation: None,
@@ -1232,6 +1239,17 @@ impl<'a> Sim<'a> {
             Ok(reply) => {
                 if matches!(reply, Reply::Taken { .. }) {
                     self.stats.takes += 1;
+                    if let Some(q) = self.quiet_from {
+                        if self.now >= q + self.s.liveness_bound() {
+                            let what = format!(
+                                "i{i} took the lease {:.3} ms into a quiet stretch (no fault since \
+                                 {:.3} ms): the lease flapped",
+                                (self.now - q) as f64 / 1e6,
+                                q as f64 / 1e6
+                            );
+                            self.fail(Kind::Flap, what);
+                        }
+                    }
                     if self.s.short_stalls_only && self.stats.takes > 1 {
                         let what = format!(
                             "i{i} took the lease (take {}) though only stalls shorter than the \
@@ -1401,6 +1419,7 @@ impl<'a> Sim<'a> {
 
     fn quiet_changed(&mut self) {
         self.quiet_epoch += 1;
+        self.quiet_from = (self.active == 0).then_some(self.now);
         if self.active == 0 {
             let epoch = self.quiet_epoch;
             let at = self.now + self.s.liveness_bound();
