@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::clock::{millis, utc_now_iso};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{validate_fill_id, validate_symbol, Keys};
 use crate::lease::meter::LeaseStalls;
 use crate::lease::{Lease, Timing};
@@ -623,6 +623,9 @@ impl Inner {
                 .run(|conn| self.lease.release_token(conn, &token)),
             None => Ok(false),
         };
+        // Redis unreachable just now: the presence lapses by itself, no second wait for it.
+        let unreachable =
+            matches!(&released, Err(err) if err.kind() == ErrorKind::RedisUnavailable);
         match released {
             Ok(true) => log::info!("{} released the primary lease", self.instance_id),
             Ok(false) => {}
@@ -636,26 +639,31 @@ impl Inner {
         if let Some(publisher) = self.publisher.lock().take() {
             publisher.stop();
         }
-        // The lease thread ends within a poll interval, the stalls thread after the publish
-        // under way. Once neither can record this instance again, it leaves the live
-        // instances (status, metrics) at once. The event thread ends once queued callbacks
-        // ran: a callback that hangs is left behind after `shutdown_timeout` rather than
-        // hanging the shutdown, and one that closes its own manager runs on it.
+        // The lease thread ends within a poll interval; once it cannot record this instance
+        // again, the instance leaves the live instances (status, metrics) at once, and its
+        // stall summary (one the stalls thread still writes after that is never shown: only
+        // live instances' are). The stalls thread ends after the publish under way, the
+        // event thread once queued callbacks ran: a callback that hangs is left behind after
+        // `shutdown_timeout` rather than hanging the shutdown, and one that closes its own
+        // manager runs on it.
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         let current = std::thread::current().id();
         let give_up = std::time::Instant::now() + self.config.shutdown_timeout;
-        let (writers, others): (Vec<_>, Vec<_>) = threads.into_iter().partition(|thread| {
-            matches!(
-                thread.thread().name(),
-                Some("quantshift-lease" | "quantshift-stalls")
-            )
-        });
+        let (writers, others): (Vec<_>, Vec<_>) = threads
+            .into_iter()
+            .partition(|thread| thread.thread().name() == Some("quantshift-lease"));
         for thread in writers {
             join_until(thread, current, give_up, "the lease thread");
         }
-        crate::stalls::leave(&self.store, &self.keys, &self.instance_id);
+        if !unreachable {
+            crate::stalls::leave(&self.store, &self.keys, &self.instance_id);
+        }
         for thread in others {
-            join_until(thread, current, give_up, "a callback");
+            let what = match thread.thread().name() {
+                Some("quantshift-stalls") => "the stall meter's publisher",
+                _ => "a callback",
+            };
+            join_until(thread, current, give_up, what);
         }
         outcome
     }

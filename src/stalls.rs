@@ -171,11 +171,17 @@ pub(crate) fn leave(store: &Store, keys: &Keys, instance_id: &str) {
             .ignore()
             .query::<()>(conn)
     });
-    if let Err(err) = left {
-        log::warn!(
+    match left {
+        Ok(()) => {}
+        // Nothing for the operator to do: the entries lapse by themselves within seconds.
+        Err(err) if err.kind() == crate::error::ErrorKind::RedisUnavailable => log::debug!(
+            "{instance_id}: Redis unreachable, the instance leaves the live instances when its \
+             presence lapses: {err}"
+        ),
+        Err(err) => log::warn!(
             "{instance_id}: could not remove this instance from the live instances (it lapses \
              by itself within seconds): {err}"
-        );
+        ),
     }
 }
 

@@ -28,20 +28,29 @@ int main() {
       std::cout << "Recovered state: " << *previous << std::endl;
     }
 
-    // Save bot state.
-    state.save_state(R"({"strategy": "moving_average", "last_trade": "2025-12-24T22:00:00",
-                         "daily_pnl": 150.50})");
+    // A write is refused (NotPrimary) once this instance lost the lease, e.g. after a stall
+    // past failover_tolerance: it must stop trading and leave the orders to the new primary.
+    try {
+      // Save bot state.
+      state.save_state(R"({"strategy": "moving_average", "last_trade": "2025-12-24T22:00:00",
+                           "daily_pnl": 150.50})");
 
-    // Save a position, and apply a fill (tag orders with the fencing epoch).
-    state.save_position("AAPL", R"({"quantity": 10, "entry_price": 150.00,
-                                    "stop_loss": 145.00, "take_profit": 160.00})");
-    state.apply_fill("MSFT", 5, 410.25, std::string("fill-1"));
+      // Save a position, and apply a fill (tag orders with the fencing epoch).
+      state.save_position("AAPL", R"({"quantity": 10, "entry_price": 150.00,
+                                      "stop_loss": 145.00, "take_profit": 160.00})");
+      state.apply_fill("MSFT", 5, 410.25, std::string("fill-1"));
 
-    // Load all positions.
-    std::cout << "Positions: " << state.load_positions() << std::endl;
+      // Load all positions.
+      std::cout << "Positions: " << state.load_positions() << std::endl;
 
-    // Send a heartbeat; check if primary.
-    state.heartbeat();
+      // Send a heartbeat; check if primary.
+      state.heartbeat();
+    } catch (const quantshift::Error &err) {
+      if (err.status() != quantshift::Status::NotPrimary) {
+        throw;
+      }
+      std::cerr << "lost the primary role, stopped trading: " << err.what() << std::endl;
+    }
     std::cout << (state.is_primary() ? "This instance is primary" : "This instance is standby")
               << ", epoch " << state.epoch().value_or(0) << std::endl;
 
