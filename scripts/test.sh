@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PWD/.venv/bin:$PATH"
 export CARGO_TERM_COLOR=never
+# Builds from scratch, as in CI: no incremental caches to write, and line tables only as debug
+# information (panics and sanitizer reports keep their file:line; compiling and linking the
+# test binaries take less). A developer's own cargo commands keep the Cargo.toml profiles.
+export CARGO_INCREMENTAL=0
+export CARGO_PROFILE_DEV_DEBUG=line-tables-only
+export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 failed=0
 passed=0
 for part in scripts/test.d/*.sh; do

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The Python front end: builds the wheel through pyproject.toml (the same PEP 517 path as
-# `pip install .`, without build isolation so nothing is downloaded), installs it into .venv,
-# then lint, formatting, stubs (mypy stubtest) and the pytest suite, whose tests start their
-# own redis-server processes on free loopback ports.
+# The Python front end: builds the portable release wheel (scripts/wheel.sh: through
+# pyproject.toml, the PEP 517 path of `pip install .`, linked for manylinux_2_28), installs it
+# into .venv, then lint, formatting, stubs (mypy stubtest) and the pytest suite, whose tests
+# start their own redis-server processes on free loopback ports. 35-wheel.sh tests the same
+# wheel on the oldest and newest CPython.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PWD/.venv/bin:$PATH"
 export VIRTUAL_ENV="$PWD/.venv"
 PY=.venv/bin/python
-WHEELS=target/python-wheels
+WHEELS=target/wheels-portable
 
-rm -rf "$WHEELS"
-$PY -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir "$WHEELS" .
+bash scripts/wheel.sh --out "$WHEELS"
 $PY -m pip install --quiet --force-reinstall --no-deps "$WHEELS"/quantshift_core-*.whl
 echo "30-python: installed $(basename "$WHEELS"/quantshift_core-*.whl)"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The portable release wheel as users get it: built by scripts/wheel.sh (abi3, manylinux_2_28
-# through zig, checked with auditwheel), installed with its `redis` extra and pytest from PyPI
+# through zig, checked with auditwheel; the one 30-python.sh built when no source changed
+# since), installed with its `redis` extra and pytest from PyPI
 # into fresh venvs of the oldest and newest CPython >= 3.9 present (pyenv's, else the system
 # python3), where the smoke suite tests/python_smoke runs: import, the seed usage block, a
 # failover between two processes, the operator tool. Then the sdist: it carries the licence
@@ -24,8 +25,7 @@ if [ -d "$HOME/.pyenv/versions" ]; then
 fi
 [ ${#pythons[@]} -gt 0 ] || pythons=("$(command -v python3)")
 
-rm -rf "$OUT"
-bash scripts/wheel.sh --out "$OUT"
+bash scripts/wheel.sh --out "$OUT" --reuse
 wheel=$(ls "$OUT"/quantshift_core-*.whl)
 listing=$(unzip -l "$wheel")
 for file in LICENSE-MIT LICENSE-APACHE; do
@@ -48,7 +48,8 @@ for python in "${pythons[@]}"; do
 done
 
 # The sdist: licences included, and pip builds it (maturin from PyPI in an isolated build env;
-# cargo's registry and the release build of 30-python.sh make the compilation incremental).
+# cargo's registry and the wheel's release build in target/portable make the compilation
+# incremental: only what the C compiler and linker change is built again).
 sdist_dir="$work/sdist"
 .venv/bin/maturin sdist --out "$sdist_dir" >/dev/null
 sdist=$(ls "$sdist_dir"/quantshift_core-*.tar.gz)
@@ -59,7 +60,7 @@ done
 started=$(date +%s)
 newest=${pythons[-1]}
 "$newest" -m venv "$work/venv-sdist"
-CARGO_TARGET_DIR="$ROOT/target" "$work/venv-sdist/bin/python" -m pip install --quiet \
+CARGO_TARGET_DIR="$ROOT/target/portable" "$work/venv-sdist/bin/python" -m pip install --quiet \
   --disable-pip-version-check "$sdist"
 (cd "$work" && "$work/venv-sdist/bin/quantshift-state" --version) | grep -q '^quantshift-state ' \
   || fail "the package installed from the sdist has no working quantshift-state"

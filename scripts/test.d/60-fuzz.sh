@@ -8,7 +8,7 @@
 # random/mutation runner fuzz/src/bin/smoke.rs instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-seconds="${QS_FUZZ_SECONDS:-15}"
+seconds="${QS_FUZZ_SECONDS:-10}"
 targets=(names decode fills)
 cd fuzz
 if ! cargo fuzz --version >/dev/null 2>&1; then

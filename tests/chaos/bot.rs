@@ -27,7 +27,7 @@
 //! `QS_BOT_BUSY_THREADS` starts that many threads that spin and allocate for the bot's whole
 //! life, beside its lease (the chaos suite's `threads` contention).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -211,16 +211,7 @@ pub fn child_main() {
         std::thread::spawn(move || busy(n));
     }
     // Bounded: the child ends when its parent goes away (stdin closes) or after max_s.
-    std::thread::spawn(|| {
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => std::process::exit(0),
-                Ok(_) => {}
-            }
-        }
-    });
+    super::contention::exit_when_stdin_closes();
     let give_up = Instant::now() + Duration::from_secs(max_s);
     let config = Config::new(bot)
         .redis_url(url)

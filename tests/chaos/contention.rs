@@ -111,16 +111,11 @@ impl Drop for Spinners {
     }
 }
 
-/// The spinner's body; returns at once unless `QS_SPIN_MAX_S` is set.
-pub fn spinner_main() {
-    let Some(max_s) = std::env::var("QS_SPIN_MAX_S")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
+/// Bounds a child of the harness: it exits when its stdin closes (the harness stopped it, or
+/// died).
+pub fn exit_when_stdin_closes() {
     std::thread::spawn(|| {
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; 64];
         let mut stdin = std::io::stdin();
         loop {
             match stdin.read(&mut buf) {
@@ -129,6 +124,17 @@ pub fn spinner_main() {
             }
         }
     });
+}
+
+/// The spinner's body; returns at once unless `QS_SPIN_MAX_S` is set.
+pub fn spinner_main() {
+    let Some(max_s) = std::env::var("QS_SPIN_MAX_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    exit_when_stdin_closes();
     let give_up = Instant::now() + Duration::from_secs(max_s);
     let mut x = 1u64;
     while Instant::now() < give_up {

@@ -261,110 +261,103 @@ impl Schedule {
         let tolerance = params.deadline - params.renew_interval;
         // A stall drawn on both sides of the tolerance.
         let stall = |rng: &mut fastrand::Rng| tolerance * rng.u64(10..300) / 100;
-        let mut faults = Vec::new();
         let short_stalls_only = rng.u8(..8) == 0;
-        if short_stalls_only {
-            // At most one stall a second, each shorter than the tolerance less a round trip
-            // (and the clocks' drift over a renewal period).
-            let longest = tolerance * 9 / 10 - 2 * MAX_NORMAL_DELAY;
-            for second in 0..duration / (1_000 * MS) {
-                let at = second * 1_000 * MS + rng.u64(..500) * MS;
-                let inst = rng.usize(..6);
-                let dur = rng.u64(MS..longest);
-                let fault = match rng.u8(..3) {
-                    0 => Fault::Freeze { inst, dur },
-                    1 => Fault::LateWake { inst, dur },
-                    _ => Fault::LateRead { inst, dur },
+        let faults = 'faults: {
+            let mut faults = Vec::new();
+            if short_stalls_only {
+                // At most one stall a second, each shorter than the tolerance less a round trip
+                // (and the clocks' drift over a renewal period).
+                let longest = tolerance * 9 / 10 - 2 * MAX_NORMAL_DELAY;
+                for second in 0..duration / (1_000 * MS) {
+                    let at = second * 1_000 * MS + rng.u64(..500) * MS;
+                    let inst = rng.usize(..6);
+                    let dur = rng.u64(MS..longest);
+                    let fault = match rng.u8(..3) {
+                        0 => Fault::Freeze { inst, dur },
+                        1 => Fault::LateWake { inst, dur },
+                        _ => Fault::LateRead { inst, dur },
+                    };
+                    faults.push((at, fault));
+                }
+                break 'faults faults;
+            }
+            let count = match rng.u8(..10) {
+                0 => 0,
+                1..=6 => rng.usize(1..=4),
+                _ => rng.usize(4..=10),
+            };
+            let inst = |rng: &mut fastrand::Rng| rng.usize(..6);
+            let span = |rng: &mut fastrand::Rng| match rng.u8(..4) {
+                0 => rng.u64(1..50) * MS,
+                1 | 2 => rng.u64(50..500) * MS,
+                _ => rng.u64(500..1_500) * MS,
+            };
+            for _ in 0..count {
+                let at = rng.u64(..duration * 6 / 10);
+                let fault = match rng.u8(..100) {
+                    0..=7 => Fault::Join {
+                        clock: Clock::random(&mut rng),
+                    },
+                    8..=15 => Fault::Crash {
+                        inst: inst(&mut rng),
+                    },
+                    16..=19 => Fault::Stop {
+                        inst: inst(&mut rng),
+                    },
+                    20..=25 => Fault::Freeze {
+                        inst: inst(&mut rng),
+                        dur: span(&mut rng),
+                    },
+                    26..=28 => Fault::LateWake {
+                        inst: inst(&mut rng),
+                        dur: stall(&mut rng),
+                    },
+                    29..=31 => Fault::LateRead {
+                        inst: inst(&mut rng),
+                        dur: stall(&mut rng),
+                    },
+                    32..=39 => Fault::Restart {
+                        down: rng.u64(..300) * MS,
+                        mode: match rng.u8(..3) {
+                            0 => Restart::Persisted,
+                            1 => Restart::Empty,
+                            _ => Restart::Snapshot {
+                                age: rng.u64(..2_000) * MS,
+                            },
+                        },
+                    },
+                    40..=45 => Fault::Promote {
+                        lag: rng.u64(..500) * MS,
+                    },
+                    46..=50 => Fault::FlushAll,
+                    51..=57 => Fault::Evict(match rng.u8(..3) {
+                        0 => LeaseKey::Lock,
+                        1 => LeaseKey::Record,
+                        _ => LeaseKey::Epoch,
+                    }),
+                    58..=65 => Fault::HalfClose {
+                        inst: inst(&mut rng),
+                    },
+                    66..=85 => Fault::Partition {
+                        inst: inst(&mut rng),
+                        dur: span(&mut rng),
+                        dir: match rng.u8(..3) {
+                            0 => Dir::Both,
+                            1 => Dir::Requests,
+                            _ => Dir::Replies,
+                        },
+                    },
+                    _ => Fault::Storm {
+                        dur: span(&mut rng),
+                        loss: rng.u8(..60),
+                        long: rng.u8(..40),
+                    },
                 };
                 faults.push((at, fault));
             }
-            return Schedule {
-                seed,
-                params,
-                timeout,
-                command_timeout,
-                short_stalls_only,
-                clocks,
-                faults,
-                duration,
-                write_period: rng.u64(20..100) * MS,
-            };
-        }
-        let count = match rng.u8(..10) {
-            0 => 0,
-            1..=6 => rng.usize(1..=4),
-            _ => rng.usize(4..=10),
+            faults.sort_by_key(|(at, _)| *at);
+            faults
         };
-        let inst = |rng: &mut fastrand::Rng| rng.usize(..6);
-        let span = |rng: &mut fastrand::Rng| match rng.u8(..4) {
-            0 => rng.u64(1..50) * MS,
-            1 | 2 => rng.u64(50..500) * MS,
-            _ => rng.u64(500..1_500) * MS,
-        };
-        for _ in 0..count {
-            let at = rng.u64(..duration * 6 / 10);
-            let fault = match rng.u8(..100) {
-                0..=7 => Fault::Join {
-                    clock: Clock::random(&mut rng),
-                },
-                8..=15 => Fault::Crash {
-                    inst: inst(&mut rng),
-                },
-                16..=19 => Fault::Stop {
-                    inst: inst(&mut rng),
-                },
-                20..=25 => Fault::Freeze {
-                    inst: inst(&mut rng),
-                    dur: span(&mut rng),
-                },
-                26..=28 => Fault::LateWake {
-                    inst: inst(&mut rng),
-                    dur: stall(&mut rng),
-                },
-                29..=31 => Fault::LateRead {
-                    inst: inst(&mut rng),
-                    dur: stall(&mut rng),
-                },
-                32..=39 => Fault::Restart {
-                    down: rng.u64(..300) * MS,
-                    mode: match rng.u8(..3) {
-                        0 => Restart::Persisted,
-                        1 => Restart::Empty,
-                        _ => Restart::Snapshot {
-                            age: rng.u64(..2_000) * MS,
-                        },
-                    },
-                },
-                40..=45 => Fault::Promote {
-                    lag: rng.u64(..500) * MS,
-                },
-                46..=50 => Fault::FlushAll,
-                51..=57 => Fault::Evict(match rng.u8(..3) {
-                    0 => LeaseKey::Lock,
-                    1 => LeaseKey::Record,
-                    _ => LeaseKey::Epoch,
-                }),
-                58..=65 => Fault::HalfClose {
-                    inst: inst(&mut rng),
-                },
-                66..=85 => Fault::Partition {
-                    inst: inst(&mut rng),
-                    dur: span(&mut rng),
-                    dir: match rng.u8(..3) {
-                        0 => Dir::Both,
-                        1 => Dir::Requests,
-                        _ => Dir::Replies,
-                    },
-                },
-                _ => Fault::Storm {
-                    dur: span(&mut rng),
-                    loss: rng.u8(..60),
-                    long: rng.u8(..40),
-                },
-            };
-            faults.push((at, fault));
-        }
-        faults.sort_by_key(|(at, _)| *at);
         Schedule {
             seed,
             params,
