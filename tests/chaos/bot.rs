@@ -27,7 +27,7 @@
 //! `QS_BOT_BUSY_THREADS` starts that many threads that spin and allocate for the bot's whole
 //! life, beside its lease (the chaos suite's `threads` contention).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -192,6 +192,21 @@ fn report_stalls(manager: &StateManager, give_up: Instant) {
     }
 }
 
+/// Bounds a child of the harness (a bot, a spinner): it exits when its stdin closes (the
+/// harness stopped it, or died).
+pub fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => std::process::exit(0),
+                Ok(_) => {}
+            }
+        }
+    });
+}
+
 /// The child's body; returns at once unless `QS_BOT_URL` is set.
 pub fn child_main() {
     let Ok(url) = std::env::var("QS_BOT_URL") else {
@@ -211,7 +226,7 @@ pub fn child_main() {
         std::thread::spawn(move || busy(n));
     }
     // Bounded: the child ends when its parent goes away (stdin closes) or after max_s.
-    super::contention::exit_when_stdin_closes();
+    exit_when_stdin_closes();
     let give_up = Instant::now() + Duration::from_secs(max_s);
     let config = Config::new(bot)
         .redis_url(url)

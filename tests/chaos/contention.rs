@@ -5,7 +5,6 @@
 //! does both. The spinners are children of the test binary (`chaos_spinner`): each ends when
 //! its stdin closes (the harness stopped them, or died) or after its own time bound.
 
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -111,21 +110,6 @@ impl Drop for Spinners {
     }
 }
 
-/// Bounds a child of the harness: it exits when its stdin closes (the harness stopped it, or
-/// died).
-pub fn exit_when_stdin_closes() {
-    std::thread::spawn(|| {
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => std::process::exit(0),
-                Ok(_) => {}
-            }
-        }
-    });
-}
-
 /// The spinner's body; returns at once unless `QS_SPIN_MAX_S` is set.
 pub fn spinner_main() {
     let Some(max_s) = std::env::var("QS_SPIN_MAX_S")
@@ -134,7 +118,7 @@ pub fn spinner_main() {
     else {
         return;
     };
-    exit_when_stdin_closes();
+    super::bot::exit_when_stdin_closes();
     let give_up = Instant::now() + Duration::from_secs(max_s);
     let mut x = 1u64;
     while Instant::now() < give_up {
