@@ -28,6 +28,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# promtool tests the example alert rules (tests/python/test_metrics.py). Only the tool is
+# wanted: no recommended extras, and the Prometheus service the package installs is not left
+# running where systemd would start it.
+if ! command -v promtool >/dev/null; then
+  echo "setup: installing prometheus (for promtool) with apt"
+  [ ${#missing[@]} -gt 0 ] || as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1

@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PWD/.venv/bin:$PATH"
 export CARGO_TERM_COLOR=never
+# A test that needs a program it cannot find fails here instead of skipping (every program
+# the suite needs is installed by scripts/setup.sh above).
+export QS_REQUIRE_ALL=1
 # Builds from scratch, as in CI: no incremental caches to write, and line tables only as debug
 # information (panics and sanitizer reports keep their file:line; compiling and linking the
 # test binaries take less). A developer's own cargo commands keep the Cargo.toml profiles.

@@ -8,11 +8,12 @@ passed through unchanged, and so is the exit code.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Optional
+from typing import NoReturn, Optional
 
 TOOL = "quantshift-state"
 
@@ -34,5 +35,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_cli([TOOL, *args])
 
 
+def console() -> NoReturn:
+    """The ``quantshift-state`` console script and ``python -m quantshift_core``: runs the
+    tool, then ends the process with its exit code at once, as the native binary does.
+
+    Threads the tool started (the exporter's HTTP workers, a refresh in flight) may still be
+    logging when it returns, and before Python 3.13 a thread that waits for the GIL while the
+    interpreter finalizes is ended inside ``PyGILState_Ensure`` (a crash). The tool keeps no
+    Python state, so the process leaves without finalizing, stdout and stderr flushed first.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

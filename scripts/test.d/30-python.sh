@@ -25,7 +25,7 @@ export MYPY_CACHE_DIR="$PWD/target/mypy-cache"
 mypy examples/bot_usage.py examples/failover_demo.py examples/async_bot.py
 
 status=0
-(cd tests/python && "../../$PY" -m pytest -q -p no:cacheprovider) || status=$?
+(cd tests/python && "../../$PY" -m pytest -q -rs -p no:cacheprovider) || status=$?
 if [ "$status" -eq 5 ]; then
   echo "30-python: pytest collected no tests" >&2
   exit 1

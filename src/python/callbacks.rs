@@ -63,7 +63,7 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
 pub fn call_logged(what: &'static str, callback: &Slot) {
     // Not at all once the interpreter is shutting down.
     with_python_signal_mask(|| {
-        Python::try_attach(|py| {
+        super::try_attach(|py| {
             if let Some(Err(err)) = callback.call(py) {
                 log::error!(
                     "{what} callback raised: {}",

@@ -267,7 +267,7 @@ impl PyStateManager {
         detached(py, || {
             core.register_shutdown_handler(move || {
                 with_python_signal_mask(|| {
-                    Python::try_attach(|py| match handler.call(py) {
+                    super::try_attach(|py| match handler.call(py) {
                         Some(outcome) => {
                             outcome.map_err(|err| format_exception(py, &err).trim_end().to_owned())
                         }

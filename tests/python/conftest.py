@@ -3,6 +3,8 @@ managers that are closed after each test. Short lock_ttl keeps failover tests fa
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -66,6 +68,19 @@ def primary(make_manager: ManagerFactory) -> quantshift_core.StateManager:
 
 
 # Figures a test measured, printed in the terminal summary (also without -s).
+def require_tool(name: str, package: str) -> str:
+    """The path of a program a test needs. Without it the test is skipped, saying why; under
+    the test command (QS_REQUIRE_ALL=1, set by scripts/test.sh) it fails instead, so no part
+    the suite is meant to run is skipped for want of a program."""
+    path = shutil.which(name)
+    if path is None:
+        why = f"{name} is not installed (Debian package {package}: bash scripts/setup.sh)"
+        if os.environ.get("QS_REQUIRE_ALL") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return path
+
+
 MEASURED: list[str] = []
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import quantshift_core
 
-from conftest import MEASURED, ManagerFactory
+from conftest import MEASURED, ManagerFactory, require_tool
 from processes import BotProcess, kill_all
 from redis_server import RedisServer
 
@@ -535,9 +534,7 @@ def test_the_example_rules_and_dashboard_use_real_metrics(
 
 
 def test_the_alert_rules_pass_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool (Debian package prometheus) is not installed")
+    promtool = require_tool("promtool", "prometheus")
     for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]]:
         done = subprocess.run(
             [promtool, *args], cwd=MONITORING, capture_output=True, text=True, timeout=60
