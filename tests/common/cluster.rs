@@ -47,7 +47,6 @@ impl Node {
                 "--cluster-config-file",
                 &format!("nodes-{}.conf", self.port),
             ])
-            .args(["--cluster-port", &self.bus_port.to_string()])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args([
                 "--save",
@@ -66,6 +65,9 @@ impl Node {
             .arg(self.dir.join("redis.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if bus_port_settable() {
+            command.args(["--cluster-port", &self.bus_port.to_string()]);
+        }
         // SAFETY: prctl(2) in the forked child before exec; async-signal-safe, touches no
         // memory of the parent. The server dies with the thread that started it.
         unsafe {
@@ -145,6 +147,46 @@ pub struct LocalCluster {
 }
 
 /// A free loopback port (bound and released; a retry covers the rare race).
+/// Whether the `redis-server` on PATH takes `--cluster-port` (Redis 7.0 and Valkey); before
+/// 7.0 the cluster bus is always at the port + 10 000.
+fn bus_port_settable() -> bool {
+    static SETTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SETTABLE.get_or_init(|| {
+        let out = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .expect("redis-server must be installed (bash scripts/setup.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+            .unwrap_or(7);
+        major >= 7
+    })
+}
+
+/// A free port for a node and one for its cluster bus (the port + 10 000 where the bus port
+/// cannot be set).
+fn free_node_ports(taken: &BTreeSet<u16>) -> (u16, u16) {
+    if bus_port_settable() {
+        let port = free_port(taken);
+        let mut with_port = taken.clone();
+        with_port.insert(port);
+        return (port, free_port(&with_port));
+    }
+    for _ in 0..100 {
+        let port = free_port(taken);
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if !taken.contains(&bus) && TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return (port, bus);
+        }
+    }
+    panic!("no free loopback port with a free bus port in 100 tries");
+}
+
 fn free_port(taken: &BTreeSet<u16>) -> u16 {
     for _ in 0..100 {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -253,9 +295,8 @@ impl LocalCluster {
             let mut tries = 0;
             loop {
                 tries += 1;
-                let port = free_port(&taken);
+                let (port, bus_port) = free_node_ports(&taken);
                 taken.insert(port);
-                let bus_port = free_port(&taken);
                 taken.insert(bus_port);
                 let dir = cluster.root.join(port.to_string());
                 std::fs::create_dir_all(&dir).unwrap();
@@ -805,7 +846,10 @@ fn parse_shards(value: &redis::Value) -> Vec<Shard> {
                         // counts as down (the harness checks the sync with INFO).
                         let online = get("health").as_deref() != Some("fail");
                         match get("role").as_deref() {
-                            Some("master") => primary = Some(port),
+                            Some("master") if online => primary = Some(port),
+                            // Valkey keeps a failed primary in its shard, still `master`,
+                            // after a replica took over: it serves nothing.
+                            Some("master") => replicas.push((port, false)),
                             _ => replicas.push((port, online)),
                         }
                     }
