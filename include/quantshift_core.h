@@ -56,7 +56,7 @@
 
 /**
  * The outcome of a call. The numbers are part of the ABI and never change; new statuses
- * are only ever appended. The first ones mirror the library's error kinds (CONTRACT §7).
+ * are only ever appended. The first ones mirror the library's error kinds (docs/contract.md §7).
  */
 enum quantshift_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -328,7 +328,7 @@ const char *quantshift_status_name(uint32_t status);
 const char *quantshift_version(void);
 
 /**
- * Fills `options` with the defaults (CONTRACT §1, §2): `bot_name` and `redis_url` NULL,
+ * Fills `options` with the defaults (docs/contract.md §1, §2): `bot_name` and `redis_url` NULL,
  * the TTLs, timeouts and limits of the library, signal handlers installed.
  *
  * Returns `QUANTSHIFT_STATUS_NULL_ARGUMENT` when `options` is NULL.
@@ -356,7 +356,7 @@ quantshift_status quantshift_options_builder_new(const struct quantshift_options
                                                  struct quantshift_options_builder **out);
 
 /**
- * Fast failover (CONTRACT §2), default true: the primary renews every 100 ms and a
+ * Fast failover (docs/contract.md §2), default true: the primary renews every 100 ms and a
  * standby takes over about 0.3-0.5 s after it stops renewing, on any Redis. false:
  * renewals every `lock_ttl_ms / 3`, and a standby takes over `renew_deadline_ms` (plus a
  * clock margin) after the last one. Managers made with `quantshift_manager_new` (v1

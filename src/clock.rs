@@ -6,7 +6,7 @@ use std::time::Duration;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 use std::time::Instant;
 
-/// `2025-12-24T22:00:00.123456`: UTC, microseconds, no offset (CONTRACT §1).
+/// `2025-12-24T22:00:00.123456`: UTC, microseconds, no offset (docs/contract.md §1).
 pub fn utc_now_iso() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.6f")

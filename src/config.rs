@@ -1,4 +1,4 @@
-//! Options, their defaults (CONTRACT §1, §2) and the URL / environment rules (§6).
+//! Options, their defaults (docs/contract.md §1, §2) and the URL / environment rules (§6).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -70,7 +70,7 @@ pub struct Config {
     /// else no `AUTH` to the Sentinels.
     pub sentinel_username: Option<String>,
     pub sentinel_password: Option<String>,
-    /// Fast failover (CONTRACT §2): the primary renews every 100 ms and is primary only
+    /// Fast failover (docs/contract.md §2): the primary renews every 100 ms and is primary only
     /// until `100 ms + failover_tolerance` after the start of its last successful renewal,
     /// so a standby takes over about that long (plus a 1 % clock margin and one look) after
     /// a primary stops renewing, on any Redis. Off: renewals every `lock_ttl / 3`, and a

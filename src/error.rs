@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// What kind of failure an [`Error`] is; front ends map each kind to one
-/// exception class or status code (CONTRACT §7).
+/// exception class or status code (docs/contract.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// A write was attempted by an instance that does not hold the lease.

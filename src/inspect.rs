@@ -260,7 +260,7 @@ fn is_no_script(reply: &redis::Value) -> bool {
 }
 
 impl Inspector {
-    /// Connects with the library's URL and environment rules (CONTRACT §6).
+    /// Connects with the library's URL and environment rules (docs/contract.md §6).
     pub fn connect(redis_url: Option<&str>, timeout: Duration) -> Result<Self> {
         let inspector = Self::open(redis_url, timeout)?;
         inspector

@@ -1,4 +1,4 @@
-//! The key schema of CONTRACT §1 and the validation that keeps one bot out of another's keys.
+//! The key schema of docs/contract.md §1 and the validation that keeps one bot out of another's keys.
 //!
 //! Two layouts name the same keys. The plain layout (the default, what deployed bots use) is
 //! `bot:<name>:state`, … The hash-tagged layout puts the name in braces, `bot:{<name>}:state`,

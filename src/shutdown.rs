@@ -1,4 +1,4 @@
-//! Graceful shutdown (CONTRACT §5): shutdown handlers run in order, each isolated, all
+//! Graceful shutdown (docs/contract.md §5): shutdown handlers run in order, each isolated, all
 //! bounded by one timeout; SIGTERM / SIGINT for Rust and C hosts through `ctrlc`.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
 //! The bad-input catalogue (Rust side): one test per category. Each bad input must give a
-//! clear error of its CONTRACT §7 kind and write nothing, checked on the server: every key
+//! clear error of its docs/contract.md §7 kind and write nothing, checked on the server: every key
 //! the server modified while the call ran is recorded through keyspace notifications
 //! (`notify-keyspace-events KA`), and the keyspace is dumped before and after (`KEYS *` +
 //! `DUMP`). Only the lease's own bookkeeping (heartbeat, live instances, lock TTL, the lease

@@ -1,4 +1,4 @@
-//! Every Lua script declares every key it touches (CONTRACT §1), in both key layouts.
+//! Every Lua script declares every key it touches (docs/contract.md §1), in both key layouts.
 //!
 //! Redis 7.0 itself does not refuse an undeclared key that hashes to a declared key's slot
 //! (a one-node cluster with the hash-tagged layout accepts it), but ElastiCache Serverless,

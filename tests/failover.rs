@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::{fast_config, obj, signal, wait_for, RedisServer};
 use quantshift_core::{Config, StateManager};
 
-/// The default lease of CONTRACT §2.
+/// The default lease of docs/contract.md §2.
 const DEFAULT_TTL_MS: u64 = 30_000;
 
 /// These tests measure timing with several processes: one at a time.

@@ -1,4 +1,4 @@
-//! The primary lease against real redis-server processes (CONTRACT §2, §3).
+//! The primary lease against real redis-server processes (docs/contract.md §2, §3).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Graceful shutdown (CONTRACT §5) against a real redis-server.
+//! Graceful shutdown (docs/contract.md §5) against a real redis-server.
 
 mod common;
 

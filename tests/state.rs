@@ -1,4 +1,4 @@
-//! State and positions against a real redis-server (CONTRACT §1, §3, §4).
+//! State and positions against a real redis-server (docs/contract.md §1, §3, §4).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The URL and environment rules of CONTRACT §6. One test in its own binary: it changes the
+//! The URL and environment rules of docs/contract.md §6. One test in its own binary: it changes the
 //! process environment, which no other thread may read meanwhile.
 
 mod common;

@@ -76,7 +76,7 @@ pub struct quantshift_options {
     pub install_signal_handlers: bool,
 }
 
-/// Fills `options` with the defaults (CONTRACT §1, §2): `bot_name` and `redis_url` NULL,
+/// Fills `options` with the defaults (docs/contract.md §1, §2): `bot_name` and `redis_url` NULL,
 /// the TTLs, timeouts and limits of the library, signal handlers installed.
 ///
 /// Returns `QUANTSHIFT_STATUS_NULL_ARGUMENT` when `options` is NULL.
@@ -217,7 +217,7 @@ pub unsafe extern "C" fn quantshift_options_builder_new(
     })
 }
 
-/// Fast failover (CONTRACT §2), default true: the primary renews every 100 ms and a
+/// Fast failover (docs/contract.md §2), default true: the primary renews every 100 ms and a
 /// standby takes over about 0.3-0.5 s after it stops renewing, on any Redis. false:
 /// renewals every `lock_ttl_ms / 3`, and a standby takes over `renew_deadline_ms` (plus a
 /// clock margin) after the last one. Managers made with `quantshift_manager_new` (v1

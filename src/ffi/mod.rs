@@ -42,7 +42,7 @@ pub use manager::*;
 pub use positions::*;
 
 /// The outcome of a call. The numbers are part of the ABI and never change; new statuses
-/// are only ever appended. The first ones mirror the library's error kinds (CONTRACT §7).
+/// are only ever appended. The first ones mirror the library's error kinds (docs/contract.md §7).
 #[allow(non_camel_case_types)]
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

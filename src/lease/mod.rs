@@ -1,4 +1,4 @@
-//! The primary lease (CONTRACT §2): one primary per bot, decided by pure steps (the
+//! The primary lease (docs/contract.md §2): one primary per bot, decided by pure steps (the
 //! `quantshift-lease` crate in `crates/lease/`: the machine and the lease thread's rules,
 //! with no IO and no dependencies) that a thin thread (`driver.rs`) executes against Redis.
 //!
@@ -39,7 +39,7 @@
 //!    persistence) is claimed with the same compare-and-set, but the claimant is primary only
 //!    `W` after the claim's reply: any holder whose record vanished could not renew after
 //!    the loss, so its deadline passed before that. A brand-new instance is no exception
-//!    (CONTRACT §2: it leads within the fast-failover bound, not at once).
+//!    (docs/contract.md §2: it leads within the fast-failover bound, not at once).
 //! 4. **A released record** (a holder that demoted first, then gave the lease up) is taken at
 //!    once, by a standby whose connection is at least `W` old.
 //! 5. **Data brought back from the past** (a restart from an older snapshot, a promoted

@@ -23,7 +23,7 @@
 //! - The load script, for the first load, a changed index and one-off readers: it reads the
 //!   index and every value atomically and names a key of another type, but its Lua work
 //!   costs the server several times what plain commands cost. It touches only keys it was
-//!   given (CONTRACT §1: cluster engines refuse any other), so it is given the position keys
+//!   given (docs/contract.md §1: cluster engines refuse any other), so it is given the position keys
 //!   of the symbols the index is expected to hold: the last load's, those this manager wrote
 //!   since, those a transaction just saw. When the index holds another, the script reads
 //!   nothing and answers the index's members, and is called again with their keys (a first

@@ -1,4 +1,4 @@
-//! Positions (CONTRACT §4): save / load / clear, fills with weighted entry price and realized
+//! Positions (docs/contract.md §4): save / load / clear, fills with weighted entry price and realized
 //! P&L, and reconciliation with the broker. The arithmetic is pure (and fuzzed); every write
 //! is one fenced compare-and-set script, so a change computed from a stale read is retried,
 //! never applied over a newer value.

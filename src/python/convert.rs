@@ -1,4 +1,4 @@
-//! Python values <-> JSON, checked before anything is sent (CONTRACT §7).
+//! Python values <-> JSON, checked before anything is sent (docs/contract.md §7).
 //!
 //! Accepted: `dict` with `str` keys, `list`, `tuple`, `str`, `int` (64-bit), `float`
 //! (finite; round-trips exactly), `bool`, `None`. Anything else is a `TypeError`; NaN,

@@ -1,4 +1,4 @@
-//! The one conversion of the core [`Error`](crate::Error) into Python exceptions (CONTRACT §7).
+//! The one conversion of the core [`Error`](crate::Error) into Python exceptions (docs/contract.md §7).
 //!
 //! The classes are created once, at module import, with `type(name, bases, namespace)` so that
 //! `RedisUnavailableError` is also a `ConnectionError` and `InvalidInputError` /

@@ -6,7 +6,7 @@
 //!
 //! Our own small discovery is used rather than redis-rs's `sentinel` feature: its blocking
 //! client connects and reads without timeouts, and a frozen Sentinel would block a call for
-//! ever (CONTRACT §6 bounds every call).
+//! ever (docs/contract.md §6 bounds every call).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

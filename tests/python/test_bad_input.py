@@ -1,4 +1,4 @@
-"""A clear error for every bad input (CONTRACT §1, §3, §6, §7), raised before anything is
+"""A clear error for every bad input (docs/contract.md §1, §3, §6, §7), raised before anything is
 sent: the keys in Redis are checked to be unchanged."""
 
 from __future__ import annotations
