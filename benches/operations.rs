@@ -22,13 +22,31 @@ fn primary(server: &RedisServer, bot: &str) -> StateManager {
     manager
 }
 
+/// `--enable-debug-command yes` where the server has the setting (Redis 7+, Valkey): before
+/// 7.0 `DEBUG` is always on and the unknown setting would stop the server from starting.
+fn debug_command_args() -> &'static [&'static str] {
+    let version = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let major: u32 = version
+        .split("v=")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    if version.starts_with("Valkey") || major >= 7 {
+        &["--enable-debug-command", "yes"]
+    } else {
+        &[]
+    }
+}
+
 fn operations(c: &mut Criterion) {
-    let server = RedisServer::start_with(&[
-        "--maxmemory-policy",
-        "noeviction",
-        "--enable-debug-command",
-        "yes",
-    ]);
+    let mut args = vec!["--maxmemory-policy", "noeviction"];
+    args.extend_from_slice(debug_command_args());
+    let server = RedisServer::start_with(&args);
     let manager = primary(&server, "bench");
     let mut group = c.benchmark_group("ops");
     group.bench_function("ping", |b| b.iter(|| manager.ping().unwrap()));

@@ -415,6 +415,72 @@ fn migrating_a_running_bots_slot_never_makes_two_primaries() {
     report_and_check("slot migration", &faults, &reports, started);
 }
 
+/// Atomic slot migration (`CLUSTER MIGRATESLOTS`, Valkey 9) of each running bot's slot, round
+/// the three primaries: never two primaries, no stale write acknowledged, the data moved with
+/// the slot, every bot leads again. On a server without it the test says so and ends; the
+/// server matrix sets `QS_EXPECT_ATOMIC_MIGRATION=1` for Valkey, where its absence fails.
+#[test]
+fn atomic_slot_migration_of_a_running_bots_slot_never_makes_two_primaries() {
+    let _serial = serial();
+    let started = Instant::now();
+    let cluster = LocalCluster::start();
+    if !cluster.offers_atomic_migration() {
+        assert!(
+            std::env::var("QS_EXPECT_ATOMIC_MIGRATION").as_deref() != Ok("1"),
+            "QS_EXPECT_ATOMIC_MIGRATION=1 but this server has no CLUSTER MIGRATESLOTS"
+        );
+        eprintln!("atomic slot migration: this server has no CLUSTER MIGRATESLOTS (Valkey 9 has)");
+        return;
+    }
+    let names = cluster.names_on_distinct_primaries("atomic", 3);
+    let mut fleet = Fleet::start(options(&cluster, 0), &names);
+    let mut faults = Vec::new();
+    for round in 0..2 {
+        for (i, name) in names.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(400));
+            let slot = slot_of(&cluster, name);
+            let owner = cluster.owner_of_slot(slot);
+            let primaries = cluster.primaries();
+            let target = primaries
+                [(primaries.iter().position(|&p| p == owner).unwrap() + 1) % primaries.len()];
+            let t0 = mono_ns();
+            cluster.migrate_slot_atomically(slot, target);
+            let settled = mono_ns();
+            assert_eq!(owner_of(&cluster, name), target);
+            fleet.wait_steady(Duration::from_secs(20), "an atomic slot migration");
+            faults.push(Fault {
+                label: format!(
+                    "round {round}: slot {slot} of {name} migrated atomically {owner} -> {target}"
+                ),
+                hit: vec![i],
+                started: t0,
+                settled,
+                steady: mono_ns(),
+            });
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    fleet.freeze();
+    std::thread::sleep(Duration::from_millis(200));
+    for name in &names {
+        let owner = owner_of(&cluster, name);
+        let mut conn = cluster.conn(owner);
+        let k = keys(name);
+        let record: i64 = redis::cmd("EXISTS")
+            .arg(&k.lease_record)
+            .query(&mut conn)
+            .unwrap();
+        let last: Option<String> = redis::cmd("GET")
+            .arg(k.position("LAST"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(record, 1, "{name}: no lease record on the owner {owner}");
+        assert!(last.is_some(), "{name}: no position on the owner {owner}");
+    }
+    let reports = fleet.finish();
+    report_and_check("atomic slot migration", &faults, &reports, started);
+}
+
 /// What Redis holds of one bot name after the run: the fill ids recorded and `LAST`.
 fn read_bot_data(
     cluster: &LocalCluster,

@@ -732,6 +732,50 @@ impl LocalCluster {
         );
     }
 
+    /// Whether the nodes offer atomic slot migration (`CLUSTER MIGRATESLOTS`, Valkey 9).
+    pub fn offers_atomic_migration(&self) -> bool {
+        let docs: redis::Value = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("CLUSTER|MIGRATESLOTS")
+            .query(&mut self.any_conn())
+            .expect("COMMAND INFO");
+        matches!(docs, redis::Value::Array(items) if items.iter().any(|i| !matches!(i, redis::Value::Nil)))
+    }
+
+    /// Moves `slot` from its owner to the primary `to` with the server's atomic slot migration
+    /// (`CLUSTER MIGRATESLOTS`, Valkey 9): the target copies the slot and takes it over in one
+    /// step. Waits (bounded) until every node names `to` as the owner.
+    pub fn migrate_slot_atomically(&self, slot: u16, to: u16) {
+        let from = self.owner_of_slot(slot);
+        assert_ne!(from, to, "slot {slot} is already on {to}");
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MIGRATESLOTS")
+            .arg("SLOTSRANGE")
+            .arg(slot)
+            .arg(slot)
+            .arg("NODE")
+            .arg(self.node_id(to))
+            .query(&mut self.conn(from))
+            .unwrap_or_else(|err| panic!("CLUSTER MIGRATESLOTS {slot} from {from} to {to}: {err}"));
+        let moved = settle(SETTLE, || {
+            self.agreed_shards()
+                .and_then(|s| s.iter().find(|s| s.owns(slot)).map(|s| s.primary))
+                == Some(to)
+        });
+        if !moved {
+            let jobs: redis::Value = redis::cmd("CLUSTER")
+                .arg("GETSLOTMIGRATIONS")
+                .query(&mut self.conn(from))
+                .unwrap_or(redis::Value::Nil);
+            panic!(
+                "slot {slot}: not on {to} within {SETTLE:?} of CLUSTER MIGRATESLOTS; \
+                 migrations on {from}: {jobs:?}\nlog of {to}:\n{}",
+                self.node(to).log_tail(20)
+            );
+        }
+        self.wait_settled(&format!("CLUSTER MIGRATESLOTS {slot} to {to}"));
+    }
+
     /// Moves `slot` from its owner to the primary `to` by the standard procedure, `batch` keys
     /// per `MIGRATE`, sleeping `pause` between batches (the slot stays half-moved meanwhile).
     /// Returns how many keys were moved.
