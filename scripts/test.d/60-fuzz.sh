@@ -5,7 +5,8 @@
 # are safe Rust; for AddressSanitizer set QS_FUZZ_ASAN=1, which uses RUSTC_BOOTSTRAP=1).
 # Longer: QS_FUZZ_SECONDS=600 bash scripts/test.d/60-fuzz.sh (seconds per target).
 # Without cargo-fuzz (and no way to install it) the same properties run under the stable
-# random/mutation runner fuzz/src/bin/smoke.rs instead.
+# random/mutation runner fuzz/src/bin/smoke.rs instead, except under the test command
+# (QS_REQUIRE_ALL=1), where that fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds="${QS_FUZZ_SECONDS:-10}"
@@ -36,6 +37,10 @@ if cargo fuzz --version >/dev/null 2>&1; then
     fi
     grep -E '^Done|DONE' "$log" | tail -n 2
   done
+elif [ "${QS_REQUIRE_ALL:-0}" = 1 ]; then
+  # Under the test command a missing fuzzer is a failure, not a quieter substitute.
+  echo "60-fuzz: FAILED: cargo-fuzz could not be installed (cargo install cargo-fuzz)" >&2
+  exit 1
 else
   echo "60-fuzz: cargo-fuzz unavailable; running the stable mutation runner"
   cargo run --quiet --release --bin smoke -- "$seconds"
