@@ -1,4 +1,5 @@
-//! Options, their defaults (docs/contract.md §1, §2) and the URL / environment rules (§6).
+//! Options, their defaults (docs/contract.md §1, §2) and which URL a manager uses, from the
+//! argument or the environment (§6); the URL grammar itself is `crate::url`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -6,6 +7,10 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::keys::{validate_bot_name_for, KeyLayout};
+// The URL grammar lives in `crate::url`; its types stay reachable here, where they were.
+pub use crate::url::{
+    redact_url, ClusterUrl, SentinelUrl, DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT,
+};
 
 /// Where the URL comes from when none is given, in this order.
 pub const URL_ENV_VARS: [&str; 2] = ["QUANTSHIFT_REDIS_URL", "REDIS_URL"];
@@ -21,7 +26,6 @@ pub const TLS_CA_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_CA_FILE";
 pub const TLS_CERT_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_CERT_FILE";
 pub const TLS_KEY_FILE_ENV_VAR: &str = "QUANTSHIFT_TLS_KEY_FILE";
 /// The port of a Sentinel given without one.
-pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 /// The default `failover_tolerance`: the longest Redis stall or network blip that never
 /// moves the lease (docs/failover.md says how it was chosen).
 pub const DEFAULT_FAILOVER_TOLERANCE: Duration = Duration::from_millis(200);
@@ -396,260 +400,6 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// A parsed `redis+sentinel://[[user:]password@]host[:port][,host[:port]...]/service_name[/db]`
-/// (or `rediss+sentinel://`, TLS to the Sentinels and the data nodes). The credentials are
-/// the data nodes' ([`Config::sentinel_password`] is the Sentinels').
-#[derive(Clone, PartialEq, Eq)]
-pub struct SentinelUrl {
-    pub tls: bool,
-    pub sentinels: Vec<(String, u16)>,
-    pub service_name: String,
-    pub db: i64,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for SentinelUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SentinelUrl")
-            .field("tls", &self.tls)
-            .field("sentinels", &self.sentinels)
-            .field("service_name", &self.service_name)
-            .field("db", &self.db)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-impl SentinelUrl {
-    pub fn is_sentinel(url: &str) -> bool {
-        url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://")
-    }
-
-    /// Parses a Sentinel URL; every malformed part is a clear `InvalidInput` error that
-    /// never repeats the password.
-    pub fn parse(url: &str) -> Result<Self> {
-        let redacted = redact_url(url);
-        let bad = |what: &str| Error::invalid(format!("invalid Sentinel URL {redacted}: {what}"));
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
-            (true, rest)
-        } else {
-            return Err(bad("expected redis+sentinel:// or rediss+sentinel://"));
-        };
-        if rest.contains('?') || rest.contains('#') {
-            return Err(bad(
-                "query parameters are not supported (give Sentinel credentials with \
-                 sentinel_password or QUANTSHIFT_SENTINEL_PASSWORD)",
-            ));
-        }
-        let (userinfo, hosts, path) = split_authority(rest);
-        let (username, password) = parse_userinfo(userinfo).map_err(bad)?;
-        let mut sentinels = Vec::new();
-        for part in hosts.split(',') {
-            sentinels.push(
-                parse_host_port(part, "Sentinel", DEFAULT_SENTINEL_PORT)
-                    .map_err(|why| bad(&why))?,
-            );
-        }
-        let mut segments = path.trim_start_matches('/').split('/');
-        let service_name = segments.next().unwrap_or_default();
-        if service_name.is_empty() {
-            return Err(bad(
-                "the service name (the path after the hosts) is missing",
-            ));
-        }
-        let service_name = percent_decode(service_name)
-            .filter(|s| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()))
-            .ok_or_else(|| {
-                bad("the service name must be non-empty, without spaces or control characters")
-            })?;
-        let db = match segments.next() {
-            None | Some("") => 0,
-            Some(db) => db
-                .parse::<i64>()
-                .ok()
-                .filter(|db| *db >= 0)
-                .ok_or_else(|| bad(&format!("database {db:?} is not a non-negative integer")))?,
-        };
-        if segments.any(|s| !s.is_empty()) {
-            return Err(bad("expected /service_name[/db] after the hosts"));
-        }
-        Ok(SentinelUrl {
-            tls,
-            sentinels,
-            service_name,
-            db,
-            username,
-            password,
-        })
-    }
-}
-
-/// What follows `scheme://`, split into the user info (before the last `@`), the host list
-/// and the path.
-fn split_authority(rest: &str) -> (Option<&str>, &str, &str) {
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        Some(at) => (Some(&authority[..at]), &authority[at + 1..], path),
-        None => (None, authority, path),
-    }
-}
-
-/// The `[[user:]password@]` part of a URL, %-decoded; an empty user or password is none.
-fn parse_userinfo(
-    userinfo: Option<&str>,
-) -> std::result::Result<(Option<String>, Option<String>), &'static str> {
-    let Some(info) = userinfo else {
-        return Ok((None, None));
-    };
-    let (user, password) = match info.split_once(':') {
-        Some((user, password)) => (Some(user), password),
-        // `password@host`: the contract's `[[user:]password@]`.
-        None => (None, info),
-    };
-    let user = user
-        .filter(|u| !u.is_empty())
-        .map(|u| percent_decode(u).ok_or("bad %-escape in the user name"))
-        .transpose()?;
-    let password = percent_decode(password).ok_or("bad %-escape in the password")?;
-    Ok((user, Some(password).filter(|p| !p.is_empty())))
-}
-
-/// A parsed `redis+cluster://[[user:]password@]host[:port][,host[:port]...][/0]` URL (or
-/// `rediss+cluster://`, TLS to every node): seed nodes of a Redis or Valkey Cluster, from
-/// which the node serving each bot is found. The credentials are every node's.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClusterUrl {
-    pub tls: bool,
-    pub seeds: Vec<(String, u16)>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for ClusterUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterUrl")
-            .field("tls", &self.tls)
-            .field("seeds", &self.seeds)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-/// The port of a seed node given without one.
-pub const DEFAULT_REDIS_PORT: u16 = 6379;
-
-impl ClusterUrl {
-    pub fn is_cluster(url: &str) -> bool {
-        url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")
-    }
-
-    /// Parses a cluster URL; every malformed part is a clear `InvalidInput` error that never
-    /// repeats the password.
-    pub fn parse(url: &str) -> Result<Self> {
-        let redacted = redact_url(url);
-        let bad = |what: &str| Error::invalid(format!("invalid cluster URL {redacted}: {what}"));
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
-            (true, rest)
-        } else {
-            return Err(bad("expected redis+cluster:// or rediss+cluster://"));
-        };
-        if rest.contains('?') || rest.contains('#') {
-            return Err(bad("query parameters are not supported"));
-        }
-        let (userinfo, hosts, path) = split_authority(rest);
-        if !matches!(path, "" | "/" | "/0") {
-            return Err(bad(
-                "a cluster has only database 0: nothing but /0 may follow the hosts",
-            ));
-        }
-        let (username, password) = parse_userinfo(userinfo).map_err(bad)?;
-        let mut seeds = Vec::new();
-        for part in hosts.split(',') {
-            let seed =
-                parse_host_port(part, "seed node", DEFAULT_REDIS_PORT).map_err(|why| bad(&why))?;
-            if !seeds.contains(&seed) {
-                seeds.push(seed);
-            }
-        }
-        Ok(ClusterUrl {
-            tls,
-            seeds,
-            username,
-            password,
-        })
-    }
-}
-
-/// `host[:port]` or `[v6]:port` of a `what` (Sentinel, seed node) in a host list.
-fn parse_host_port(
-    part: &str,
-    what: &str,
-    default_port: u16,
-) -> std::result::Result<(String, u16), String> {
-    if part.is_empty() {
-        return Err(format!("empty {what} address in the host list"));
-    }
-    let (host, port) = if let Some(rest) = part.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("unclosed [ in {part:?}"))?;
-        match after {
-            "" => (host, None),
-            _ => match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None => return Err(format!("unexpected text after ] in {part:?}")),
-            },
-        }
-    } else {
-        match part.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (part, None),
-        }
-    };
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "@/?#,".contains(c))
-    {
-        return Err(format!("bad {what} host {host:?}"));
-    }
-    let port = match port {
-        None => default_port,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("bad {what} port {port:?} (1-65535)"))?,
-    };
-    Ok((host.to_owned(), port))
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -675,108 +425,9 @@ impl fmt::Debug for Config {
     }
 }
 
-/// The URL with any password replaced by `***`, safe for logs, errors and `repr()`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // The credentials are everything before the last '@', even when an unencoded '/', '?'
-    // or '#' in the password would end the authority early for a URL parser.
-    if let Some(at) = rest.rfind('@') {
-        let hidden = match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{user}:***"),
-            None => "***".to_owned(),
-        };
-        let tail = redact_url(&format!("{scheme}://{}", &rest[at + 1..]));
-        return format!("{scheme}://{hidden}@{}", &tail[scheme.len() + 3..]);
-    }
-    // Any `password=` query parameter (some clients accept one) is hidden as well.
-    if let Some((before, query)) = rest.split_once('?') {
-        let hidden: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
-                    format!("{name}=***")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        return format!(
-            "{}?{}",
-            redact_url(&format!("{scheme}://{before}")),
-            hidden.join("&")
-        );
-    }
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    // Several userinfo@host parts can stand in one authority (Sentinel lists); the
-    // credentials are everything before the last '@'.
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split_once(':').map(|(user, _)| user);
-            let hidden = match user {
-                Some(user) => format!("{user}:***"),
-                None => "***".to_owned(),
-            };
-            format!("{scheme}://{hidden}{}{path}", &authority[at..])
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_hides_every_password_form() {
-        assert_eq!(
-            redact_url("redis://:s3cret@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://bob:s3cret@host/0"),
-            "redis://bob:***@host/0"
-        );
-        assert_eq!(redact_url("redis://s3cret@host"), "redis://***@host");
-        assert_eq!(redact_url("redis://host:1/0"), "redis://host:1/0");
-        assert!(!redact_url("redis://u:p@ss@host/0").contains("p@ss"));
-        for url in [
-            "redis://:pa/ss@host/0",
-            "redis://u:pa?ss@host/0",
-            "redis://u:pa#ss@host/0",
-            "redis+sentinel://:pa/ss@h1,h2/svc",
-        ] {
-            assert!(
-                !redact_url(url).contains("ss@"),
-                "{url}: {}",
-                redact_url(url)
-            );
-        }
-        assert_eq!(
-            redact_url("redis://:pa/ss@h:1/0?password=x"),
-            "redis://:***@h:1/0?password=***"
-        );
-    }
-
-    #[test]
-    fn redaction_covers_sentinel_urls() {
-        let url = "redis+sentinel://u:s3cret@h1:26379,h2,[::1]:26380/svc/2";
-        let hidden = redact_url(url);
-        assert_eq!(
-            hidden,
-            "redis+sentinel://u:***@h1:26379,h2,[::1]:26380/svc/2"
-        );
-        let hidden = redact_url("rediss+sentinel://s3cret@h1/svc");
-        assert_eq!(hidden, "rediss+sentinel://***@h1/svc");
-        let hidden = redact_url("redis://:p4ss@h/0?sentinel_password=s3cret&x=1");
-        assert!(
-            !hidden.contains("s3cret") && !hidden.contains("p4ss"),
-            "{hidden}"
-        );
-        assert!(hidden.contains("x=1"));
-    }
 
     #[test]
     fn cluster_urls_parse_and_pick_the_hash_tagged_layout() {
@@ -826,31 +477,6 @@ mod tests {
         assert_eq!(single.effective_key_layout().unwrap(), KeyLayout::Plain);
         single.validate().unwrap();
         assert!(single.key_layout(KeyLayout::HashTagged).validate().is_err());
-    }
-
-    #[test]
-    fn sentinel_urls_parse() {
-        let url =
-            SentinelUrl::parse("redis+sentinel://bob:p%40ss@h1:26380,h2,[::1]/mymaster/3").unwrap();
-        assert!(!url.tls);
-        assert_eq!(
-            url.sentinels,
-            vec![
-                ("h1".to_owned(), 26380),
-                ("h2".to_owned(), DEFAULT_SENTINEL_PORT),
-                ("::1".to_owned(), DEFAULT_SENTINEL_PORT)
-            ]
-        );
-        assert_eq!(url.service_name, "mymaster");
-        assert_eq!(url.db, 3);
-        assert_eq!(url.username.as_deref(), Some("bob"));
-        assert_eq!(url.password.as_deref(), Some("p@ss"));
-        assert!(!format!("{url:?}").contains("p@ss"));
-        let url = SentinelUrl::parse("rediss+sentinel://pw@127.0.0.1/svc").unwrap();
-        assert!(url.tls);
-        assert_eq!(url.password.as_deref(), Some("pw"));
-        assert_eq!(url.username, None);
-        assert_eq!(url.db, 0);
     }
 
     #[test]

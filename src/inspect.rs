@@ -15,7 +15,7 @@ use crate::keys::HANDOVER_REQUEST;
 use crate::keys::{validate_bot_name_for, KeyLayout, Keys};
 use crate::lease::meter::{HistogramSnapshot, LeaseStalls};
 use crate::positions::{decode_object, JsonObject, PositionStore};
-pub use crate::store::{warning_kind, ServerReport, ServerWarning};
+pub use crate::store::{warning_kind, ServerReport, ServerWarning, WarningKind};
 use crate::store::{Store, SCRIPTS};
 
 /// What an operator wants to know about one bot.
@@ -329,28 +329,8 @@ impl Inspector {
         let keys = self.store.scan_keys("bot:*")?;
         let mut bots: Vec<String> = keys
             .iter()
-            .filter_map(|key| {
-                let key = key.strip_prefix("bot:")?;
-                match self.layout {
-                    KeyLayout::Plain => key.split_once(':'),
-                    // A tagged name holds no brace: the first one closes the tag.
-                    KeyLayout::HashTagged => key.strip_prefix('{')?.split_once("}:"),
-                }
-            })
-            .filter(|(_, rest)| {
-                matches!(
-                    *rest,
-                    "state"
-                        | "heartbeat"
-                        | "primary_lock"
-                        | "epoch"
-                        | "positions"
-                        | "instances"
-                        | "lease_record"
-                        | "lease_stalls"
-                ) || rest.starts_with("position:")
-            })
-            .map(|(bot, _)| bot.to_owned())
+            .filter_map(|key| self.layout.bot_of(key))
+            .map(str::to_owned)
             .collect();
         bots.sort();
         bots.dedup();

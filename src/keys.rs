@@ -70,7 +70,35 @@ impl KeyLayout {
             KeyLayout::HashTagged => format!("bot:{{{bot_name}}}:"),
         }
     }
+
+    /// The bot whose key `key` is, when `key` is one of the keys of the schema in this
+    /// layout (a fixed key or a position): what an operator's listing of bots reads.
+    pub fn bot_of(self, key: &str) -> Option<&str> {
+        let rest = key.strip_prefix("bot:")?;
+        let (bot, suffix) = match self {
+            KeyLayout::Plain => rest.split_once(':')?,
+            // A tagged name holds no brace: the first one closes the tag.
+            KeyLayout::HashTagged => rest.strip_prefix('{')?.split_once("}:")?,
+        };
+        let known = FIXED_SUFFIXES.contains(&suffix) || suffix.starts_with(POSITION_SUFFIX);
+        known.then_some(bot)
+    }
 }
+
+/// The names after a bot's part of its fixed keys, in the order of [`Keys::fixed_keys`].
+const FIXED_SUFFIXES: [&str; 9] = [
+    "state",
+    "heartbeat",
+    "primary_lock",
+    "epoch",
+    "positions",
+    "fills",
+    "instances",
+    "lease_record",
+    "lease_stalls",
+];
+/// What a position key's symbol follows.
+const POSITION_SUFFIX: &str = "position:";
 
 impl std::fmt::Display for KeyLayout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +121,7 @@ pub struct Keys {
     pub lease_stalls: String,
     /// Prefix of the liveness channels of earlier versions (fast failover no longer uses
     /// them); kept so programs that read it still build.
+    #[deprecated(note = "no channel of this prefix is used since the key-only lease")]
     pub liveness_prefix: String,
     layout: KeyLayout,
     bot_name: String,
@@ -108,21 +137,24 @@ impl Keys {
     /// Keys of a bot whose name has already passed [`validate_bot_name_for`] for `layout`.
     pub fn with_layout(bot_name: &str, layout: KeyLayout) -> Self {
         let base = layout.base(bot_name);
+        let [state, heartbeat, lock, epoch, positions_index, fills, instances, lease_record, lease_stalls] =
+            FIXED_SUFFIXES.map(|suffix| format!("{base}{suffix}"));
+        #[allow(deprecated)]
         Keys {
             layout,
             bot_name: bot_name.to_owned(),
-            state: format!("{base}state"),
-            heartbeat: format!("{base}heartbeat"),
-            lock: format!("{base}primary_lock"),
-            epoch: format!("{base}epoch"),
-            positions_index: format!("{base}positions"),
-            fills: format!("{base}fills"),
-            instances: format!("{base}instances"),
+            state,
+            heartbeat,
+            lock,
+            epoch,
+            positions_index,
+            fills,
+            instances,
             lease_channel: format!("{base}lease"),
-            lease_record: format!("{base}lease_record"),
-            lease_stalls: format!("{base}lease_stalls"),
+            lease_record,
+            lease_stalls,
             liveness_prefix: format!("{base}alive:"),
-            position_prefix: format!("{base}position:"),
+            position_prefix: format!("{base}{POSITION_SUFFIX}"),
         }
     }
 
@@ -275,6 +307,30 @@ mod tests {
         );
         assert_eq!(KeyLayout::parse(" Plain ").unwrap(), KeyLayout::Plain);
         assert!(KeyLayout::parse("cluster").is_err());
+    }
+
+    #[test]
+    fn every_key_of_the_schema_names_its_bot_and_nothing_else_does() {
+        for layout in [KeyLayout::Plain, KeyLayout::HashTagged] {
+            let keys = Keys::with_layout("alpha", layout);
+            for key in keys.fixed_keys() {
+                assert_eq!(layout.bot_of(key), Some("alpha"), "{key}");
+            }
+            assert_eq!(layout.bot_of(&keys.position("ES:FUT")), Some("alpha"));
+            for other in [
+                "bot:alpha",
+                "bot:alpha:unknown",
+                "robot:alpha:state",
+                "alpha:state",
+            ] {
+                assert_eq!(layout.bot_of(other), None, "{other}");
+            }
+        }
+        assert_eq!(
+            KeyLayout::Plain.bot_of("bot:{alpha}:state"),
+            Some("{alpha}")
+        );
+        assert_eq!(KeyLayout::HashTagged.bot_of("bot:alpha:state"), None);
     }
 
     #[test]

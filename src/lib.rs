@@ -32,6 +32,7 @@ mod relay;
 mod shutdown;
 mod stalls;
 mod store;
+mod url;
 
 pub use config::{redact_url, ClusterUrl, Config};
 pub use error::{Error, ErrorKind, Result};

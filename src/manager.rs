@@ -614,7 +614,7 @@ impl Inner {
         // Standby first (on_demoted callbacks are still delivered), then stop the lease
         // thread: it cannot take the lease again, which still carries our token until we
         // delete it; the release notice we publish also wakes it from its wait.
-        let stepped_down = self.lease.step_down(crate::lease::SHUTTING_DOWN);
+        let stepped_down = self.lease.step_down(crate::lease::Demotion::ShuttingDown);
         drop(no_state_saves);
         self.lease.stop();
         let released = match stepped_down {

@@ -36,6 +36,10 @@ from ._quantshift_core import (
 if TYPE_CHECKING:
     import redis
 
+# The options' defaults come from the Rust core's Config (tests/python/test_defaults.py holds
+# every signature and stub to them).
+_DEFAULTS: dict[str, Any] = _core.CONFIG_DEFAULTS
+
 __all__ = [
     "CorruptDataError",
     "InvalidInputError",
@@ -283,23 +287,23 @@ class StateManager(_core.StateManager):
     def __init__(
         self,
         bot_name: str,
-        redis_url: str | None = None,
+        redis_url: str | None = _DEFAULTS["redis_url"],
         *,
-        state_ttl: float = 3600,
-        position_ttl: float = 86400,
-        heartbeat_ttl: float = 60,
-        lock_ttl: float = 30,
-        renew_deadline: float | None = None,
-        poll_interval: float | None = None,
-        install_signal_handlers: bool = True,
-        shutdown_timeout: float = 20.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        connect_timeout: float = 2.0,
-        command_timeout: float = 2.0,
-        fast_failover: bool = True,
-        failover_tolerance: float = 0.2,
-        key_layout: str | None = None,
+        state_ttl: float = _DEFAULTS["state_ttl"],
+        position_ttl: float = _DEFAULTS["position_ttl"],
+        heartbeat_ttl: float = _DEFAULTS["heartbeat_ttl"],
+        lock_ttl: float = _DEFAULTS["lock_ttl"],
+        renew_deadline: float | None = _DEFAULTS["renew_deadline"],
+        poll_interval: float | None = _DEFAULTS["poll_interval"],
+        install_signal_handlers: bool = _DEFAULTS["install_signal_handlers"],
+        shutdown_timeout: float = _DEFAULTS["shutdown_timeout"],
+        wait_replicas: int = _DEFAULTS["wait_replicas"],
+        wait_timeout: float = _DEFAULTS["wait_timeout"],
+        connect_timeout: float = _DEFAULTS["connect_timeout"],
+        command_timeout: float = _DEFAULTS["command_timeout"],
+        fast_failover: bool = _DEFAULTS["fast_failover"],
+        failover_tolerance: float = _DEFAULTS["failover_tolerance"],
+        key_layout: str | None = _DEFAULTS["key_layout"],
     ) -> None:
         # The compiled __new__ has connected and started the lease thread already.
         self._client: redis.Redis | None = None

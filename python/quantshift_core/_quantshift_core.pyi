@@ -6,6 +6,7 @@ from typing import Any, Optional
 from typing_extensions import Self, TypeAlias, disjoint_base, final
 
 __all__ = [
+    "CONFIG_DEFAULTS",
     "CorruptDataError",
     "InvalidInputError",
     "LeaseStalls",
@@ -22,6 +23,9 @@ __all__ = [
 
 __version__: str
 MAX_DEPTH: int
+# The options' defaults as the Rust core's Config has them (seconds as floats; None where
+# the core derives the value); StateManager and AsyncStateManager take theirs from it.
+CONFIG_DEFAULTS: dict[str, Any]
 
 def run_cli(args: list[str]) -> int:
     """Runs the operator tool ``quantshift-state`` (``args[0]`` is the program name) and

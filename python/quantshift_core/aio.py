@@ -42,7 +42,12 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union
 
 from . import StateManager
-from ._quantshift_core import InvalidInputError, LeaseStalls, StateManagerError
+from ._quantshift_core import (
+    CONFIG_DEFAULTS as _DEFAULTS,
+    InvalidInputError,
+    LeaseStalls,
+    StateManagerError,
+)
 
 __all__ = ["AsyncStateManager"]
 
@@ -103,23 +108,23 @@ class AsyncStateManager:
     def __init__(
         self,
         bot_name: str,
-        redis_url: Optional[str] = None,
+        redis_url: Optional[str] = _DEFAULTS["redis_url"],
         *,
-        state_ttl: float = 3600,
-        position_ttl: float = 86400,
-        heartbeat_ttl: float = 60,
-        lock_ttl: float = 30,
-        renew_deadline: Optional[float] = None,
-        poll_interval: Optional[float] = None,
-        install_signal_handlers: bool = True,
-        shutdown_timeout: float = 20.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        connect_timeout: float = 2.0,
-        command_timeout: float = 2.0,
-        fast_failover: bool = True,
-        failover_tolerance: float = 0.2,
-        key_layout: Optional[str] = None,
+        state_ttl: float = _DEFAULTS["state_ttl"],
+        position_ttl: float = _DEFAULTS["position_ttl"],
+        heartbeat_ttl: float = _DEFAULTS["heartbeat_ttl"],
+        lock_ttl: float = _DEFAULTS["lock_ttl"],
+        renew_deadline: Optional[float] = _DEFAULTS["renew_deadline"],
+        poll_interval: Optional[float] = _DEFAULTS["poll_interval"],
+        install_signal_handlers: bool = _DEFAULTS["install_signal_handlers"],
+        shutdown_timeout: float = _DEFAULTS["shutdown_timeout"],
+        wait_replicas: int = _DEFAULTS["wait_replicas"],
+        wait_timeout: float = _DEFAULTS["wait_timeout"],
+        connect_timeout: float = _DEFAULTS["connect_timeout"],
+        command_timeout: float = _DEFAULTS["command_timeout"],
+        fast_failover: bool = _DEFAULTS["fast_failover"],
+        failover_tolerance: float = _DEFAULTS["failover_tolerance"],
+        key_layout: Optional[str] = _DEFAULTS["key_layout"],
     ) -> None:
         self._bot_name = bot_name
         self._redis_url = redis_url

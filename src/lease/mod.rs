@@ -90,10 +90,11 @@ const OUTBOX_CAPACITY: usize = 1024;
 
 /// What the lease's threads hand to the event thread.
 enum Outgoing {
-    Role(LeaseEvent),
+    Role(Event),
     Log(log::Level, String),
 }
 
+pub use quantshift_lease::machine::Demotion;
 pub use quantshift_lease::SHUTTING_DOWN;
 
 /// How often a holder renews when fast failover is on.
@@ -107,11 +108,23 @@ pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(500);
 pub type PromotedCallback = Arc<dyn Fn(u64) + Send + Sync>;
 pub type DemotedCallback = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// A change of role, delivered to callbacks on the lease's event thread.
+/// A change of role, as text (the lease's own events are [`Event`], their reasons a
+/// [`Demotion`]); kept for programs that name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseEvent {
     Promoted { epoch: u64 },
     Demoted { reason: String },
+}
+
+impl From<&Event> for LeaseEvent {
+    fn from(event: &Event) -> Self {
+        match event {
+            Event::Promoted { epoch } => LeaseEvent::Promoted { epoch: *epoch },
+            Event::Demoted { reason } => LeaseEvent::Demoted {
+                reason: reason.as_str().to_owned(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -405,12 +418,9 @@ impl Lease {
 
     /// Gives up the lease (if held) once the writes in flight have landed: standby from
     /// that instant. Returns the token to delete with [`release_token`](Self::release_token).
-    pub fn step_down(&self, reason: &str) -> Option<String> {
+    pub fn step_down(&self, reason: Demotion) -> Option<String> {
         let _no_writes_in_flight = self.write_gate.write();
-        self.handle(Input::StepDown {
-            reason: reason.to_owned(),
-        })
-        .released
+        self.handle(Input::StepDown { reason }).released
     }
 
     /// Deletes the lease if it still carries `token`, and announces the release so a standby
@@ -536,10 +546,7 @@ impl Lease {
     /// Hands role events to the event thread, which logs them and runs the callbacks.
     fn emit(&self, events: Vec<Event>) {
         for event in events {
-            self.outbox.push(Outgoing::Role(match event {
-                Event::Promoted { epoch } => LeaseEvent::Promoted { epoch },
-                Event::Demoted { reason } => LeaseEvent::Demoted { reason },
-            }));
+            self.outbox.push(Outgoing::Role(event));
         }
     }
 
@@ -598,24 +605,24 @@ impl Lease {
         }
     }
 
-    fn deliver(&self, event: &LeaseEvent) {
+    fn deliver(&self, event: &Event) {
         match event {
-            LeaseEvent::Promoted { epoch } => {
+            Event::Promoted { epoch } => {
                 log::info!("{} is now primary (epoch {epoch})", self.instance_id);
                 let callbacks = self.promoted_callbacks.read().clone();
                 for callback in callbacks {
                     run_isolated("on_promoted", || callback(*epoch));
                 }
             }
-            LeaseEvent::Demoted { reason } => {
-                if reason == SHUTTING_DOWN {
+            Event::Demoted { reason } => {
+                if *reason == Demotion::ShuttingDown {
                     log::info!("{} is now standby: {reason}", self.instance_id);
                 } else {
                     log::warn!("{} is now standby: {reason}", self.instance_id);
                 }
                 let callbacks = self.demoted_callbacks.read().clone();
                 for callback in callbacks {
-                    run_isolated("on_demoted", || callback(reason));
+                    run_isolated("on_demoted", || callback(reason.as_str()));
                 }
             }
         }

@@ -118,6 +118,33 @@ impl PyStateManager {
     }
 }
 
+/// The options' defaults as the Rust [`Config`] has them, in the Python units (seconds as
+/// floats; `None` where the core derives the value): `_quantshift_core.CONFIG_DEFAULTS`. The
+/// Python wrappers take their defaults from it, and a test holds the compiled signature of
+/// [`PyStateManager::new`] and the stubs to it.
+pub(super) fn config_defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let config = Config::new("defaults");
+    let secs = |d: Duration| d.as_secs_f64();
+    let defaults = PyDict::new(py);
+    defaults.set_item("redis_url", config.redis_url)?;
+    defaults.set_item("state_ttl", secs(config.state_ttl))?;
+    defaults.set_item("position_ttl", secs(config.position_ttl))?;
+    defaults.set_item("heartbeat_ttl", secs(config.heartbeat_ttl))?;
+    defaults.set_item("lock_ttl", secs(config.lock_ttl))?;
+    defaults.set_item("renew_deadline", config.renew_deadline.map(secs))?;
+    defaults.set_item("poll_interval", config.poll_interval.map(secs))?;
+    defaults.set_item("install_signal_handlers", config.install_signal_handlers)?;
+    defaults.set_item("shutdown_timeout", secs(config.shutdown_timeout))?;
+    defaults.set_item("wait_replicas", config.wait_replicas)?;
+    defaults.set_item("wait_timeout", secs(config.wait_timeout))?;
+    defaults.set_item("connect_timeout", secs(config.connect_timeout))?;
+    defaults.set_item("command_timeout", secs(config.command_timeout))?;
+    defaults.set_item("fast_failover", config.fast_failover)?;
+    defaults.set_item("failover_tolerance", secs(config.failover_tolerance))?;
+    defaults.set_item("key_layout", config.key_layout.map(|l| l.as_str()))?;
+    Ok(defaults)
+}
+
 #[pymethods]
 impl PyStateManager {
     #[new]

@@ -98,5 +98,6 @@ fn quantshift_core_module(py: Python<'_>, module: &Bound<'_, PyModule>) -> PyRes
     module.add_function(wrap_pyfunction!(cli::run_cli, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("MAX_DEPTH", convert::MAX_DEPTH)?;
+    module.add("CONFIG_DEFAULTS", manager::config_defaults(py)?)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ mod cluster;
 mod connection;
 mod errors;
 mod nodes;
+mod report;
 mod scripts;
 mod sentinel;
 mod tracked;
@@ -42,6 +43,7 @@ use crate::keys::Keys;
 use backoff::jittered;
 use cluster::{cluster_target, parse_redirect_addr, Addr, ClusterTarget};
 use connection::{connection_info, install_crypto_provider, tls_certificates};
+pub use report::{warning_kind, ServerReport, ServerWarning, WarningKind};
 use sentinel::{sentinel_target, spawn_switch_master_watcher, MasterState, SentinelTarget};
 
 /// Opens connections with bounded connect and command timeouts, and keeps one shared
@@ -70,60 +72,6 @@ struct SharedConnection {
     open: Option<(u64, Connection)>,
     /// An error dropped the last connection: opening the next one is a reconnection.
     lost_to_error: bool,
-}
-
-/// A problem of the Redis node's configuration, with a stable kind for monitoring.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerWarning {
-    /// One of [`warning_kind::ALL`].
-    pub kind: &'static str,
-    pub message: String,
-}
-
-/// The Redis node's role and what in its configuration puts the promises at risk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerReport {
-    /// `master`, `slave`, …; `None` when the node refused to tell (an ACL without `role`).
-    pub role: Option<String>,
-    pub warnings: Vec<ServerWarning>,
-}
-
-/// The kinds of [`ServerWarning`]: stable snake_case names (Prometheus label values).
-pub mod warning_kind {
-    /// maxmemory-policy is not noeviction: the lease, state and positions may be evicted.
-    pub const EVICTION_POLICY: &str = "eviction_policy";
-    /// CONFIG GET maxmemory-policy refused (e.g. a managed Redis that renames CONFIG).
-    pub const EVICTION_POLICY_UNREADABLE: &str = "eviction_policy_unreadable";
-    /// No AOF, no RDB save rules and no replicas waited for: a restart loses everything.
-    pub const PERSISTENCE_OFF: &str = "persistence_off";
-    pub const PERSISTENCE_UNREADABLE: &str = "persistence_unreadable";
-    /// The node is a replica: it refuses writes.
-    pub const NOT_MASTER: &str = "not_master";
-    pub const ROLE_UNREADABLE: &str = "role_unreadable";
-    /// A Sentinel or cluster master with replicas, `wait_replicas` 0 and no
-    /// `min-replicas-to-write`: after a partition the old master may accept a cut-off
-    /// primary's renewals while a standby leads on a promoted replica.
-    pub const SPLIT_BRAIN_UNGUARDED: &str = "split_brain_unguarded";
-    /// The kinds of the first release (kept as it was for programs that name its type);
-    /// [`EVERY`] has every kind.
-    pub const ALL: [&str; 6] = [
-        EVICTION_POLICY,
-        EVICTION_POLICY_UNREADABLE,
-        PERSISTENCE_OFF,
-        PERSISTENCE_UNREADABLE,
-        NOT_MASTER,
-        ROLE_UNREADABLE,
-    ];
-    /// Every kind.
-    pub const EVERY: [&str; 7] = [
-        EVICTION_POLICY,
-        EVICTION_POLICY_UNREADABLE,
-        PERSISTENCE_OFF,
-        PERSISTENCE_UNREADABLE,
-        NOT_MASTER,
-        ROLE_UNREADABLE,
-        SPLIT_BRAIN_UNGUARDED,
-    ];
 }
 
 enum Target {
@@ -447,143 +395,6 @@ impl Store {
         }
         Ok(redis::from_redis_value(value).map_err(redis::RedisError::from)?)
     }
-
-    /// What in the Redis node's configuration puts the promises at risk, as messages.
-    pub fn server_warnings(&self) -> Result<Vec<String>> {
-        Ok(self
-            .server_report()?
-            .warnings
-            .into_iter()
-            .map(|warning| warning.message)
-            .collect())
-    }
-
-    /// The node's role and [`server_warnings`](Self::server_warnings) with the kind of each
-    /// (for monitoring). One round trip: the settings and the role are read in one pipeline,
-    /// each reply judged on its own, so that an ACL refusing `CONFIG` still lets the role be
-    /// judged, and one refusing `ROLE` the settings.
-    pub fn server_report(&self) -> Result<ServerReport> {
-        let check_persistence = self.wait_replicas == 0;
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
-        pipe.cmd("ROLE");
-        // Where the master may be replaced by a replica without anyone's say (Sentinel, a
-        // cluster), an unconfirmed lease renewal on a cut-off master is a hazard.
-        let check_split_brain =
-            self.wait_replicas == 0 && !matches!(self.target, Target::Direct(_));
-        if check_persistence {
-            pipe.cmd("CONFIG").arg("GET").arg("appendonly");
-            pipe.cmd("CONFIG").arg("GET").arg("save");
-        }
-        if check_split_brain {
-            pipe.cmd("CONFIG").arg("GET").arg("min-replicas-to-write");
-        }
-        let replies: Vec<redis::Value> = self.read(|conn| pipe.query(conn))?;
-        let mut replies = replies.into_iter();
-        let mut next = || replies.next().unwrap_or(redis::Value::Nil);
-        let (policy, role) = (config_value(next()), next());
-        let persistence = check_persistence.then(|| {
-            let (aof, save) = (config_value(next()), config_value(next()));
-            aof.and_then(|aof| Ok((aof, save?)))
-        });
-        let min_replicas = check_split_brain.then(|| config_value(next()));
-
-        let mut warnings = Vec::new();
-        let mut warn = |kind: &'static str, message: String| {
-            warnings.push(ServerWarning { kind, message });
-        };
-        match policy {
-            Ok(policy) if policy == "noeviction" => {}
-            Ok(policy) => warn(
-                warning_kind::EVICTION_POLICY,
-                format!(
-                    "Redis maxmemory-policy is {policy:?}: under memory pressure it may \
-                     evict the lease, state and positions (all carry TTLs); set \
-                     maxmemory-policy noeviction"
-                ),
-            ),
-            Err(err) => warn(
-                warning_kind::EVICTION_POLICY_UNREADABLE,
-                format!("cannot read Redis maxmemory-policy ({err}); make sure it is noeviction"),
-            ),
-        }
-        match persistence {
-            Some(Ok((aof, save))) if aof != "yes" && save.trim().is_empty() => warn(
-                warning_kind::PERSISTENCE_OFF,
-                "Redis persistence is off (appendonly no and no save rules) and wait_replicas \
-                 is 0: a restart of Redis loses the lease epoch, the state and the positions; \
-                 set appendonly yes, or wait for replicas"
-                    .to_owned(),
-            ),
-            None | Some(Ok(_)) => {}
-            Some(Err(err)) => warn(
-                warning_kind::PERSISTENCE_UNREADABLE,
-                format!(
-                    "cannot read the Redis persistence settings ({err}); make sure \
-                     appendonly is yes or wait_replicas is set"
-                ),
-            ),
-        }
-        let role = reply_value::<Vec<redis::Value>>(role);
-        // ROLE of a master: ["master", offset, [[ip, port, offset], ...]].
-        let replicas = match role.as_ref().ok().and_then(|role| role.get(2)) {
-            Some(redis::Value::Array(replicas)) => replicas.len(),
-            _ => 0,
-        };
-        let role = role.map(|role| {
-            role.first()
-                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-                .unwrap_or_default()
-        });
-        let guarded = |setting: &Result<String>| matches!(setting, Ok(n) if n.trim().parse::<u64>().is_ok_and(|n| n > 0));
-        if let Some(setting) = min_replicas.filter(|s| replicas > 0 && !guarded(s)) {
-            let read = match setting {
-                Ok(_) => "is 0".to_owned(),
-                Err(err) => format!("cannot be read ({err})"),
-            };
-            warn(
-                warning_kind::SPLIT_BRAIN_UNGUARDED,
-                format!(
-                    "the Redis master has {replicas} replica(s) a failover may promote, \
-                     wait_replicas is 0 and min-replicas-to-write {read}: a primary bot cut off \
-                     together with this master could keep renewing its lease there while a \
-                     standby leads on the promoted replica; set wait_replicas to 1 (or \
-                     min-replicas-to-write 1 on the masters; docs/failover.md)"
-                ),
-            );
-        }
-        match &role {
-            Ok(name) => {
-                if name != "master" {
-                    warn(
-                        warning_kind::NOT_MASTER,
-                        format!(
-                            "the Redis node at {} is a {name}, not a master: it refuses writes \
-                             (READONLY); point the URL at the master, or use redis+sentinel://",
-                            self.redacted_url
-                        ),
-                    );
-                }
-            }
-            Err(err) => warn(
-                warning_kind::ROLE_UNREADABLE,
-                format!("cannot read the Redis node's role ({err})"),
-            ),
-        }
-        Ok(ServerReport {
-            role: role.ok(),
-            warnings,
-        })
-    }
-}
-
-/// One reply of a pipeline sent with `ignore_errors`: its error reply as an error.
-fn reply_value<T: redis::FromRedisValue>(reply: redis::Value) -> Result<T> {
-    if let redis::Value::ServerError(err) = reply {
-        return Err(redis::RedisError::from(err).into());
-    }
-    redis::from_redis_value(reply).map_err(|err| redis::RedisError::from(err).into())
 }
 
 /// Every key matching `pattern` on the node of `conn`, in batches.
@@ -604,17 +415,6 @@ pub(crate) fn scan(conn: &mut Connection, pattern: &str) -> redis::RedisResult<V
         }
         cursor = next;
     }
-}
-
-/// The value of a `CONFIG GET name` reply. An empty reply (a service that hides its
-/// settings, or a setting this server does not have) is unknown, never the value `""`.
-fn config_value(reply: redis::Value) -> Result<String> {
-    let pair: Vec<String> = reply_value(reply)?;
-    pair.get(1).cloned().ok_or_else(|| {
-        Error::unavailable(
-            "the server answered CONFIG GET with nothing (setting hidden or unknown)",
-        )
-    })
 }
 
 impl Drop for Store {
@@ -683,24 +483,6 @@ mod tests {
 
     fn ping(store: &Store) -> Result<String> {
         store.run(|conn| redis::cmd("PING").query(conn))
-    }
-
-    #[test]
-    fn an_empty_config_get_reply_is_unknown_not_an_empty_value() {
-        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
-        assert!(config_value(redis::Value::Array(vec![])).is_err());
-        assert_eq!(
-            config_value(redis::Value::Array(vec![bulk("save"), bulk("")])).unwrap(),
-            ""
-        );
-        assert_eq!(
-            config_value(redis::Value::Array(vec![
-                bulk("maxmemory-policy"),
-                bulk("noeviction")
-            ]))
-            .unwrap(),
-            "noeviction"
-        );
     }
 
     #[test]

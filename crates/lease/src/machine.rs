@@ -22,7 +22,7 @@ use std::collections::HashMap;
 mod interface;
 mod timing;
 
-pub use self::interface::{Event, Input, Notice, Ready, Warning};
+pub use self::interface::{Demotion, Event, Input, Notice, Ready, Warning};
 use self::timing::MILLI;
 pub use self::timing::{takeover_wait, Params, DRIFT_PPM, PRESENCE_LIFETIMES, TAKEOVER_MARGIN};
 use crate::protocol::{Command, Expect, Nanos, Record, Reply};
@@ -187,7 +187,7 @@ impl Machine {
     /// Gives the lease up at once (graceful stop, handover): standby from this call on.
     /// Returns the token to release when it was primary up to this call (otherwise only its
     /// lock key is freed, by the driver).
-    fn step_down(&mut self, now: Nanos, reason: &str) -> Option<String> {
+    fn step_down(&mut self, now: Nanos, reason: Demotion) -> Option<String> {
         match self.retire(now, reason)? {
             (token, true) => Some(token),
             (token, false) => {
@@ -201,7 +201,7 @@ impl Machine {
     fn apply(&mut self, now: Nanos, input: Input) -> (Option<Command>, Option<String>) {
         match input {
             Input::Heartbeat => return (self.heartbeat(now), None),
-            Input::StepDown { reason } => return (None, self.step_down(now, &reason)),
+            Input::StepDown { reason } => return (None, self.step_down(now, reason)),
             Input::Tick => {}
             Input::Connected => {
                 self.connected_at = Some(now);
@@ -213,7 +213,7 @@ impl Machine {
             Input::Disconnected => {
                 if self.holding.as_ref().is_some_and(|h| h.lapsed) {
                     // Only the connection it renewed on could prove the lease still its own.
-                    let retired = self.retire(now, "");
+                    let retired = self.retire(now, Demotion::DeadlinePassed);
                     self.release_retired(retired, true);
                 }
                 self.connected_at = None;
@@ -225,24 +225,21 @@ impl Machine {
             Input::Reply { id, sent_at, reply } => self.on_reply(now, id, sent_at, reply),
             Input::Notice(Notice::Released) => self.next_look = now,
             Input::Notice(Notice::HandoverRequested) => {
-                if let Some(token) = self.step_down(now, "handover requested by an operator") {
+                if let Some(token) = self.step_down(now, Demotion::HandoverRequested) {
                     self.releases.push((token, false, false));
                     self.hold_off_until = now + self.params.handover_grace;
                 }
             }
             Input::WriteRefused { token } => {
                 if self.token() == Some(token.as_str()) {
-                    let released = self.retire(
-                        now,
-                        "a fenced write was refused: the lease is no longer ours",
-                    );
+                    let released = self.retire(now, Demotion::WriteRefused);
                     self.release_retired(released, true);
                     self.next_look = now;
                 }
             }
             Input::Stop => {
                 self.stopping = true;
-                if let Some(token) = self.step_down(now, crate::SHUTTING_DOWN) {
+                if let Some(token) = self.step_down(now, Demotion::ShuttingDown) {
                     self.releases.push((token, false, false));
                 }
             }
@@ -339,16 +336,12 @@ impl Machine {
                 }
             }
             _ if h.lapsed => {
-                let retired = self.retire(now, "");
+                let retired = self.retire(now, Demotion::DeadlinePassed);
                 self.release_retired(retired, true);
                 self.next_look = now;
             }
             Reply::RenewRefused => {
-                let released = self.retire(
-                    now,
-                    "the lease was taken over or lost (the record or the lock key no longer \
-                     carries this instance's token)",
-                );
+                let released = self.retire(now, Demotion::TakenOver);
                 // Whichever of the two keys still carries the token is freed (a lock key left
                 // alone would keep everyone off it until its TTL).
                 self.release_retired(released, true);
@@ -416,12 +409,10 @@ impl Machine {
     /// nobody, and a token past its deadline or refused may have been replaced already (the
     /// record seen then could even be an older copy brought back): their records are left to
     /// go stale, and only the lock key is freed.
-    fn retire(&mut self, now: Nanos, reason: &str) -> Option<(String, bool)> {
+    fn retire(&mut self, now: Nanos, reason: Demotion) -> Option<(String, bool)> {
         let h = self.holding.take()?;
         if h.promoted {
-            self.events.push(Event::Demoted {
-                reason: reason.to_owned(),
-            });
+            self.events.push(Event::Demoted { reason });
         }
         let primary = now >= h.primary_from && now < h.deadline;
         Some((h.token, primary))
@@ -441,16 +432,15 @@ impl Machine {
             .as_mut()
             .filter(|h| now >= h.deadline && !h.lapsed)
         {
-            let late = "no renewal succeeded before the renew deadline";
             if h.promoted && connected_at.is_some_and(|at| at <= h.renewed_from) {
                 h.lapsed = true;
                 h.promoted = false;
                 h.next_renew = now;
                 self.events.push(Event::Demoted {
-                    reason: format!("{late}; renewing at once"),
+                    reason: Demotion::DeadlinePassedRenewing,
                 });
             } else {
-                let released = self.retire(now, late);
+                let released = self.retire(now, Demotion::DeadlinePassed);
                 self.release_retired(released, true);
                 self.next_look = now;
             }

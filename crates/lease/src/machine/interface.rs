@@ -8,7 +8,50 @@ use crate::shared::View;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Promoted { epoch: u64 },
-    Demoted { reason: String },
+    Demoted { reason: Demotion },
+}
+
+/// Why an instance stopped being primary. The text (`as_str`) is what the callbacks and the
+/// logs are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Demotion {
+    /// A graceful stop (`close()`, a signal): logged at info, not as a warning.
+    ShuttingDown,
+    /// An operator asked for a planned handover.
+    HandoverRequested,
+    /// A fenced write found another token on the lock.
+    WriteRefused,
+    /// A renewal found the record or the lock key without this instance's token.
+    TakenOver,
+    /// No renewal succeeded before the deadline, and the connection it renewed on is gone.
+    DeadlinePassed,
+    /// No renewal succeeded before the deadline; the holder renews its token at once on the
+    /// connection it renewed on (primary again with the same epoch if nobody took over).
+    DeadlinePassedRenewing,
+}
+
+impl Demotion {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Demotion::ShuttingDown => crate::SHUTTING_DOWN,
+            Demotion::HandoverRequested => "handover requested by an operator",
+            Demotion::WriteRefused => "a fenced write was refused: the lease is no longer ours",
+            Demotion::TakenOver => {
+                "the lease was taken over or lost (the record or the lock key no longer \
+                 carries this instance's token)"
+            }
+            Demotion::DeadlinePassed => "no renewal succeeded before the renew deadline",
+            Demotion::DeadlinePassedRenewing => {
+                "no renewal succeeded before the renew deadline; renewing at once"
+            }
+        }
+    }
+}
+
+impl core::fmt::Display for Demotion {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Something an operator should hear of, as data: the lease thread hands it to the event
@@ -111,7 +154,7 @@ pub enum Input {
     /// token to release comes back in [`Ready::released`] when it was primary up to now
     /// (otherwise only its lock key is freed, by the driver).
     StepDown {
-        reason: String,
+        reason: Demotion,
     },
 }
 
