@@ -14,13 +14,41 @@ use std::time::Duration;
 
 use super::model::{Data, Entry, Keyspace, Model, Resp, Script};
 
-const LOCK: &str = "bot:{c}:primary_lock";
-const EPOCH: &str = "bot:{c}:epoch";
-const RECORD: &str = "bot:{c}:lease_record";
-const HEARTBEAT: &str = "bot:{c}:heartbeat";
-const INSTANCES: &str = "bot:{c}:instances";
-const FENCED: &str = "bot:{c}:fenced";
-const KEYS: [&str; 6] = [LOCK, EPOCH, RECORD, HEARTBEAT, INSTANCES, FENCED];
+/// The simulated bot's keys, named by the library's own schema.
+static KEYS_OF_BOT: std::sync::LazyLock<quantshift_core::Keys> = std::sync::LazyLock::new(|| {
+    quantshift_core::Keys::with_layout("c", quantshift_core::KeyLayout::HashTagged)
+});
+/// A key of the bot's that a fenced write in the simulation sets.
+static FENCED_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "bot:{c}:fenced".to_owned());
+fn lock_key() -> &'static str {
+    &KEYS_OF_BOT.lock
+}
+fn epoch_key() -> &'static str {
+    &KEYS_OF_BOT.epoch
+}
+fn record_key() -> &'static str {
+    &KEYS_OF_BOT.lease_record
+}
+fn heartbeat_key() -> &'static str {
+    &KEYS_OF_BOT.heartbeat
+}
+fn instances_key() -> &'static str {
+    &KEYS_OF_BOT.instances
+}
+fn fenced_key() -> &'static str {
+    &FENCED_KEY
+}
+fn all_keys() -> [&'static str; 6] {
+    [
+        lock_key(),
+        epoch_key(),
+        record_key(),
+        heartbeat_key(),
+        instances_key(),
+        fenced_key(),
+    ]
+}
 
 fn to_resp(result: redis::RedisResult<redis::Value>) -> Resp {
     match result {
@@ -74,7 +102,7 @@ fn pick<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> &'a T {
 fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
     let (token, seq) = {
         let space = model.space.borrow();
-        match space.keys.get(RECORD).map(|e| &e.data) {
+        match space.keys.get(record_key()).map(|e| &e.data) {
             Some(Data::Hash(h)) => (
                 h.get("token").cloned().unwrap_or_default(),
                 h.get("seq").cloned().unwrap_or_default(),
@@ -82,7 +110,7 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
             _ => (String::new(), "0".into()),
         }
     };
-    let lock = match model.space.borrow().keys.get(LOCK).map(|e| &e.data) {
+    let lock = match model.space.borrow().keys.get(lock_key()).map(|e| &e.data) {
         Some(Data::Str(s)) => s.clone(),
         _ => String::new(),
     };
@@ -133,7 +161,13 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
             ];
             eval(
                 Script::Take,
-                &[LOCK, EPOCH, RECORD, HEARTBEAT, INSTANCES],
+                &[
+                    lock_key(),
+                    epoch_key(),
+                    record_key(),
+                    heartbeat_key(),
+                    instances_key(),
+                ],
                 argv,
                 rng,
             )
@@ -150,7 +184,7 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
             ];
             eval(
                 Script::Renew,
-                &[LOCK, RECORD, HEARTBEAT, INSTANCES],
+                &[lock_key(), record_key(), heartbeat_key(), instances_key()],
                 argv,
                 rng,
             )
@@ -158,18 +192,18 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
         45..=54 => {
             let argv = vec![
                 some_token(rng),
-                (*pick(rng, &["", "bot:{c}:lease"])).to_owned(),
+                (*pick(rng, &["", KEYS_OF_BOT.lease_channel.as_str()])).to_owned(),
                 "released i0".into(),
                 (*pick(rng, &["0", "1", ""])).to_owned(),
             ];
-            eval(Script::Release, &[LOCK, RECORD], argv, rng)
+            eval(Script::Release, &[lock_key(), record_key()], argv, rng)
         }
         55..=64 => {
             let argv = vec![
                 (*pick(rng, &ttls)).to_owned(),
                 (*pick(rng, &ids)).to_owned(),
             ];
-            eval(Script::Observe, &[RECORD, INSTANCES], argv, rng)
+            eval(Script::Observe, &[record_key(), instances_key()], argv, rng)
         }
         65..=79 => {
             let argv = vec![
@@ -177,11 +211,11 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
                 format!("v{}", rng.u32(..)),
                 (*pick(rng, &ttls)).to_owned(),
             ];
-            eval(Script::FencedSet, &[LOCK, FENCED], argv, rng)
+            eval(Script::FencedSet, &[lock_key(), fenced_key()], argv, rng)
         }
         80..=87 => Step::Hmget,
         88..=89 => Step::FlushAll,
-        90..=95 => Step::Del(KEYS[rng.usize(..KEYS.len())]),
+        90..=95 => Step::Del(all_keys()[rng.usize(..all_keys().len())]),
         _ => Step::Pause(rng.u64(5..40)),
     }
 }
@@ -195,7 +229,7 @@ fn server_time_us(conn: &mut redis::Connection) -> i64 {
 fn dump(conn: &mut redis::Connection) -> (i64, BTreeMap<String, Entry>) {
     let mut pipe = redis::pipe();
     pipe.cmd("TIME");
-    for key in KEYS {
+    for key in all_keys() {
         pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
     }
     let values: Vec<redis::Value> = pipe.query(conn).expect("dump");
@@ -204,7 +238,7 @@ fn dump(conn: &mut redis::Connection) -> (i64, BTreeMap<String, Entry>) {
     let mut out = BTreeMap::new();
     let mut pipe = redis::pipe();
     let mut present = Vec::new();
-    for (i, key) in KEYS.iter().enumerate() {
+    for (i, key) in all_keys().iter().enumerate() {
         let kind: String = redis::from_redis_value_ref(&values[1 + 2 * i]).unwrap();
         let pttl: i64 = redis::from_redis_value_ref(&values[2 + 2 * i]).unwrap();
         match kind.as_str() {
@@ -326,7 +360,7 @@ fn run_on_server(conn: &mut redis::Connection, step: &Step) -> Resp {
         }
         Step::Hmget => to_resp(
             redis::cmd("HMGET")
-                .arg(RECORD)
+                .arg(record_key())
                 .arg(&quantshift_core::lease::protocol::RECORD_FIELDS[..])
                 .query(conn),
         ),
@@ -345,7 +379,7 @@ fn run_on_model(model: &mut Model, step: &Step) -> Resp {
             model.eval(*script, keys, &argv)
         }
         Step::Hmget => {
-            let mut args = vec!["HMGET", RECORD];
+            let mut args = vec!["HMGET", record_key()];
             args.extend(quantshift_core::lease::protocol::RECORD_FIELDS);
             model.command(&args)
         }

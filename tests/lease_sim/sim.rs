@@ -56,13 +56,34 @@ use quantshift_lease::shared::View;
 use super::model::{Entry, Model, Resp, Script};
 
 pub const MS: u64 = 1_000_000;
-const LOCK: &str = "bot:{s}:primary_lock";
-const EPOCH: &str = "bot:{s}:epoch";
-const RECORD: &str = "bot:{s}:lease_record";
-const HEARTBEAT: &str = "bot:{s}:heartbeat";
-const INSTANCES: &str = "bot:{s}:instances";
-const CHANNEL: &str = "bot:{s}:lease";
-const FENCED: &str = "bot:{s}:fenced";
+/// The simulated bot's keys, named by the library's own schema.
+static KEYS_OF_BOT: std::sync::LazyLock<quantshift_core::Keys> = std::sync::LazyLock::new(|| {
+    quantshift_core::Keys::with_layout("s", quantshift_core::KeyLayout::HashTagged)
+});
+/// A key of the bot's that a fenced write in the simulation sets.
+static FENCED_KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "bot:{s}:fenced".to_owned());
+fn lock_key() -> &'static str {
+    &KEYS_OF_BOT.lock
+}
+fn epoch_key() -> &'static str {
+    &KEYS_OF_BOT.epoch
+}
+fn record_key() -> &'static str {
+    &KEYS_OF_BOT.lease_record
+}
+fn heartbeat_key() -> &'static str {
+    &KEYS_OF_BOT.heartbeat
+}
+fn instances_key() -> &'static str {
+    &KEYS_OF_BOT.instances
+}
+fn channel_key() -> &'static str {
+    &KEYS_OF_BOT.lease_channel
+}
+fn fenced_key() -> &'static str {
+    &FENCED_KEY
+}
 /// Server time (µs since the Unix epoch) at real time 0.
 const BASE_US: i64 = 1_700_000_000_000_000;
 const MAX_NORMAL_DELAY: u64 = 2 * MS;
@@ -1122,7 +1143,7 @@ impl<'a> Sim<'a> {
                 let value = format!("{i}");
                 let resp = self.model.eval(
                     Script::FencedSet,
-                    &[LOCK, FENCED],
+                    &[lock_key(), fenced_key()],
                     &[token, &value, "60000"],
                 );
                 let ok = match resp {
@@ -1173,7 +1194,7 @@ impl<'a> Sim<'a> {
     fn deliver_notices(&mut self) {
         let published = std::mem::take(&mut self.model.space.borrow_mut().published);
         for (channel, _) in published {
-            if channel != CHANNEL {
+            if channel != channel_key() {
                 continue;
             }
             for j in 0..self.insts.len() {
@@ -1194,12 +1215,12 @@ impl<'a> Sim<'a> {
         // The same call the driver makes (protocol::Command::call): the model runs the
         // shipped script with the driver's KEYS and ARGV.
         let keys = LeaseKeys {
-            lock: LOCK,
-            epoch: EPOCH,
-            record: RECORD,
-            heartbeat: HEARTBEAT,
-            instances: INSTANCES,
-            channel: CHANNEL,
+            lock: lock_key(),
+            epoch: epoch_key(),
+            record: record_key(),
+            heartbeat: heartbeat_key(),
+            instances: instances_key(),
+            channel: channel_key(),
         };
         let context = CallContext {
             instance_id: &id,
@@ -1360,12 +1381,12 @@ impl<'a> Sim<'a> {
             }
             Fault::Evict(key) => {
                 let key = match key {
-                    LeaseKey::Lock => LOCK,
-                    LeaseKey::Record => RECORD,
-                    LeaseKey::Epoch => EPOCH,
+                    LeaseKey::Lock => lock_key(),
+                    LeaseKey::Record => record_key(),
+                    LeaseKey::Epoch => epoch_key(),
                 };
                 self.model.command(&["DEL", key]);
-                if key == RECORD && !strict_liveness() {
+                if key == record_key() && !strict_liveness() {
                     self.orphan_lock();
                 }
             }
@@ -1398,7 +1419,7 @@ impl<'a> Sim<'a> {
             .space
             .borrow()
             .keys
-            .get(LOCK)
+            .get(lock_key())
             .and_then(|e| e.expire_at);
         if let Some(ms) = expire_at {
             let real = ((ms * 1000 - BASE_US).max(0) as u64) * 1_000 + 2 * MS;
