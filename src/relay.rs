@@ -6,11 +6,13 @@
 //! produce goes into an [`Outbox`], a bounded queue whose sender never blocks (a full queue
 //! drops the item and counts it), and another thread does the talking.
 //!
-//! The library's own records and role events from those threads leave through the lease's
-//! outbox (drained by its event thread, `src/lease/mod.rs`). Records that other code makes
-//! on those threads (the store's Sentinel discovery, rustls) reach the front ends' loggers
-//! through [`Deferring`], which queues what a time-critical thread logs and hands it to the
-//! wrapped logger on a relay thread of its own.
+//! The lease's records and role events from those threads leave through the lease's outbox
+//! (drained by its event thread, `src/lease/mod.rs`). The library's other records (the
+//! store's reconnections and discovery, made on whatever thread connects) go through
+//! [`log_own!`]: on a time-critical thread they are queued for a relay thread and reach
+//! the process's logger from there, whatever logger a Rust host installed. Records of other
+//! crates made on those threads (rustls) reach the Python and C front ends' loggers through
+//! [`Deferring`], which those front ends install around their logger.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,6 +212,50 @@ impl<L: log::Log + 'static> log::Log for Deferring<L> {
     }
 }
 
+/// The process's logger (whichever the host installed), as a logger to wrap.
+struct ProcessLogger;
+
+impl log::Log for ProcessLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        log::logger().enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        log::logger().log(record);
+    }
+
+    fn flush(&self) {
+        log::logger().flush();
+    }
+}
+
+static OWN_RECORDS: std::sync::OnceLock<Deferring<ProcessLogger>> = std::sync::OnceLock::new();
+
+/// Logs one of the library's own records: at once on an ordinary thread, from a relay
+/// thread when the caller is time-critical (the host's logger may block). Use [`log_own!`].
+pub fn log_own_record(level: log::Level, target: &str, args: std::fmt::Arguments<'_>) {
+    if level > log::max_level() {
+        return;
+    }
+    let record = log::Record::builder()
+        .level(level)
+        .target(target)
+        .args(args)
+        .build();
+    log::Log::log(
+        OWN_RECORDS.get_or_init(|| Deferring::new(ProcessLogger)),
+        &record,
+    );
+}
+
+/// `log_own!(Warn, "...", args)`: [`log_own_record`] at a level, with the calling module as target.
+macro_rules! log_own {
+    ($level:ident, $($arg:tt)+) => {
+        $crate::relay::log_own_record(log::Level::$level, module_path!(), format_args!($($arg)+))
+    };
+}
+pub(crate) use log_own;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +283,55 @@ mod tests {
         .join()
         .unwrap();
         assert!(!is_time_critical());
+    }
+
+    /// A logger that blocks each record until the test lets it go.
+    struct Blocking {
+        gate: std::sync::Mutex<()>,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl log::Log for Blocking {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let _wait = self.gate.lock().unwrap();
+            self.seen.lock().unwrap().push(record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn own_records_never_wait_for_the_hosts_logger_on_a_time_critical_thread() {
+        static LOGGER: Blocking = Blocking {
+            gate: std::sync::Mutex::new(()),
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        // The only test of this binary that installs a logger.
+        log::set_logger(&LOGGER).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+        let held = LOGGER.gate.lock().unwrap();
+        let (done, returned) = mpsc::channel();
+        std::thread::spawn(move || {
+            mark_time_critical();
+            log_own!(Warn, "from the lease thread {}", 1);
+            let _ = done.send(());
+        });
+        let returned = returned.recv_timeout(std::time::Duration::from_secs(1));
+        if returned.is_err() {
+            drop(held);
+            panic!("a time-critical thread waited for a blocked logger");
+        }
+        assert!(LOGGER.seen.lock().unwrap().is_empty());
+        drop(held);
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while LOGGER.seen.lock().unwrap().is_empty() && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            *LOGGER.seen.lock().unwrap(),
+            vec!["from the lease thread 1".to_owned()]
+        );
     }
 }

@@ -81,7 +81,7 @@ impl<'a> MultiHost<'a> {
 
 /// A parsed `redis+sentinel://[[user:]password@]host[:port][,host[:port]...]/service_name[/db]`
 /// (or `rediss+sentinel://`, TLS to the Sentinels and the data nodes). The credentials are
-/// the data nodes' ([`Config::sentinel_password`] is the Sentinels').
+/// the data nodes' ([`Config::sentinel_password`](crate::Config::sentinel_password) is the Sentinels').
 #[derive(Clone, PartialEq, Eq)]
 pub struct SentinelUrl {
     pub tls: bool,

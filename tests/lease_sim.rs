@@ -1,4 +1,4 @@
-//! A deterministic simulator for the lease state machine (`src/lease/machine.rs`): instances
+//! A deterministic simulator for the lease state machine (`crates/lease/src/machine.rs`): instances
 //! with drifting clocks, a network that delays and loses, a Redis that restarts, rolls back,
 //! flushes and evicts, run against a model of Redis that executes the shipped Lua scripts
 //! (held to a real redis-server by `model_matches_redis_server`). See `lease_sim/sim.rs` for

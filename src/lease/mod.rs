@@ -6,15 +6,19 @@
 //!
 //! A holder that misses its renewal deadline demotes itself, so whatever the lease thread
 //! waits for decides whether a live primary stays primary. The rule: on the lease thread
-//! and on the notice thread (both marked [`crate::relay::mark_time_critical`]) no log
+//! and on the notice thread (both marked `crate::relay::mark_time_critical`) no log
 //! record is written, no role event delivered, no callback run, no Python object or user
 //! lock touched. What they produce — role events, warnings, log records — goes into the
-//! lease's [`Outbox`], a bounded queue that never blocks its sender (what it drops is
-//! counted: [`Lease::dropped_records`]), and the event thread (`quantshift-events`) alone
-//! logs it and runs the callbacks. Records that other code makes on those threads (the
-//! store, rustls) reach the Python and C loggers through [`crate::relay::Deferring`]. The
-//! only locks these threads take are the lease's own, held by other threads for a few
-//! instructions and never across a call out.
+//! lease's `Outbox`, a bounded queue that never blocks its sender (what it drops is
+//! counted: `Lease::dropped_records`), and the event thread (`quantshift-events`) alone
+//! logs it and runs the callbacks. The store's records made on those threads go through
+//! `crate::relay::log_own!` (a relay thread hands them to whatever logger the host
+//! installed); other crates' (rustls) reach the Python and C loggers through
+//! `crate::relay::Deferring`. The only locks these threads take are the lease's own, held
+//! by other threads for a few instructions and never across a call out, with one exception
+//! off the lease thread: on a planned handover the notice thread takes the write gate
+//! exclusively, so it waits for the fenced writes in flight (a round trip each) before the
+//! holder steps down; the lease thread never takes it.
 //!
 //! # Why there are never two primaries
 //!
@@ -34,7 +38,7 @@
 //!    last successful renewal ran before that first reply (a later one would have moved
 //!    `seq`, failing the compare), so the holder stopped being primary at most `D·(1+ρ)`
 //!    real time after it; the taker waited at least `W/(1+ρ)` real time. `ρ` bounds how far
-//!    any instance's clock rate is from real time ([`machine::DRIFT_PPM`]).
+//!    any instance's clock rate is from real time (`machine::DRIFT_PPM`).
 //! 3. **A record that is gone** (empty Redis, `FLUSHALL`, eviction, a restart without
 //!    persistence) is claimed with the same compare-and-set, but the claimant is primary only
 //!    `W` after the claim's reply: any holder whose record vanished could not renew after

@@ -75,7 +75,10 @@ impl Store {
                     if Instant::now() + pause >= give_up || self.master.is_stopping() {
                         return Err(err);
                     }
-                    log::debug!("no Redis master yet, retrying in {pause:?}: {err}");
+                    crate::relay::log_own!(
+                        Debug,
+                        "no Redis master yet, retrying in {pause:?}: {err}"
+                    );
                     std::thread::sleep(pause);
                     delay = (delay * 2).min(BACKOFF_CAP);
                 }
@@ -167,7 +170,8 @@ impl Store {
         match self.open_master(nodes, &addr, command_timeout) {
             Ok(conn) => Some((generation, conn)),
             Err(err) => {
-                log::info!(
+                crate::relay::log_own!(
+                    Info,
                     "Redis node {}:{} is not usable ({err}); {then}",
                     addr.0,
                     addr.1

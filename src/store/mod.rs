@@ -168,7 +168,8 @@ impl Store {
         &self.redacted_url
     }
 
-    /// Bumped each time the Redis master changes (Sentinel); always 0 for one node.
+    /// Bumped each time the node serving the bot changes (a new Sentinel master, a new
+    /// owner of the bot's cluster slot); always 0 for one node.
     pub fn generation(&self) -> u64 {
         self.master.generation.load(Ordering::Acquire)
     }
@@ -199,7 +200,11 @@ impl Store {
                     ask = Some(addr);
                 }
                 Redirect::Later if Instant::now() + pause < give_up => {
-                    log::debug!("Redis Cluster asked to try again: {}", describe(err));
+                    crate::relay::log_own!(
+                        Debug,
+                        "Redis Cluster asked to try again: {}",
+                        describe(err)
+                    );
                     std::thread::sleep(jittered(pause));
                     pause *= 2;
                 }
@@ -233,7 +238,8 @@ impl Store {
         use redis::ServerErrorKind as Kind;
         match server {
             _ if is_read_only(err) && !matches!(self.target, Target::Direct(_)) => {
-                log::warn!(
+                crate::relay::log_own!(
+                    Warn,
                     "Redis at {} answered READONLY: finding the master again",
                     self.redacted_url
                 );
@@ -357,7 +363,7 @@ impl Store {
     pub fn read<T>(&self, op: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T> {
         match self.run(&op) {
             Err(err) if err.kind() == ErrorKind::RedisUnavailable => {
-                log::debug!("retrying a read once after: {err}");
+                crate::relay::log_own!(Debug, "retrying a read once after: {err}");
                 self.run(&op)
             }
             other => other,

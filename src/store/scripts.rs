@@ -61,6 +61,10 @@ pub(super) fn preload_scripts(conn: &mut Connection) {
         pipe.cmd("SCRIPT").arg("LOAD").arg(source);
     }
     if let Err(err) = pipe.query::<Vec<String>>(conn) {
-        log::debug!("could not preload the Lua scripts: {}", describe(&err));
+        crate::relay::log_own!(
+            Debug,
+            "could not preload the Lua scripts: {}",
+            describe(&err)
+        );
     }
 }

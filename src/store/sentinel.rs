@@ -64,7 +64,8 @@ impl MasterState {
         let mut inner = self.inner.lock();
         if let Some(last) = inner.last.as_ref().filter(|last| **last != addr) {
             let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            log::warn!(
+            crate::relay::log_own!(
+                Warn,
                 "Redis master changed from {}:{} to {}:{} ({how}); generation {generation}",
                 last.0,
                 last.1,
