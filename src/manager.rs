@@ -15,8 +15,8 @@ use crate::keys::{validate_fill_id, validate_symbol, Keys};
 use crate::lease::meter::LeaseStalls;
 use crate::lease::{Lease, Timing};
 use crate::positions::{
-    apply_fill_to, decode_object, diff_positions, fill_member, Expected, JsonObject, LastLoad,
-    LoadedPositions, PositionStore, PositionWrite, SyncReport, WriteOutcome,
+    apply_fill_to, decode_object, Expected, JsonObject, LastLoad, LoadedPositions, PositionStore,
+    PositionWrite, SyncReport, WriteOutcome,
 };
 use crate::shutdown::{shut_down_on_signal, Shutdown, ShutdownHandler, ShutdownHandlers};
 use crate::stalls::Publisher;
@@ -365,46 +365,15 @@ impl StateManager {
         apply_fill_to(symbol, None, quantity, price)?;
         let _serial = self.inner.position_update.lock();
         let token = self.inner.lease.fencing_token()?;
-        let member = fill_id.map(|id| fill_member(symbol, id));
-        let key = self.inner.keys.position(symbol);
         let positions = self.inner.positions();
-        PositionStore::retry_on_conflict(|| {
-            let (raw, seen) = positions.read_for_fill(symbol, member.as_deref())?;
-            let current = raw
-                .as_deref()
-                .map(|raw| decode_object(&key, raw))
-                .transpose()?;
-            if seen {
-                return Ok(Some(current));
-            }
-            let mut next = apply_fill_to(symbol, current.as_ref(), quantity, price)?;
-            let new_value = match next.as_mut() {
-                Some(position) => {
-                    position.insert("last_update".into(), Value::from(utc_now_iso()));
-                    Some(
-                        self.inner
-                            .encode(&format!("position {symbol:?}"), position)?,
-                    )
-                }
-                None => None,
-            };
-            let expected = match raw {
-                Some(raw) => Expected::Exactly(
-                    String::from_utf8(raw)
-                        .map_err(|_| Error::corrupt(format!("{key} is not UTF-8")))?,
-                ),
-                None => Expected::Absent,
-            };
-            let write = PositionWrite {
-                symbol: symbol.to_owned(),
-                expected,
-                new_value,
-            };
-            match token.observe(positions.write(&token.token, &[write], member.as_deref()))? {
-                WriteOutcome::Applied { .. } => Ok(Some(next)),
-                WriteOutcome::DuplicateFill | WriteOutcome::Conflict => Ok(None),
-            }
-        })
+        positions.fill(
+            symbol,
+            quantity,
+            price,
+            fill_id,
+            &|what, value| self.inner.encode(what, value),
+            &|changes, member| token.observe(positions.write(&token.token, changes, member)),
+        )
     }
 
     /// Makes the stored positions match the broker's, in one atomic step.
@@ -416,46 +385,12 @@ impl StateManager {
         let token = self.inner.lease.fencing_token()?;
         let positions = self.inner.positions();
         let unindexed = self.inner.unindexed_symbols.lock().clone();
-        PositionStore::retry_on_conflict(|| {
-            let loaded = positions.load_shared(&unindexed)?;
-            let raw = loaded.items();
-            let mut stored = Vec::with_capacity(raw.len());
-            for (symbol, value) in raw {
-                stored.push((
-                    symbol.clone(),
-                    decode_object(&self.inner.keys.position(symbol), value)?,
-                ));
-            }
-            let report = diff_positions(&stored, broker, &utc_now_iso())?;
-            if report.differences.is_empty() {
-                return Ok(Some(report));
-            }
-            let mut writes = Vec::with_capacity(report.differences.len());
-            for diff in &report.differences {
-                let expected = match raw.iter().find(|(s, _)| *s == diff.symbol) {
-                    Some((_, value)) => {
-                        Expected::Exactly(String::from_utf8_lossy(value).into_owned())
-                    }
-                    None => Expected::Absent,
-                };
-                let new_value = match &diff.after {
-                    Some(after) => Some(
-                        self.inner
-                            .encode(&format!("position {:?}", diff.symbol), after)?,
-                    ),
-                    None => None,
-                };
-                writes.push(PositionWrite {
-                    symbol: diff.symbol.clone(),
-                    expected,
-                    new_value,
-                });
-            }
-            match token.observe(positions.write(&token.token, &writes, None))? {
-                WriteOutcome::Applied { .. } => Ok(Some(report)),
-                _ => Ok(None),
-            }
-        })
+        positions.sync(
+            broker,
+            &unindexed,
+            &|what, value| self.inner.encode(what, value),
+            &|changes, member| token.observe(positions.write(&token.token, changes, member)),
+        )
     }
 
     /// Runs the shutdown handlers, saves the last state with `shutdown_time` (if primary),

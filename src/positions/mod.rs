@@ -12,6 +12,7 @@ use crate::keys::{validate_symbol, Keys, FILL_SEPARATOR};
 use crate::store::{scan, Store, SCRIPTS};
 
 mod load;
+mod update;
 
 pub(crate) use load::LastLoad;
 pub use load::LoadedPositions;
