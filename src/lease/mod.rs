@@ -76,7 +76,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
-use self::machine::{Event, Input, Notice, Params, Warning};
+use self::machine::{Event, Input, Notice, Params, Periods, Warning};
 use self::meter::Stall;
 use self::protocol::{Command, Reply};
 use self::shared::SharedView;
@@ -102,12 +102,14 @@ pub use quantshift_lease::machine::Demotion;
 pub use quantshift_lease::SHUTTING_DOWN;
 
 /// How often a holder renews when fast failover is on.
-pub const FAST_RENEW_INTERVAL: Duration = Duration::from_millis(100);
+pub const FAST_RENEW_INTERVAL: Duration =
+    Duration::from_nanos(machine::Periods::FAST_DEFAULT.renew_interval);
 /// How often a standby looks at the lease when fast failover is on.
-pub const FAST_POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const FAST_POLL_INTERVAL: Duration =
+    Duration::from_nanos(machine::Periods::FAST_DEFAULT.poll_interval);
 /// How often an instance records itself among the live ones (at least): status and metrics
 /// count an instance live within about a second of now.
-pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(500);
+pub const PRESENCE_INTERVAL: Duration = Duration::from_nanos(machine::PRESENCE_INTERVAL);
 
 pub type PromotedCallback = Arc<dyn Fn(u64) + Send + Sync>;
 pub type DemotedCallback = Arc<dyn Fn(&str) + Send + Sync>;
@@ -162,7 +164,7 @@ impl Timing {
     /// How often an instance records itself among the live ones: every look when looks
     /// are rarer than [`PRESENCE_INTERVAL`].
     pub fn presence_interval(&self) -> Duration {
-        PRESENCE_INTERVAL.max(self.poll_interval)
+        Duration::from_nanos(self.params().presence_interval)
     }
 
     /// How long one presence entry counts an instance as live.
@@ -172,18 +174,12 @@ impl Timing {
 
     fn params(&self) -> Params {
         let nanos = |d: Duration| d.as_nanos() as u64;
-        Params {
+        Params::from_periods(Periods {
             renew_interval: nanos(self.renew_interval),
             deadline: nanos(self.deadline),
             poll_interval: nanos(self.poll_interval),
-            refresh_interval: nanos(self.lock_ttl / 3),
-            presence_interval: nanos(self.presence_interval()),
-            retry_interval: nanos(self.poll_interval.min(Duration::from_millis(50))),
-            handover_grace: nanos(
-                self.poll_interval
-                    .clamp(Duration::from_millis(50), self.lock_ttl / 2),
-            ),
-        }
+            lock_ttl: nanos(self.lock_ttl),
+        })
     }
 
     fn driver_params(&self, command_timeout: Duration) -> DriverParams {
@@ -663,5 +659,23 @@ pub(crate) fn run_isolated(what: &str, f: impl FnOnce()) {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string panic".to_owned());
         log::error!("{what} callback panicked: {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_runs_the_machine_on_its_default_periods() {
+        let timing = Timing::from_config(&Config::new("defaults"));
+        assert_eq!(
+            timing.params(),
+            Params::from_periods(machine::Periods::FAST_DEFAULT)
+        );
+        assert_eq!(timing.presence_interval(), PRESENCE_INTERVAL);
+        let slow = Timing::from_config(&Config::new("slow").fast_failover(false));
+        assert_eq!(slow.renew_interval, Duration::from_secs(10));
+        assert_eq!(slow.params().refresh_interval, 10_000_000_000);
     }
 }

@@ -24,7 +24,10 @@ mod timing;
 
 pub use self::interface::{Demotion, Event, Input, Notice, Ready, Warning};
 use self::timing::MILLI;
-pub use self::timing::{takeover_wait, Params, DRIFT_PPM, PRESENCE_LIFETIMES, TAKEOVER_MARGIN};
+pub use self::timing::{
+    takeover_wait, Params, Periods, DRIFT_PPM, PRESENCE_INTERVAL, PRESENCE_LIFETIMES,
+    TAKEOVER_MARGIN,
+};
 use crate::protocol::{Command, Expect, Nanos, Record, Reply};
 use crate::shared::View;
 

@@ -5,15 +5,7 @@ use crate::protocol::Record;
 const MS: Nanos = MILLI;
 
 fn driver() -> Driver {
-    let params = Params {
-        renew_interval: 100 * MS,
-        deadline: 300 * MS,
-        poll_interval: 100 * MS,
-        refresh_interval: 10_000 * MS,
-        presence_interval: 500 * MS,
-        retry_interval: 50 * MS,
-        handover_grace: 100 * MS,
-    };
+    let params = Params::from_periods(crate::machine::Periods::FAST_DEFAULT);
     let timeouts = DriverParams {
         lease_command_timeout: 200 * MS,
         command_timeout: 1_000 * MS,

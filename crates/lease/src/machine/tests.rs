@@ -4,15 +4,7 @@ use super::*;
 const MS: Nanos = MILLI;
 
 fn params() -> Params {
-    Params {
-        renew_interval: 100 * MS,
-        deadline: 300 * MS,
-        poll_interval: 100 * MS,
-        refresh_interval: 10_000 * MS,
-        presence_interval: 500 * MS,
-        retry_interval: 50 * MS,
-        handover_grace: 100 * MS,
-    }
+    Params::from_periods(Periods::FAST_DEFAULT)
 }
 
 struct Stepped {

@@ -46,7 +46,53 @@ pub struct Params {
     pub handover_grace: Nanos,
 }
 
+/// What a configuration decides of the lease's timing (on the instance's own clock); every
+/// other setting of [`Params`] follows from these ([`Params::from_periods`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Periods {
+    pub renew_interval: Nanos,
+    pub deadline: Nanos,
+    pub poll_interval: Nanos,
+    /// The lock key's TTL (`lock_ttl`).
+    pub lock_ttl: Nanos,
+}
+
+impl Periods {
+    /// The default configuration's: fast failover (renewals and looks every 100 ms, a
+    /// deadline of 100 ms + the 200 ms tolerance) and a 30 s `lock_ttl`.
+    pub const FAST_DEFAULT: Periods = Periods {
+        renew_interval: 100 * MILLI,
+        deadline: 300 * MILLI,
+        poll_interval: 100 * MILLI,
+        lock_ttl: 30_000 * MILLI,
+    };
+}
+
+/// How often an instance records itself among the live ones, at least (its looks, when
+/// rarer): status and metrics count an instance live within about a second of now.
+pub const PRESENCE_INTERVAL: Nanos = 500 * MILLI;
+
 impl Params {
+    /// Every setting of the machine, derived from the periods a configuration gives: the
+    /// one place they are derived.
+    pub fn from_periods(periods: Periods) -> Self {
+        let Periods {
+            renew_interval,
+            deadline,
+            poll_interval,
+            lock_ttl,
+        } = periods;
+        Params {
+            renew_interval,
+            deadline,
+            poll_interval,
+            refresh_interval: lock_ttl / 3,
+            presence_interval: PRESENCE_INTERVAL.max(poll_interval),
+            retry_interval: poll_interval.min(50 * MILLI),
+            handover_grace: poll_interval.clamp(50 * MILLI, lock_ttl / 2),
+        }
+    }
+
     pub fn takeover_wait(&self) -> Nanos {
         takeover_wait(self.deadline)
     }
