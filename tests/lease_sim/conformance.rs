@@ -225,54 +225,39 @@ fn server_time_us(conn: &mut redis::Connection) -> i64 {
     secs * 1_000_000 + micros
 }
 
-/// The server's keyspace (the test's keys), read at server time `at_us`.
+/// The server's keyspace (the test's keys), read at server time `at_us`: one transaction,
+/// so a key cannot expire between its type and its value being read (every read of every
+/// type is sent; the ones of the wrong type fail and are skipped).
 fn dump(conn: &mut redis::Connection) -> (i64, BTreeMap<String, Entry>) {
+    const PER_KEY: usize = 5;
     let mut pipe = redis::pipe();
-    pipe.cmd("TIME");
+    pipe.atomic().ignore_errors().cmd("TIME");
     for key in all_keys() {
         pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+        pipe.cmd("GET").arg(key).cmd("HGETALL").arg(key);
+        pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
     }
     let values: Vec<redis::Value> = pipe.query(conn).expect("dump");
     let time: (i64, i64) = redis::from_redis_value_ref(&values[0]).unwrap();
     let at_us = time.0 * 1_000_000 + time.1;
     let mut out = BTreeMap::new();
-    let mut pipe = redis::pipe();
-    let mut present = Vec::new();
     for (i, key) in all_keys().iter().enumerate() {
-        let kind: String = redis::from_redis_value_ref(&values[1 + 2 * i]).unwrap();
-        let pttl: i64 = redis::from_redis_value_ref(&values[2 + 2 * i]).unwrap();
-        match kind.as_str() {
-            "none" => continue,
-            "string" => pipe.cmd("GET").arg(*key),
-            "hash" => pipe.cmd("HGETALL").arg(*key),
-            "zset" => pipe
-                .cmd("ZRANGE")
-                .arg(*key)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES"),
-            other => panic!("unexpected type {other} of {key}"),
-        };
-        present.push((*key, kind, pttl));
-    }
-    if present.is_empty() {
-        return (at_us, out);
-    }
-    let values: Vec<redis::Value> = pipe.query(conn).expect("dump values");
-    for ((key, kind, pttl), value) in present.into_iter().zip(values) {
+        let at = 1 + PER_KEY * i;
+        let kind: String = redis::from_redis_value_ref(&values[at]).unwrap();
+        let pttl: i64 = redis::from_redis_value_ref(&values[at + 1]).unwrap();
         let data = match kind.as_str() {
-            "string" => Data::Str(redis::from_redis_value_ref(&value).unwrap()),
-            "hash" => {
-                let map: BTreeMap<String, String> = redis::from_redis_value_ref(&value).unwrap();
-                Data::Hash(map)
-            }
-            _ => {
-                let pairs: Vec<(String, f64)> = redis::from_redis_value_ref(&value).unwrap();
+            "none" => continue,
+            "string" => Data::Str(redis::from_redis_value_ref(&values[at + 2]).unwrap()),
+            "hash" => Data::Hash(redis::from_redis_value_ref(&values[at + 3]).unwrap()),
+            "zset" => {
+                let pairs: Vec<(String, f64)> =
+                    redis::from_redis_value_ref(&values[at + 4]).unwrap();
                 Data::ZSet(pairs.into_iter().collect())
             }
+            other => panic!("unexpected type {other} of {key}"),
         };
         let expire_at = (pttl >= 0).then(|| at_us / 1000 + pttl);
-        out.insert(key.to_owned(), Entry { data, expire_at });
+        out.insert((*key).to_owned(), Entry { data, expire_at });
     }
     (at_us, out)
 }
