@@ -169,7 +169,8 @@ def main() -> int:
                 f"({args.samples - r['failover_missing']}/{args.samples}) |"
             )
             rows.append(row)
-            print(row, flush=True)
+            # Progress on stderr: stdout is the table, each row once.
+            print(row, file=sys.stderr, flush=True)
     print("\n".join(rows))
     return 0
 
