@@ -395,22 +395,7 @@ fn migrating_a_running_bots_slot_never_makes_two_primaries() {
     std::thread::sleep(Duration::from_millis(300));
     fleet.freeze();
     std::thread::sleep(Duration::from_millis(200));
-    // The data moved with the slots: the lease record and the positions are on the owner.
-    for name in &names {
-        let owner = owner_of(&cluster, name);
-        let mut conn = cluster.conn(owner);
-        let k = keys(name);
-        let record: i64 = redis::cmd("EXISTS")
-            .arg(&k.lease_record)
-            .query(&mut conn)
-            .unwrap();
-        let last: Option<String> = redis::cmd("GET")
-            .arg(k.position("LAST"))
-            .query(&mut conn)
-            .unwrap();
-        assert_eq!(record, 1, "{name}: no lease record on the owner {owner}");
-        assert!(last.is_some(), "{name}: no position on the owner {owner}");
-    }
+    assert_data_on_the_owners(&cluster, &names);
     let reports = fleet.finish();
     report_and_check("slot migration", &faults, &reports, started);
 }
@@ -462,8 +447,16 @@ fn atomic_slot_migration_of_a_running_bots_slot_never_makes_two_primaries() {
     std::thread::sleep(Duration::from_millis(300));
     fleet.freeze();
     std::thread::sleep(Duration::from_millis(200));
-    for name in &names {
-        let owner = owner_of(&cluster, name);
+    assert_data_on_the_owners(&cluster, &names);
+    let reports = fleet.finish();
+    report_and_check("atomic slot migration", &faults, &reports, started);
+}
+
+/// The data moved with the slots: each bot's lease record and positions are on the node
+/// that owns its slot now.
+fn assert_data_on_the_owners(cluster: &LocalCluster, names: &[String]) {
+    for name in names {
+        let owner = owner_of(cluster, name);
         let mut conn = cluster.conn(owner);
         let k = keys(name);
         let record: i64 = redis::cmd("EXISTS")
@@ -477,8 +470,6 @@ fn atomic_slot_migration_of_a_running_bots_slot_never_makes_two_primaries() {
         assert_eq!(record, 1, "{name}: no lease record on the owner {owner}");
         assert!(last.is_some(), "{name}: no position on the owner {owner}");
     }
-    let reports = fleet.finish();
-    report_and_check("atomic slot migration", &faults, &reports, started);
 }
 
 /// What Redis holds of one bot name after the run: the fill ids recorded and `LAST`.

@@ -79,24 +79,20 @@ pub mod warning_kind {
     pub const SPLIT_BRAIN_UNGUARDED: &str = WarningKind::SplitBrainUnguarded.as_str();
     /// The kinds of the first release (kept as it was for programs that name its type);
     /// [`EVERY`] has every kind.
-    pub const ALL: [&str; 6] = [
-        EVICTION_POLICY,
-        EVICTION_POLICY_UNREADABLE,
-        PERSISTENCE_OFF,
-        PERSISTENCE_UNREADABLE,
-        NOT_MASTER,
-        ROLE_UNREADABLE,
-    ];
+    pub const ALL: [&str; 6] = names();
     /// Every kind's name, in the order of [`WarningKind::EVERY`].
-    pub const EVERY: [&str; 7] = [
-        EVICTION_POLICY,
-        EVICTION_POLICY_UNREADABLE,
-        PERSISTENCE_OFF,
-        PERSISTENCE_UNREADABLE,
-        NOT_MASTER,
-        ROLE_UNREADABLE,
-        SPLIT_BRAIN_UNGUARDED,
-    ];
+    pub const EVERY: [&str; 7] = names();
+
+    /// The names of the first `N` kinds of [`WarningKind::EVERY`].
+    const fn names<const N: usize>() -> [&'static str; N] {
+        let mut names = [""; N];
+        let mut i = 0;
+        while i < N {
+            names[i] = WarningKind::EVERY[i].as_str();
+            i += 1;
+        }
+        names
+    }
 }
 
 impl Store {

@@ -13,40 +13,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::model::{Data, Entry, Keyspace, Model, Resp, Script};
+use super::sim::SimKeys;
 
-/// The simulated bot's keys, named by the library's own schema.
-static KEYS_OF_BOT: std::sync::LazyLock<quantshift_core::Keys> = std::sync::LazyLock::new(|| {
-    quantshift_core::Keys::with_layout("c", quantshift_core::KeyLayout::HashTagged)
-});
-/// A key of the bot's that a fenced write in the simulation sets.
-static FENCED_KEY: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| "bot:{c}:fenced".to_owned());
-fn lock_key() -> &'static str {
-    &KEYS_OF_BOT.lock
-}
-fn epoch_key() -> &'static str {
-    &KEYS_OF_BOT.epoch
-}
-fn record_key() -> &'static str {
-    &KEYS_OF_BOT.lease_record
-}
-fn heartbeat_key() -> &'static str {
-    &KEYS_OF_BOT.heartbeat
-}
-fn instances_key() -> &'static str {
-    &KEYS_OF_BOT.instances
-}
-fn fenced_key() -> &'static str {
-    &FENCED_KEY
-}
+static KEYS: std::sync::LazyLock<SimKeys> = std::sync::LazyLock::new(|| SimKeys::of("c"));
 fn all_keys() -> [&'static str; 6] {
     [
-        lock_key(),
-        epoch_key(),
-        record_key(),
-        heartbeat_key(),
-        instances_key(),
-        fenced_key(),
+        KEYS.lock.as_str(),
+        KEYS.epoch.as_str(),
+        KEYS.record.as_str(),
+        KEYS.heartbeat.as_str(),
+        KEYS.instances.as_str(),
+        KEYS.fenced.as_str(),
     ]
 }
 
@@ -102,7 +79,7 @@ fn pick<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> &'a T {
 fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
     let (token, seq) = {
         let space = model.space.borrow();
-        match space.keys.get(record_key()).map(|e| &e.data) {
+        match space.keys.get(KEYS.record.as_str()).map(|e| &e.data) {
             Some(Data::Hash(h)) => (
                 h.get("token").cloned().unwrap_or_default(),
                 h.get("seq").cloned().unwrap_or_default(),
@@ -110,7 +87,13 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
             _ => (String::new(), "0".into()),
         }
     };
-    let lock = match model.space.borrow().keys.get(lock_key()).map(|e| &e.data) {
+    let lock = match model
+        .space
+        .borrow()
+        .keys
+        .get(KEYS.lock.as_str())
+        .map(|e| &e.data)
+    {
         Some(Data::Str(s)) => s.clone(),
         _ => String::new(),
     };
@@ -162,11 +145,11 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
             eval(
                 Script::Take,
                 &[
-                    lock_key(),
-                    epoch_key(),
-                    record_key(),
-                    heartbeat_key(),
-                    instances_key(),
+                    KEYS.lock.as_str(),
+                    KEYS.epoch.as_str(),
+                    KEYS.record.as_str(),
+                    KEYS.heartbeat.as_str(),
+                    KEYS.instances.as_str(),
                 ],
                 argv,
                 rng,
@@ -184,7 +167,12 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
             ];
             eval(
                 Script::Renew,
-                &[lock_key(), record_key(), heartbeat_key(), instances_key()],
+                &[
+                    KEYS.lock.as_str(),
+                    KEYS.record.as_str(),
+                    KEYS.heartbeat.as_str(),
+                    KEYS.instances.as_str(),
+                ],
                 argv,
                 rng,
             )
@@ -192,18 +180,28 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
         45..=54 => {
             let argv = vec![
                 some_token(rng),
-                (*pick(rng, &["", KEYS_OF_BOT.lease_channel.as_str()])).to_owned(),
+                (*pick(rng, &["", KEYS.channel.as_str()])).to_owned(),
                 "released i0".into(),
                 (*pick(rng, &["0", "1", ""])).to_owned(),
             ];
-            eval(Script::Release, &[lock_key(), record_key()], argv, rng)
+            eval(
+                Script::Release,
+                &[KEYS.lock.as_str(), KEYS.record.as_str()],
+                argv,
+                rng,
+            )
         }
         55..=64 => {
             let argv = vec![
                 (*pick(rng, &ttls)).to_owned(),
                 (*pick(rng, &ids)).to_owned(),
             ];
-            eval(Script::Observe, &[record_key(), instances_key()], argv, rng)
+            eval(
+                Script::Observe,
+                &[KEYS.record.as_str(), KEYS.instances.as_str()],
+                argv,
+                rng,
+            )
         }
         65..=79 => {
             let argv = vec![
@@ -211,7 +209,12 @@ fn random_step(rng: &mut fastrand::Rng, model: &Model) -> Step {
                 format!("v{}", rng.u32(..)),
                 (*pick(rng, &ttls)).to_owned(),
             ];
-            eval(Script::FencedSet, &[lock_key(), fenced_key()], argv, rng)
+            eval(
+                Script::FencedSet,
+                &[KEYS.lock.as_str(), KEYS.fenced.as_str()],
+                argv,
+                rng,
+            )
         }
         80..=87 => Step::Hmget,
         88..=89 => Step::FlushAll,
@@ -345,7 +348,7 @@ fn run_on_server(conn: &mut redis::Connection, step: &Step) -> Resp {
         }
         Step::Hmget => to_resp(
             redis::cmd("HMGET")
-                .arg(record_key())
+                .arg(KEYS.record.as_str())
                 .arg(&quantshift_core::lease::protocol::RECORD_FIELDS[..])
                 .query(conn),
         ),
@@ -364,7 +367,7 @@ fn run_on_model(model: &mut Model, step: &Step) -> Resp {
             model.eval(*script, keys, &argv)
         }
         Step::Hmget => {
-            let mut args = vec!["HMGET", record_key()];
+            let mut args = vec!["HMGET", KEYS.record.as_str()];
             args.extend(quantshift_core::lease::protocol::RECORD_FIELDS);
             model.command(&args)
         }

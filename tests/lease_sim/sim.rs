@@ -56,34 +56,34 @@ use quantshift_lease::shared::View;
 use super::model::{Entry, Model, Resp, Script};
 
 pub const MS: u64 = 1_000_000;
-/// The simulated bot's keys, named by the library's own schema.
-static KEYS_OF_BOT: std::sync::LazyLock<quantshift_core::Keys> = std::sync::LazyLock::new(|| {
-    quantshift_core::Keys::with_layout("s", quantshift_core::KeyLayout::HashTagged)
-});
-/// A key of the bot's that a fenced write in the simulation sets.
-static FENCED_KEY: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| "bot:{s}:fenced".to_owned());
-fn lock_key() -> &'static str {
-    &KEYS_OF_BOT.lock
+/// The keys of a simulated bot, named by the library's own schema, and the key the
+/// simulation's fenced writes set.
+pub struct SimKeys {
+    pub lock: String,
+    pub epoch: String,
+    pub record: String,
+    pub heartbeat: String,
+    pub instances: String,
+    pub channel: String,
+    pub fenced: String,
 }
-fn epoch_key() -> &'static str {
-    &KEYS_OF_BOT.epoch
+
+impl SimKeys {
+    pub fn of(bot: &str) -> Self {
+        let keys = quantshift_core::Keys::with_layout(bot, quantshift_core::KeyLayout::HashTagged);
+        SimKeys {
+            fenced: format!("bot:{{{bot}}}:fenced"),
+            lock: keys.lock,
+            epoch: keys.epoch,
+            record: keys.lease_record,
+            heartbeat: keys.heartbeat,
+            instances: keys.instances,
+            channel: keys.lease_channel,
+        }
+    }
 }
-fn record_key() -> &'static str {
-    &KEYS_OF_BOT.lease_record
-}
-fn heartbeat_key() -> &'static str {
-    &KEYS_OF_BOT.heartbeat
-}
-fn instances_key() -> &'static str {
-    &KEYS_OF_BOT.instances
-}
-fn channel_key() -> &'static str {
-    &KEYS_OF_BOT.lease_channel
-}
-fn fenced_key() -> &'static str {
-    &FENCED_KEY
-}
+
+static KEYS: std::sync::LazyLock<SimKeys> = std::sync::LazyLock::new(|| SimKeys::of("s"));
 /// Server time (µs since the Unix epoch) at real time 0.
 const BASE_US: i64 = 1_700_000_000_000_000;
 const MAX_NORMAL_DELAY: u64 = 2 * MS;
@@ -1135,7 +1135,7 @@ impl<'a> Sim<'a> {
                 let value = format!("{i}");
                 let resp = self.model.eval(
                     Script::FencedSet,
-                    &[lock_key(), fenced_key()],
+                    &[KEYS.lock.as_str(), KEYS.fenced.as_str()],
                     &[token, &value, "60000"],
                 );
                 let ok = match resp {
@@ -1186,7 +1186,7 @@ impl<'a> Sim<'a> {
     fn deliver_notices(&mut self) {
         let published = std::mem::take(&mut self.model.space.borrow_mut().published);
         for (channel, _) in published {
-            if channel != channel_key() {
+            if channel != KEYS.channel.as_str() {
                 continue;
             }
             for j in 0..self.insts.len() {
@@ -1207,12 +1207,12 @@ impl<'a> Sim<'a> {
         // The same call the driver makes (protocol::Command::call): the model runs the
         // shipped script with the driver's KEYS and ARGV.
         let keys = LeaseKeys {
-            lock: lock_key(),
-            epoch: epoch_key(),
-            record: record_key(),
-            heartbeat: heartbeat_key(),
-            instances: instances_key(),
-            channel: channel_key(),
+            lock: KEYS.lock.as_str(),
+            epoch: KEYS.epoch.as_str(),
+            record: KEYS.record.as_str(),
+            heartbeat: KEYS.heartbeat.as_str(),
+            instances: KEYS.instances.as_str(),
+            channel: KEYS.channel.as_str(),
         };
         let context = CallContext {
             instance_id: &id,
@@ -1373,12 +1373,12 @@ impl<'a> Sim<'a> {
             }
             Fault::Evict(key) => {
                 let key = match key {
-                    LeaseKey::Lock => lock_key(),
-                    LeaseKey::Record => record_key(),
-                    LeaseKey::Epoch => epoch_key(),
+                    LeaseKey::Lock => KEYS.lock.as_str(),
+                    LeaseKey::Record => KEYS.record.as_str(),
+                    LeaseKey::Epoch => KEYS.epoch.as_str(),
                 };
                 self.model.command(&["DEL", key]);
-                if key == record_key() && !strict_liveness() {
+                if key == KEYS.record.as_str() && !strict_liveness() {
                     self.orphan_lock();
                 }
             }
@@ -1411,7 +1411,7 @@ impl<'a> Sim<'a> {
             .space
             .borrow()
             .keys
-            .get(lock_key())
+            .get(KEYS.lock.as_str())
             .and_then(|e| e.expire_at);
         if let Some(ms) = expire_at {
             let real = ((ms * 1000 - BASE_US).max(0) as u64) * 1_000 + 2 * MS;
