@@ -280,27 +280,21 @@ fn cluster_failover_of_a_running_bots_slot_owner_never_makes_two_primaries() {
     let cluster = LocalCluster::start();
     let names = cluster.names_on_distinct_primaries("manual", 3);
     let mut fleet = Fleet::start(options(&cluster, 0), &names);
-    let mut faults = Vec::new();
-    for round in 0..2 {
-        for (i, name) in names.iter().enumerate() {
-            std::thread::sleep(Duration::from_millis(400));
+    let faults = hit_each_bot(
+        &cluster,
+        &mut fleet,
+        &names,
+        &[0, 1],
+        "CLUSTER FAILOVER",
+        |round, name| {
             let owner = owner_of(&cluster, name);
-            let t0 = mono_ns();
             let new_owner = cluster.failover(owner);
-            let settled = mono_ns();
-            assert_eq!(owner_of(&cluster, name), new_owner);
-            fleet.wait_steady(Duration::from_secs(20), "CLUSTER FAILOVER");
-            faults.push(Fault {
-                label: format!(
-                    "round {round}: CLUSTER FAILOVER of {owner} (owner of {name}) to {new_owner}"
-                ),
-                hit: vec![i],
-                started: t0,
-                settled,
-                steady: mono_ns(),
-            });
-        }
-    }
+            let label = format!(
+                "round {round}: CLUSTER FAILOVER of {owner} (owner of {name}) to {new_owner}"
+            );
+            (new_owner, label)
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let reports = fleet.finish();
     report_and_check("CLUSTER FAILOVER", &faults, &reports, started);
@@ -366,32 +360,25 @@ fn migrating_a_running_bots_slot_never_makes_two_primaries() {
     let cluster = LocalCluster::start();
     let names = cluster.names_on_distinct_primaries("migrate", 3);
     let mut fleet = Fleet::start(options(&cluster, 0), &names);
-    let mut faults = Vec::new();
-    for (batch, pause_ms) in [(3usize, 50u64), (1, 150), (100, 0)] {
-        for (i, name) in names.iter().enumerate() {
-            std::thread::sleep(Duration::from_millis(400));
+    let rounds = [(3usize, 50u64), (1, 150), (100, 0)];
+    let faults = hit_each_bot(
+        &cluster,
+        &mut fleet,
+        &names,
+        &rounds,
+        "a slot migration",
+        |(batch, pause_ms), name| {
             let slot = slot_of(&cluster, name);
             let owner = cluster.owner_of_slot(slot);
-            let primaries = cluster.primaries();
-            let target = primaries
-                [(primaries.iter().position(|&p| p == owner).unwrap() + 1) % primaries.len()];
-            let t0 = mono_ns();
+            let target = next_primary(&cluster, owner);
             let moved = cluster.migrate_slot(slot, target, batch, Duration::from_millis(pause_ms));
-            let settled = mono_ns();
-            assert_eq!(owner_of(&cluster, name), target);
-            fleet.wait_steady(Duration::from_secs(20), "a slot migration");
-            faults.push(Fault {
-                label: format!(
-                    "slot {slot} of {name} migrated {owner} -> {target}: {moved} keys, \
-                     {batch} per MIGRATE, {pause_ms} ms apart"
-                ),
-                hit: vec![i],
-                started: t0,
-                settled,
-                steady: mono_ns(),
-            });
-        }
-    }
+            let label = format!(
+                "slot {slot} of {name} migrated {owner} -> {target}: {moved} keys, \
+             {batch} per MIGRATE, {pause_ms} ms apart"
+            );
+            (target, label)
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     fleet.freeze();
     std::thread::sleep(Duration::from_millis(200));
@@ -419,24 +406,53 @@ fn atomic_slot_migration_of_a_running_bots_slot_never_makes_two_primaries() {
     }
     let names = cluster.names_on_distinct_primaries("atomic", 3);
     let mut fleet = Fleet::start(options(&cluster, 0), &names);
-    let mut faults = Vec::new();
-    for round in 0..2 {
-        for (i, name) in names.iter().enumerate() {
-            std::thread::sleep(Duration::from_millis(400));
+    let faults = hit_each_bot(
+        &cluster,
+        &mut fleet,
+        &names,
+        &[0, 1],
+        "an atomic slot migration",
+        |round, name| {
             let slot = slot_of(&cluster, name);
             let owner = cluster.owner_of_slot(slot);
-            let primaries = cluster.primaries();
-            let target = primaries
-                [(primaries.iter().position(|&p| p == owner).unwrap() + 1) % primaries.len()];
-            let t0 = mono_ns();
+            let target = next_primary(&cluster, owner);
             cluster.migrate_slot_atomically(slot, target);
+            let label = format!(
+                "round {round}: slot {slot} of {name} migrated atomically {owner} -> {target}"
+            );
+            (target, label)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    fleet.freeze();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_data_on_the_owners(&cluster, &names);
+    let reports = fleet.finish();
+    report_and_check("atomic slot migration", &faults, &reports, started);
+}
+
+/// For each round and each bot, 400 ms apart: `fault` moves the bot's slot and returns the
+/// node that owns it now and a label; the owner is checked, and the fleet waited for until
+/// every bot leads again. The faults, for [`report_and_check`].
+fn hit_each_bot<R: Copy>(
+    cluster: &LocalCluster,
+    fleet: &mut Fleet,
+    names: &[String],
+    rounds: &[R],
+    what: &str,
+    mut fault: impl FnMut(R, &str) -> (u16, String),
+) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    for &round in rounds {
+        for (i, name) in names.iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(400));
+            let t0 = mono_ns();
+            let (new_owner, label) = fault(round, name);
             let settled = mono_ns();
-            assert_eq!(owner_of(&cluster, name), target);
-            fleet.wait_steady(Duration::from_secs(20), "an atomic slot migration");
+            assert_eq!(owner_of(cluster, name), new_owner, "{label}");
+            fleet.wait_steady(Duration::from_secs(20), what);
             faults.push(Fault {
-                label: format!(
-                    "round {round}: slot {slot} of {name} migrated atomically {owner} -> {target}"
-                ),
+                label,
                 hit: vec![i],
                 started: t0,
                 settled,
@@ -444,12 +460,13 @@ fn atomic_slot_migration_of_a_running_bots_slot_never_makes_two_primaries() {
             });
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
-    fleet.freeze();
-    std::thread::sleep(Duration::from_millis(200));
-    assert_data_on_the_owners(&cluster, &names);
-    let reports = fleet.finish();
-    report_and_check("atomic slot migration", &faults, &reports, started);
+    faults
+}
+
+/// The next primary after `owner` (round the primaries), a slot's migration target.
+fn next_primary(cluster: &LocalCluster, owner: u16) -> u16 {
+    let primaries = cluster.primaries();
+    primaries[(primaries.iter().position(|&p| p == owner).unwrap() + 1) % primaries.len()]
 }
 
 /// The data moved with the slots: each bot's lease record and positions are on the node
