@@ -422,23 +422,23 @@ impl PyStateManager {
             Some(decoded) if decoded.raw.id() == loaded.id() => decoded,
             previous => {
                 let dicts = decode_positions(py, core, loaded.items(), previous.as_deref())?;
-                let flat = dicts
+                let shallow = dicts
                     .values()
                     .iter()
-                    .map(|position| is_flat(&position))
+                    .map(|position| is_shallow(&position))
                     .collect();
                 let decoded = Arc::new(DecodedPositions {
                     raw: loaded,
                     dicts: dicts.unbind(),
-                    flat,
+                    shallow,
                 });
                 *self.decoded_positions.lock() = Some(Arc::clone(&decoded));
                 decoded
             }
         };
         let out = PyDict::new(py);
-        for ((symbol, position), flat) in decoded.dicts.bind(py).iter().zip(&decoded.flat) {
-            let copy = match (flat, position.cast::<PyDict>()) {
+        for ((symbol, position), shallow) in decoded.dicts.bind(py).iter().zip(&decoded.shallow) {
+            let copy = match (shallow, position.cast::<PyDict>()) {
                 (true, Ok(position)) => position.copy()?.into_any(),
                 _ => copy_json(&position)?,
             };
@@ -640,10 +640,10 @@ struct DecodedPositions {
     raw: Arc<LoadedPositions>,
     dicts: Py<PyDict>,
     /// Per position, in the dict's order: no dict or list inside (a shallow copy is a copy).
-    flat: Vec<bool>,
+    shallow: Vec<bool>,
 }
 
-fn is_flat(value: &Bound<'_, PyAny>) -> bool {
+fn is_shallow(value: &Bound<'_, PyAny>) -> bool {
     value.cast::<PyDict>().is_ok_and(|dict| {
         dict.iter()
             .all(|(_, v)| !(v.is_instance_of::<PyDict>() || v.is_instance_of::<PyList>()))
@@ -697,7 +697,7 @@ fn decode_positions<'py>(
 /// copied all the way down, the rest (str, int, float, bool, None) is immutable.
 fn copy_json<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Ok(dict) = value.cast::<PyDict>() {
-        if is_flat(value) {
+        if is_shallow(value) {
             return Ok(dict.copy()?.into_any());
         }
         let out = PyDict::new(value.py());
