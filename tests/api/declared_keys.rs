@@ -7,8 +7,6 @@
 //! names the keys of each. Every key a script's command touches must be among the keys its
 //! call declared.
 
-mod common;
-
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -17,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use quantshift_core::{Inspector, KeyLayout, Keys, StateManager};
 use serde_json::json;
 
@@ -310,9 +308,9 @@ fn check_layout(layout: KeyLayout) {
     // The check saw what it is about: each script ran, and touched position keys.
     let keys = Keys::with_layout("declared", layout);
     for source in [
-        include_str!("../src/scripts/positions_load.lua"),
-        include_str!("../src/scripts/positions_adopt.lua"),
-        include_str!("../src/scripts/bot_status.lua"),
+        include_str!("../../src/scripts/positions_load.lua"),
+        include_str!("../../src/scripts/positions_adopt.lua"),
+        include_str!("../../src/scripts/bot_status.lua"),
     ] {
         let sha = sha_of(source);
         let touched_positions = calls.iter().filter(|call| call.sha == sha).any(|call| {
@@ -328,7 +326,7 @@ fn check_layout(layout: KeyLayout) {
         );
     }
     // Each manager publishes its stall meter as it starts (then every second).
-    let publish = sha_of(include_str!("../src/scripts/stalls_publish.lua"));
+    let publish = sha_of(include_str!("../../src/scripts/stalls_publish.lua"));
     assert!(
         calls.iter().any(|call| call.sha == publish),
         "the stall meter was never published"
@@ -402,7 +400,7 @@ fn thousands_of_positions_are_read_in_chunks_declaring_every_key() {
     let calls = script_calls(monitor.stop(&server));
     let undeclared = undeclared_keys(&server, &calls);
     assert!(undeclared.is_empty(), "{}", undeclared.join("\n"));
-    let load = sha_of(include_str!("../src/scripts/positions_load.lua"));
+    let load = sha_of(include_str!("../../src/scripts/positions_load.lua"));
     let mgets = calls
         .iter()
         .filter(|call| call.sha == load)
@@ -440,7 +438,7 @@ fn scripts_given_too_few_keys_answer_the_index_and_read_nothing() {
         redis::from_redis_value(items[0].clone()).unwrap()
     };
     let both = BTreeSet::from(["A".to_owned(), "B".to_owned()]);
-    let load = redis::Script::new(include_str!("../src/scripts/positions_load.lua"));
+    let load = redis::Script::new(include_str!("../../src/scripts/positions_load.lua"));
     // ARGV[1]: no extra symbol; then the symbol of each position key.
     let reply: redis::Value = load
         .key(&keys.positions_index)
@@ -462,7 +460,7 @@ fn scripts_given_too_few_keys_answer_the_index_and_read_nothing() {
         .invoke(&mut conn)
         .unwrap();
     assert_eq!((flag(&reply), members(&reply)), (1, both.clone()));
-    let status = redis::Script::new(include_str!("../src/scripts/bot_status.lua"));
+    let status = redis::Script::new(include_str!("../../src/scripts/bot_status.lua"));
     let mut call = status.key(&keys.lock);
     call.key(&keys.epoch)
         .key(&keys.heartbeat)

@@ -9,13 +9,11 @@
 //! catalogues (including invalid UTF-8 through the C API, negative and NaN durations, which
 //! a Rust `Duration` and `&str` cannot express).
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use quantshift_core::{Config, ErrorKind, JsonObject, StateManager};
 use serde_json::json;
 

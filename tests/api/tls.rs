@@ -4,15 +4,13 @@
 //! refused with a clear `RedisUnavailable` error, and the server's demand for a client
 //! certificate is met by `tls_client_cert`.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{obj, RedisServer};
+use crate::common::{obj, RedisServer};
 use quantshift_core::{Config, ErrorKind, StateManager};
 use serde_json::json;
 
@@ -326,7 +324,7 @@ impl TlsSentinel {
                 .spawn()
                 .expect("redis-server must be installed");
             // Ready once it sees the master (over TLS).
-            let ready = common::wait_for(Duration::from_secs(10), || {
+            let ready = crate::common::wait_for(Duration::from_secs(10), || {
                 let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
                     return false;
                 };
@@ -449,7 +447,7 @@ impl TlsCluster {
         }
         for port in cluster.ports.clone() {
             assert!(
-                common::wait_for(Duration::from_secs(10), || cluster
+                crate::common::wait_for(Duration::from_secs(10), || cluster
                     .try_admin(port)
                     .is_some()),
                 "TLS cluster node {port} did not start"
@@ -473,7 +471,7 @@ impl TlsCluster {
                 .query::<()>(&mut first)
                 .unwrap();
         }
-        let formed = common::wait_for(Duration::from_secs(20), || {
+        let formed = crate::common::wait_for(Duration::from_secs(20), || {
             cluster.ports.iter().all(|port| {
                 cluster.try_admin(*port).is_some_and(|mut conn| {
                     redis::cmd("CLUSTER")

@@ -1,10 +1,8 @@
 //! State and positions against a real redis-server (docs/contract.md §1, §3, §4).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use quantshift_core::{Config, ErrorKind, StateManager};
 use serde_json::json;
 
