@@ -17,6 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::{Connection, TlsCertificates, Value};
 
+use super::connection::Named;
 use super::errors::describe;
 use super::nodes::NodeTemplate;
 use super::Store;
@@ -150,25 +151,21 @@ impl Store {
                 ));
                 continue;
             };
-            if unusable.contains(&owner) {
-                problems.push(format!(
-                    "{}:{} names {}:{}, which is not usable",
-                    node.0, node.1, owner.0, owner.1
-                ));
-                continue;
-            }
-            match self.open_master(&target.nodes, &owner, command_timeout) {
-                Ok(conn) => {
-                    let generation = self.master.set(owner, "the cluster's map");
-                    return Ok((generation, conn));
-                }
-                Err(err) => {
-                    problems.push(format!(
-                        "primary {}:{} of slot {} named by {}:{}: {err}",
-                        owner.0, owner.1, map.slot, node.0, node.1
-                    ));
-                    unusable.push(owner);
-                }
+            let by = format!("{}:{}", node.0, node.1);
+            let named = Named {
+                what: format!("primary {}:{} of slot {}", owner.0, owner.1, map.slot),
+                addr: owner,
+                by: &by,
+                how: "the cluster's map",
+            };
+            if let Some(found) = self.try_named(
+                &target.nodes,
+                named,
+                command_timeout,
+                &mut unusable,
+                &mut problems,
+            ) {
+                return Ok(found);
             }
         }
         Err(Error::unavailable(format!(

@@ -17,6 +17,17 @@ use super::{Store, Target};
 use crate::config::{Config, PASSWORD_ENV_VAR};
 use crate::error::{Error, ErrorKind, Result};
 
+/// A master as a discovery source named it.
+pub(super) struct Named<'a> {
+    pub addr: (String, u16),
+    /// What it is, with its address, for the errors (`master 10.0.0.5:6379`).
+    pub what: String,
+    /// Who named it (`Sentinel 10.0.0.9:26379`, `127.0.0.1:7001`).
+    pub by: &'a str,
+    /// How it was found, for the log of a new generation.
+    pub how: &'static str,
+}
+
 impl Store {
     /// A new dedicated connection whose reads and writes time out after `command_timeout`.
     pub fn connect_with_timeout(&self, command_timeout: Duration) -> Result<Connection> {
@@ -126,25 +137,20 @@ impl Store {
                     continue;
                 }
             };
-            if unusable.contains(&addr) {
-                problems.push(format!(
-                    "{where_} still names {}:{}, which is not usable",
-                    addr.0, addr.1
-                ));
-                continue;
-            }
-            match self.open_master(&target.nodes, &addr, command_timeout) {
-                Ok(conn) => {
-                    let generation = self.master.set(addr, "named by the Sentinels");
-                    return Ok((generation, conn));
-                }
-                Err(err) => {
-                    problems.push(format!(
-                        "master {}:{} named by {where_}: {err}",
-                        addr.0, addr.1
-                    ));
-                    unusable.push(addr);
-                }
+            let named = Named {
+                what: format!("master {}:{}", addr.0, addr.1),
+                addr,
+                by: &where_,
+                how: "named by the Sentinels",
+            };
+            if let Some(found) = self.try_named(
+                &target.nodes,
+                named,
+                command_timeout,
+                &mut unusable,
+                &mut problems,
+            ) {
+                return Ok(found);
             }
         }
         Err(Error::unavailable(format!(
@@ -153,6 +159,40 @@ impl Store {
             self.redacted_url,
             problems.join("; ")
         )))
+    }
+
+    /// The master `named.addr` that a Sentinel or a cluster node named: connected to and
+    /// checked (unless known to be unusable in this attempt), a new generation when it says
+    /// `master`; otherwise the problem is recorded and the address marked unusable.
+    pub(super) fn try_named(
+        &self,
+        nodes: &NodeTemplate,
+        named: Named<'_>,
+        command_timeout: Duration,
+        unusable: &mut Vec<(String, u16)>,
+        problems: &mut Vec<String>,
+    ) -> Option<(u64, Connection)> {
+        let Named {
+            addr,
+            what,
+            by,
+            how,
+        } = named;
+        if unusable.contains(&addr) {
+            problems.push(format!(
+                "{by} still names {}:{}, which is not usable",
+                addr.0, addr.1
+            ));
+            return None;
+        }
+        match self.open_master(nodes, &addr, command_timeout) {
+            Ok(conn) => Some((self.master.set(addr, how), conn)),
+            Err(err) => {
+                problems.push(format!("{what} named by {by}: {err}"));
+                unusable.push(addr);
+                None
+            }
+        }
     }
 
     /// A connection to the master (or slot owner) known from before, if it still says
